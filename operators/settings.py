@@ -1,0 +1,110 @@
+"""One typed settings object per process, read once at the edge and passed down.
+
+Values come from (lowest to highest precedence) defaults, the environment
+(`FEEDFLOW_<FIELD>`, plus the conventional `KAFKA_BOOTSTRAP_SERVERS` and `REDIS_URL`) and
+command-line flags. Unknown `FEEDFLOW_*` variables are rejected so a typo never silently
+falls back to a default. Library code receives a :class:`Settings`; it never reads
+`os.environ` itself.
+
+Example:
+    >>> s = load_settings({"FEEDFLOW_PARTITIONS": "8", "REDIS_URL": "redis://:pw@h:1/0"})
+    >>> s.partitions, s.masked()["redis_url"]
+    (8, 'redis://:***@h:1/0')
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from operators.errors import ConfigError
+
+ENV_PREFIX = "FEEDFLOW_"
+_ALIASES = {"KAFKA_BOOTSTRAP_SERVERS": "kafka_bootstrap_servers", "REDIS_URL": "redis_url"}
+_SECRET = re.compile(r"(?<=://)([^:/@]*):([^@]*)@")
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything a Feedflow process can be told. Defaults are the embedded local stack."""
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    state_dir: str = ".feedflow"
+    partitions: int = 4
+    # Dataflows
+    workers: int = 1
+    recovery_dir: str = ""
+    snapshot_interval_s: int = 5
+    recovery_backup_s: int = 300
+    kafka_batch_size: int = 1000
+    metrics_port: int = 0
+    consumer_group: str = "feedflow"
+    # Engagement semantics (event time)
+    view_inactivity_s: int = 1800
+    allowed_lateness_s: int = 600
+    dedup_window_s: int = 3600
+    user_ttl_days: int = 35
+    view_ttl_s: int = 3600
+    # Content and index
+    encoder: str = "hashing-v1"
+    embedding_dim: int = 64
+    index_dir: str = ""
+    index_m: int = 16
+    index_ef_construction: int = 200
+    index_ef_search: int = 800
+    index_snapshot_every_s: int = 60
+    index_compaction_share: float = 0.2
+    # Serving
+    host: str = "127.0.0.1"
+    port: int = 8080
+    feed_candidates: int = 500
+    redis_timeout_ms: int = 10
+    log_level: str = "INFO"
+
+    def masked(self) -> dict[str, Any]:
+        """Settings as a dict with credentials in URLs replaced by `***`."""
+        out = msgspec.structs.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, str) and "://" in value:
+                out[key] = _SECRET.sub(lambda m: f"{m.group(1)}:***@", value)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Settings({self.masked()!r})"
+
+
+_FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
+
+
+def load_settings(
+    environ: Mapping[str, str], flags: Mapping[str, Any] | None = None
+) -> Settings:
+    """Build settings from an environment mapping and already-parsed flags.
+
+    Flags whose value is None are treated as not given.
+
+    Raises:
+        ConfigError: on an unknown `FEEDFLOW_*` variable or a value of the wrong type.
+    """
+    raw: dict[str, Any] = {}
+    for key, value in environ.items():
+        if key in _ALIASES:
+            raw[_ALIASES[key]] = value
+        elif key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX) :].lower()
+            if name not in _FIELDS:
+                raise ConfigError(f"unknown setting {key}; known: {sorted(_FIELDS)}")
+            raw[name] = value
+    for name, value in (flags or {}).items():
+        if value is None:
+            continue
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}")
+        raw[name] = value
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid setting: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Stores behind small interfaces: feature store, vector index with snapshots, registries."""
