@@ -1,0 +1,81 @@
+"""Every Prometheus metric Feedflow defines, in one place.
+
+Labels are bounded: topic, step, stage, outcome, reason, arm, version — never a user or media
+id. Metrics live in the default registry, which Bytewax's dataflow API appends to its own
+`/metrics` and which the serving process exposes directly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_FAST = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+_SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+
+EVENTS = Counter(
+    "feedflow_events_total",
+    "Events read from a topic, by outcome (ok, invalid, duplicate, late).",
+    ["topic", "outcome"],
+)
+DEADLETTERS = Counter(
+    "feedflow_deadletter_total", "Messages written to the dead-letter topic.", ["topic"]
+)
+EVENT_LAG = Histogram(
+    "feedflow_event_lag_seconds", "Processing time minus event time.", buckets=_SLOW
+)
+FEATURE_FRESHNESS = Histogram(
+    "feedflow_feature_freshness_seconds",
+    "Event time to the feature being written in Redis.",
+    buckets=_SLOW,
+)
+PUBLISH_TO_SEARCHABLE = Histogram(
+    "feedflow_publish_to_searchable_seconds",
+    "published_at to the item being queryable at an index reader.",
+    buckets=_SLOW,
+)
+INDEX_ITEMS = Gauge("feedflow_index_items", "Live items in the vector index.", ["role"])
+INDEX_DELETED = Gauge(
+    "feedflow_index_deleted_items", "Items marked deleted in the vector index.", ["role"]
+)
+INDEX_VERSION = Gauge(
+    "feedflow_index_active_version_info", "The active index version (value 1).", ["version"]
+)
+STORE_RETRIES = Counter(
+    "feedflow_store_retries_total", "Retried store operations, by store.", ["store"]
+)
+FEED_REQUEST = Histogram(
+    "feedflow_feed_request_seconds",
+    "Feed request latency by stage (features, retrieval, ranking, rules, total).",
+    ["stage"],
+    buckets=_FAST,
+)
+FEED_FALLBACK = Counter(
+    "feedflow_feed_fallback_total", "Feeds answered by a rung of the degradation ladder.", ["reason"]
+)
+FEED_ERRORS = Counter(
+    "feedflow_feed_stage_errors_total", "Failures inside a timed stage.", ["stage"]
+)
+
+
+@contextmanager
+def timed(histogram: Histogram, errors: Counter | None = None, **labels: str) -> Iterator[None]:
+    """Record the block's duration; count it under `errors` too when it raises.
+
+    Example:
+        >>> with timed(FEED_REQUEST, FEED_ERRORS, stage="ranking"):
+        ...     pass
+    """
+    start = time.perf_counter()
+    try:
+        yield
+    except BaseException:
+        if errors is not None:
+            errors.labels(**labels).inc()
+        raise
+    finally:
+        target = histogram.labels(**labels) if labels else histogram
+        target.observe(time.perf_counter() - start)
