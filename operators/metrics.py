@@ -54,7 +54,9 @@ FEED_REQUEST = Histogram(
     buckets=_FAST,
 )
 FEED_FALLBACK = Counter(
-    "feedflow_feed_fallback_total", "Feeds answered by a rung of the degradation ladder.", ["reason"]
+    "feedflow_feed_fallback_total",
+    "Feeds answered by a rung of the degradation ladder.",
+    ["reason"],
 )
 FEED_ERRORS = Counter(
     "feedflow_feed_stage_errors_total", "Failures inside a timed stage.", ["stage"]

