@@ -19,10 +19,11 @@ from operators.settings import load_settings
 # name -> module; imported lazily so `feedflow --help` and light commands start fast.
 COMMANDS = {
     "stack": "feedflow.stack_command",
+    "flow": "feedflow.flow_command",
 }
 
 # Flags that map one-to-one onto Settings fields.
-SETTING_FLAGS = ("partitions", "workers", "recovery_dir", "host", "port")
+SETTING_FLAGS = ("partitions", "workers", "recovery_dir", "host", "port", "metrics_port")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before numpy loads: BLAS threads would fight workers and request threads for the cores.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     flags = {name: getattr(args, name, None) for name in SETTING_FLAGS}
