@@ -158,10 +158,16 @@ class HnswIndex:
         capacity: int = 1024,
         threads: int = 1,
         seed: int = 100,
+        graph_file: Path | None = None,
     ) -> None:
         self._dim, self._m, self._efc, self._ef = dim, m, ef_construction, ef_search
         self._threads, self._seed = threads, seed
-        self._index = self._new_hnsw(max(capacity, 16))
+        if graph_file is None:
+            self._index = self._new_hnsw(max(capacity, 16))
+        else:
+            self._index = hnswlib.Index(space="ip", dim=dim)
+            self._index.load_index(str(graph_file), max_elements=max(capacity, 16))
+            self._index.set_ef(ef_search)
         self._labels: dict[str, int] = {}
         self._ids: list[str] = []
         self._deleted: set[int] = set()
@@ -304,16 +310,16 @@ class HnswIndex:
         except (OSError, msgspec.DecodeError) as exc:
             raise VectorIndexError(f"HnswIndex.load: unreadable {directory}: {exc}") from exc
         params = meta["params"]
+        ids: list[str] = meta["ids"]
         self = cls(
             dim,
             m=params["m"],
             ef_construction=params["ef_construction"],
             ef_search=ef_search or params["ef_search"],
             threads=threads,
+            capacity=len(ids) * 5 // 4,
+            graph_file=directory / INDEX_FILE,
         )
-        ids: list[str] = meta["ids"]
-        self._index.load_index(str(directory / INDEX_FILE), max_elements=max(16, len(ids) * 5 // 4))
-        self._index.set_ef(self._ef)
         self._ids, self._deleted = ids, set(meta["deleted"])
         self._labels = {media_id: n for n, media_id in enumerate(ids)}
         return self

@@ -1,0 +1,146 @@
+"""One index version held in memory: the hnswlib graph, the mirrored records, the log position.
+
+The writer, every reader and a rebuild all hold one of these; they differ only in who
+appends to the log. Loading is: newest snapshot, then the log after the snapshot's `log_id`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import msgspec
+import numpy as np
+
+from operators.content import ItemRecord
+from operators.settings import Settings
+from state.index_registry import VersionInfo
+from state.snapshots import DirSnapshotStore, Manifest
+from state.update_log import REMOVE, START, LogEntry, UpdateLog
+from state.vector_index import HnswIndex
+
+RECORDS_FILE: Final = "records.msgpack"
+_records_encoder = msgspec.msgpack.Encoder()
+_records_decoder = msgspec.msgpack.Decoder(list[ItemRecord])
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """hnswlib and lifecycle parameters of the index."""
+
+    m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 800
+    compaction_share: float = 0.2
+    snapshot_every_s: float = 60.0
+    threads: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings, threads: int = 1) -> IndexParams:
+        """The index parameters of a process's settings."""
+        return cls(
+            m=settings.index_m,
+            ef_construction=settings.index_ef_construction,
+            ef_search=settings.index_ef_search,
+            compaction_share=settings.index_compaction_share,
+            snapshot_every_s=float(settings.index_snapshot_every_s),
+            threads=threads,
+        )
+
+
+@dataclass
+class IndexReplica:
+    """A complete, consistent copy of one index version."""
+
+    info: VersionInfo
+    index: HnswIndex
+    records: dict[str, ItemRecord] = field(default_factory=dict)
+    log_id: str = START
+    source: dict[str, int | str] = field(default_factory=dict)
+    last_save_s: float = 0.0
+
+    @classmethod
+    def empty(cls, info: VersionInfo, params: IndexParams) -> IndexReplica:
+        """A replica with no items."""
+        index = HnswIndex(
+            info.dim,
+            m=params.m,
+            ef_construction=params.ef_construction,
+            ef_search=params.ef_search,
+            threads=params.threads,
+        )
+        return cls(info, index)
+
+    @classmethod
+    def load(cls, info: VersionInfo, store: DirSnapshotStore, params: IndexParams) -> IndexReplica:
+        """The newest snapshot of `info.version`, or an empty replica when there is none."""
+        found = store.latest(info.version)
+        if found is None:
+            return cls.empty(info, params)
+        manifest, path = found
+        index = HnswIndex.load(path, info.dim, threads=params.threads, ef_search=params.ef_search)
+        records = _records_decoder.decode((path / RECORDS_FILE).read_bytes())
+        return cls(
+            info,
+            index,
+            {r.media_id: r for r in records},
+            manifest.log_id,
+            dict(manifest.source),
+        )
+
+    def live(self, media_id: str) -> ItemRecord | None:
+        """The record of a live (not removed) item."""
+        record = self.records.get(media_id)
+        return None if record is None or record.removed else record
+
+    def apply(self, entries: Sequence[tuple[str, LogEntry]]) -> None:
+        """Apply log entries in order (only each item's last entry matters)."""
+        if not entries:
+            return
+        last: dict[str, LogEntry] = {}
+        for _, entry in entries:
+            last[entry.record.media_id] = entry
+            self.records[entry.record.media_id] = entry.record
+        removed = [i for i, e in last.items() if e.op == REMOVE]
+        upserts = [(i, e) for i, e in last.items() if e.op != REMOVE]
+        self.index.remove(removed)
+        if upserts:
+            vectors = np.stack([e.array() for _, e in upserts])
+            self.index.upsert([i for i, _ in upserts], vectors)
+        self.log_id = entries[-1][0]
+
+    def catch_up(self, log: UpdateLog, batch: int = 10_000) -> int:
+        """Apply the log until it has nothing newer; returns entries applied."""
+        applied = 0
+        while entries := log.read(self.log_id, count=batch):
+            self.apply(entries)
+            applied += len(entries)
+        return applied
+
+    def manifest(self) -> Manifest:
+        """The manifest describing this replica now."""
+        return Manifest(
+            version=self.info.version,
+            encoder=self.info.encoder,
+            dim=self.info.dim,
+            items=len(self.index),
+            deleted=self.index.deleted_count,
+            log_id=self.log_id,
+            source=dict(self.source),
+            params=self.index.params,
+        )
+
+    def save(self, store: DirSnapshotStore) -> Manifest:
+        """Write an atomic snapshot of this replica."""
+
+        def write(path: Path) -> None:
+            self.index.save(path)
+            (path / RECORDS_FILE).write_bytes(_records_encoder.encode(list(self.records.values())))
+
+        started = time.perf_counter()
+        manifest = store.save(self.manifest(), write)
+        self.last_save_s = time.perf_counter() - started
+        return manifest

@@ -1,0 +1,258 @@
+"""The single writer of the authoritative index: the content flow's sink calls it.
+
+For each batch of catalogue changes it drops stale ones (an older stamp never overwrites a
+newer one, so Bytewax's at-least-once replays are harmless), encodes the rest with the active
+version's encoder, writes items, vectors and log entries to Redis in one pipeline, and then
+applies them to its in-memory replica. `tick()` snapshots on a cadence, trims the log and
+hands over to a rebuilt version (blue/green) when one is ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import redis
+
+from operators.content import ItemRecord, is_newer, record_of, stamp_of
+from operators.contracts import TOPIC_MEDIA, MediaPublished, decode_media
+from operators.encoders import Encoder, doc_of, make_encoder, upstream_vector
+from operators.metrics import EVENTS, INDEX_DELETED, INDEX_ITEMS, INDEX_VERSION
+from state.index_keys import IndexKeys
+from state.index_registry import READY, IndexRegistry, IndexStateError
+from state.index_replica import IndexParams, IndexReplica
+from state.item_store import ItemStore
+from state.snapshots import DirSnapshotStore, Manifest
+from state.update_log import ADD, REMOVE, START, UPDATE, LogEntry, UpdateLog
+
+log = logging.getLogger(__name__)
+HEARTBEAT_TTL_S = 5.0
+
+
+class Change(NamedTuple):
+    """One decoded catalogue event and where it came from."""
+
+    event: MediaPublished
+    raw: bytes
+    partition: int
+    offset: int
+
+
+def encode_entries(
+    encoder: Encoder, items: Sequence[tuple[str, ItemRecord, MediaPublished | None, bytes]]
+) -> list[LogEntry]:
+    """Log entries for `(op, record, event, raw)` items, vectors from `encoder`.
+
+    An event's own embedding is used when it is in the encoder's space; removals carry no
+    vector.
+    """
+    vectors: list[bytes] = [b""] * len(items)
+    to_encode: list[int] = []
+    for n, (op, _record, event, _raw) in enumerate(items):
+        if op == REMOVE or event is None:
+            continue
+        own = upstream_vector(event, encoder)
+        if own is None:
+            to_encode.append(n)
+        else:
+            vectors[n] = own.tobytes()
+    if to_encode:
+        docs = []
+        for n in to_encode:
+            _op, record, event, _raw = items[n]
+            assert event is not None
+            docs.append(doc_of(event, record))
+        for n, row in zip(to_encode, encoder.encode(docs), strict=True):
+            vectors[n] = np.ascontiguousarray(row, dtype=np.float32).tobytes()
+    return [
+        LogEntry(op, record, vectors[n], b"" if op == REMOVE else raw)
+        for n, (op, record, _event, raw) in enumerate(items)
+    ]
+
+
+def reencode(encoder: Encoder, entries: Sequence[LogEntry]) -> list[LogEntry]:
+    """The same changes with vectors from another encoder (from each entry's source event)."""
+    items: list[tuple[str, ItemRecord, MediaPublished | None, bytes]] = []
+    for entry in entries:
+        if entry.op == REMOVE:
+            items.append((entry.op, entry.record, None, b""))
+            continue
+        event = decode_media(entry.source)
+        if not isinstance(event, MediaPublished):  # cannot happen: only accepted events are logged
+            raise IndexStateError(f"reencode: unreadable source of {entry.record.media_id}")
+        items.append((entry.op, entry.record, event, entry.source))
+    return encode_entries(encoder, items)
+
+
+def publish(
+    client: redis.Redis,
+    replica: IndexReplica,
+    entries: Sequence[LogEntry],
+    keys: IndexKeys,
+    *,
+    items: bool = True,
+) -> None:
+    """Write entries to the item store and the version's log, then apply them to `replica`.
+
+    With `items=False` only the version's vectors are written: replaying another version's
+    log must not put an older record back in front of ranking, even for a moment.
+    """
+    if not entries:
+        return
+    version = replica.info.version
+    store, ulog = ItemStore(client, keys), UpdateLog(client, keys, version)
+    pipe: Any = client.pipeline(transaction=False)
+    positions = []
+    for entry in entries:
+        if items:
+            store.queue(pipe, entry, version)
+        elif entry.op != REMOVE:
+            store.queue_vector(pipe, version, entry.record.media_id, entry.vector)
+        positions.append(len(pipe))
+        ulog.append(pipe, entry)
+    results = pipe.execute()
+    ids = [r.decode() if isinstance(r, bytes) else str(r) for r in (results[p] for p in positions)]
+    replica.apply(list(zip(ids, entries, strict=True)))
+
+
+class IndexWriter:
+    """Owns the active index version; exactly one runs (the content flow's index sink)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        store: DirSnapshotStore,
+        replica: IndexReplica,
+        params: IndexParams,
+        keys: IndexKeys,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client, self._store, self._params, self.keys = client, store, params, keys
+        self._clock = clock
+        self._registry = IndexRegistry(client, keys)
+        self.replica = replica
+        self.encoder = make_encoder(replica.info.encoder, replica.info.dim)
+        self._prev_log_id = replica.log_id
+        self._last_snapshot = clock()
+        self._dirty = False
+        self._report()
+
+    @classmethod
+    def open(
+        cls,
+        client: redis.Redis,
+        store: DirSnapshotStore,
+        params: IndexParams,
+        keys: IndexKeys,
+        encoder: str,
+        dim: int,
+    ) -> IndexWriter:
+        """Resume the active version (snapshot + log), creating the first one if none exists.
+
+        `encoder`/`dim` only choose the first version; later ones come from a rebuild.
+        """
+        registry = IndexRegistry(client, keys)
+        active = registry.active()
+        if active is None:
+            enc = make_encoder(encoder, dim)
+            info = registry.new_version(enc.version, encoder, enc.dim)
+            replica = IndexReplica.empty(info, params)
+            replica.save(store)
+            registry.flip(info.version)
+            info = registry.get(info.version)
+            replica.info = info
+        else:
+            info = registry.get(active)
+            if make_encoder(encoder, dim).version != make_encoder(info.encoder, info.dim).version:
+                log.warning("index %s keeps its encoder; see `feedflow index rebuild`", active)
+            replica = IndexReplica.load(info, store, params)
+            replica.catch_up(UpdateLog(client, keys, info.version))
+        writer = cls(client, store, replica, params, keys)
+        registry.heartbeat(HEARTBEAT_TTL_S)
+        return writer
+
+    @property
+    def version(self) -> str:
+        """The version being written."""
+        return self.replica.info.version
+
+    def apply(self, changes: Sequence[Change]) -> int:
+        """Apply a batch of catalogue changes; returns how many were not stale."""
+        items: list[tuple[str, ItemRecord, MediaPublished | None, bytes]] = []
+        latest: dict[str, ItemRecord] = {}
+        source = self.replica.source
+        for change in changes:
+            key = str(change.partition)
+            source[key] = max(int(source.get(key, 0)), change.offset + 1)
+            media_id = change.event.media_id
+            prev = latest.get(media_id) or self.replica.records.get(media_id)
+            stamp = stamp_of(change.event, change.offset, prev.stamp if prev else None)
+            if not is_newer(stamp, prev.stamp if prev else None):
+                continue
+            record = latest[media_id] = record_of(change.event, stamp)
+            was_live = prev is not None and not prev.removed
+            op = REMOVE if record.removed else (UPDATE if was_live else ADD)
+            items.append((op, record, change.event, change.raw))
+        publish(self._client, self.replica, encode_entries(self.encoder, items), self.keys)
+        EVENTS.labels(topic=TOPIC_MEDIA, outcome="ok").inc(len(items))
+        EVENTS.labels(topic=TOPIC_MEDIA, outcome="duplicate").inc(len(changes) - len(items))
+        if items:
+            self._dirty = True
+            if self.replica.index.maybe_compact(self._params.compaction_share):
+                self.snapshot()
+        self._report()
+        return len(items)
+
+    def tick(self) -> None:
+        """Heartbeat, hand over to a ready rebuilt version, snapshot when due."""
+        self._registry.heartbeat(HEARTBEAT_TTL_S)
+        ready = [v for v in self._registry.versions().values() if v.state == READY]
+        if ready:
+            self.hand_over(max(ready, key=lambda v: v.created_ms).version)
+        due = self._clock() - self._last_snapshot >= self._params.snapshot_every_s
+        if self._dirty and due:
+            self.snapshot()
+
+    def snapshot(self) -> Manifest:
+        """Write a snapshot now and trim the log to what the previous snapshot still needs."""
+        manifest = self.replica.save(self._store)
+        UpdateLog(self._client, self.keys, self.version).trim_before(self._prev_log_id)
+        self._prev_log_id = manifest.log_id
+        self._last_snapshot = self._clock()
+        self._dirty = False
+        return manifest
+
+    def hand_over(self, version: str) -> None:
+        """Adopt a rebuilt version: load it, replay what it missed, flip the active pointer."""
+        info = self._registry.get(version)
+        new = IndexReplica.load(info, self._store, self._params)
+        if new.log_id == START and self._store.latest(version) is None:
+            raise IndexStateError(f"hand_over: version {version} has no snapshot")
+        new.catch_up(UpdateLog(self._client, self.keys, version))
+        encoder = make_encoder(info.encoder, info.dim)
+        old_log = UpdateLog(self._client, self.keys, self.version)
+        after = str(new.source.get(f"log:{self.version}", START))
+        while missed := old_log.read(after, count=5000):
+            entries = reencode(encoder, [e for _, e in missed])
+            publish(self._client, new, entries, self.keys, items=False)
+            after = missed[-1][0]
+        new.source = {**self.replica.source, f"log:{self.version}": after}
+        self._registry.flip(version)
+        log.info("index writer flipped %s -> %s", self.version, version)
+        self.replica, self.encoder = new, encoder
+        self._prev_log_id = new.log_id
+        self.snapshot()
+
+    def _report(self) -> None:
+        INDEX_ITEMS.labels(role="writer").set(len(self.replica.index))
+        INDEX_DELETED.labels(role="writer").set(self.replica.index.deleted_count)
+        INDEX_VERSION.clear()
+        INDEX_VERSION.labels(version=self.version).set(1)
+
+    def close(self) -> None:
+        """Snapshot pending changes (best effort on a clean stop)."""
+        if self._dirty:
+            self.snapshot()
