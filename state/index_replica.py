@@ -51,6 +51,11 @@ class IndexParams:
         )
 
 
+def snapshot_store(settings: Settings) -> DirSnapshotStore:
+    """The snapshot directory of a process: `index_dir`, else `<state_dir>/index`."""
+    return DirSnapshotStore(settings.index_dir or Path(settings.state_dir) / "index")
+
+
 @dataclass
 class IndexReplica:
     """A complete, consistent copy of one index version."""

@@ -1,0 +1,129 @@
+"""The content flow: `media.published` → the item store, the vector index and its update log.
+
+Wiring only. Payloads are decoded by `operators.contracts.decode_media`; rejections and the
+Kafka consumer's own errors go to the dead-letter topic; accepted changes are keyed to the
+one partition of :class:`flows.index_sink.IndexSink`, the single index writer.
+
+Run: `python -m bytewax.run "flows.content:build_flow()"` (or `feedflow flow content`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from typing import Any, Final, TypeGuard
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from flows.index_sink import PARTITION, IndexItem, IndexSink
+from flows.sinks import DeadLetterSink
+from flows.sources import Ticker
+from operators.contracts import TOPIC_MEDIA, DeadLetter, MediaPublished, dead_letter, decode_media
+from operators.metrics import EVENTS
+from operators.settings import Settings, load_settings
+from state.index_writer import Change
+
+FLOW_ID: Final = "content"
+STEP_INPUT: Final = "media_in"
+STEP_SPLIT: Final = "split_consumer_errors"
+STEP_DECODE: Final = "decode"
+STEP_ROUTE: Final = "route"
+STEP_CONSUMER_ERRORS: Final = "consumer_errors"
+STEP_DEADLETTERS: Final = "deadletters"
+STEP_DEADLETTER_OUT: Final = "deadletter_out"
+STEP_TICK: Final = "tick"
+STEP_INDEX_ITEMS: Final = "index_items"
+STEP_KEY: Final = "key_index"
+STEP_INDEX_OUT: Final = "index_out"
+STEP_IDS: Final = frozenset(
+    {
+        STEP_INPUT,
+        STEP_SPLIT,
+        STEP_DECODE,
+        STEP_ROUTE,
+        STEP_CONSUMER_ERRORS,
+        STEP_DEADLETTERS,
+        STEP_DEADLETTER_OUT,
+        STEP_TICK,
+        STEP_INDEX_ITEMS,
+        STEP_KEY,
+        STEP_INDEX_OUT,
+    }
+)
+TICK_INTERVAL: Final = timedelta(milliseconds=500)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def decode(msg: KafkaSourceMessage[Any, Any]) -> Change | DeadLetter:
+    """A catalogue change, or the dead letter of a payload that failed validation."""
+    raw = msg.value if isinstance(msg.value, bytes) else b""
+    partition, offset = msg.partition or 0, msg.offset or 0
+    event = decode_media(raw)
+    if isinstance(event, MediaPublished):
+        return Change(event, raw, partition, offset)
+    EVENTS.labels(topic=TOPIC_MEDIA, outcome="invalid").inc()
+    return dead_letter(TOPIC_MEDIA, partition, offset, event.reason, raw, _now_ms())
+
+
+def consumer_error(err: KafkaError[Any, Any]) -> DeadLetter:
+    """The dead letter of a message the Kafka consumer itself could not read."""
+    EVENTS.labels(topic=TOPIC_MEDIA, outcome="error").inc()
+    msg = err.msg
+    raw = msg.value if isinstance(msg.value, bytes) else b""
+    topic = msg.topic or TOPIC_MEDIA
+    return dead_letter(topic, msg.partition or -1, msg.offset or -1, str(err.err), raw, _now_ms())
+
+
+def _is_message(item: Any) -> TypeGuard[KafkaSourceMessage[Any, Any]]:
+    return isinstance(item, KafkaSourceMessage)
+
+
+def _is_change(item: Change | DeadLetter) -> TypeGuard[Change]:
+    return isinstance(item, Change)
+
+
+def kafka_source(settings: Settings) -> KafkaSource:
+    """`media.published` from the beginning (or from the recovery store's offsets)."""
+    return KafkaSource(
+        brokers=[b.strip() for b in settings.kafka_bootstrap_servers.split(",")],
+        topics=[TOPIC_MEDIA],
+        tail=True,
+        batch_size=settings.kafka_batch_size,
+        raise_on_errors=False,
+    )
+
+
+def build_flow(
+    settings: Settings | None = None,
+    *,
+    source: Source[Any] | None = None,
+    deadletters: Sink[DeadLetter] | None = None,
+    index: Sink[tuple[str, IndexItem]] | None = None,
+    tick: timedelta | None = TICK_INTERVAL,
+) -> Dataflow:
+    """The content dataflow; tests may swap the source, the sinks, and turn ticks off."""
+    settings = settings or load_settings(os.environ)
+    flow = Dataflow(FLOW_ID)
+    raw = op.input(STEP_INPUT, flow, source or kafka_source(settings))
+    split = op.branch(STEP_SPLIT, raw, _is_message)
+    decoded = op.map(STEP_DECODE, split.trues, decode)
+    routed = op.branch(STEP_ROUTE, decoded, _is_change)
+    errors = op.map(STEP_CONSUMER_ERRORS, split.falses, consumer_error)
+    rejected: Stream[DeadLetter] = routed.falses  # type: ignore[assignment]
+    letters: Stream[DeadLetter] = op.merge(STEP_DEADLETTERS, rejected, errors)
+    dlq = deadletters or DeadLetterSink(settings.kafka_bootstrap_servers)
+    op.output(STEP_DEADLETTER_OUT, letters, dlq)
+    items: Stream[IndexItem] = routed.trues  # type: ignore[assignment]
+    if tick is not None:
+        items = op.merge(STEP_INDEX_ITEMS, items, op.input(STEP_TICK, flow, Ticker(tick)))
+    keyed = op.key_on(STEP_KEY, items, lambda _item: PARTITION)
+    op.output(STEP_INDEX_OUT, keyed, index or IndexSink(settings))
+    return flow
