@@ -1,0 +1,95 @@
+"""`feedflow index status|rebuild|retire`: index versions, sizes, freshness; blue/green rebuild.
+
+`rebuild` builds a new version beside the active one (another encoder, dimension or simply a
+fresh graph), and the content flow's writer flips the active pointer when it has caught up;
+readers move over whole. `retire` deletes a retired version's log, vectors and snapshots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import redis
+
+from feedflow.output import Progress, emit
+from operators.settings import Settings
+from state.index_keys import IndexKeys
+from state.index_rebuild import rebuild, retire, status
+from state.index_replica import IndexParams, snapshot_store
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `feedflow index`."""
+    p = sub.add_parser(
+        "index",
+        help="vector index versions: status, blue/green rebuild, retire",
+        description="Inspect the vector index, rebuild it beside the active version and flip "
+        "atomically, or delete a retired version.",
+    )
+    p.add_argument("action", choices=["status", "rebuild", "retire"])
+    p.add_argument("--encoder", help="rebuild: encoder name (default FEEDFLOW_ENCODER)")
+    p.add_argument("--dim", type=int, help="rebuild: dimension (default FEEDFLOW_EMBEDDING_DIM)")
+    p.add_argument(
+        "--wait", type=float, default=300.0, help="rebuild: seconds to wait for the flip"
+    )
+    p.add_argument(
+        "--retire-after",
+        type=float,
+        default=None,
+        help="rebuild: retire the old version this many seconds after the flip",
+    )
+    p.add_argument("--version", dest="index_version", help="retire: the version to delete")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one `feedflow index` action; returns the exit code."""
+    settings.require("redis_url")
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
+    store, keys = snapshot_store(settings), IndexKeys()
+    try:
+        if args.action == "status":
+            report = status(client, store, keys)
+            emit(report, args.json)
+            return 0 if report["active"] else 3
+        if args.action == "retire":
+            if not args.index_version:
+                emit({"error": "retire needs --version"}, args.json)
+                return 2
+            dropped = retire(client, store, args.index_version, keys)
+            emit({"retired": args.index_version, "vectors_deleted": dropped}, args.json)
+            return 0
+        return _rebuild(args, settings, client, keys)
+    finally:
+        client.close()
+
+
+def _rebuild(
+    args: argparse.Namespace, settings: Settings, client: redis.Redis, keys: IndexKeys
+) -> int:
+    store = snapshot_store(settings)
+    progress = Progress("encoding and indexing items")
+    done = rebuild(
+        client,
+        store,
+        IndexParams.from_settings(settings, threads=2),
+        args.encoder or settings.encoder,
+        args.dim or settings.embedding_dim,
+        keys=keys,
+        wait_s=args.wait,
+        progress=progress.advance,
+    )
+    progress.close()
+    result = {
+        "version": done.version,
+        "previous": done.previous,
+        "items": done.items,
+        "build_s": round(done.build_s, 2),
+        "flipped_by": done.flipped_by,
+    }
+    if args.retire_after is not None:
+        time.sleep(args.retire_after)
+        result["retired_vectors"] = retire(client, store, done.previous, keys)
+    emit(result, args.json)
+    return 0
