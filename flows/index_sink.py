@@ -20,6 +20,8 @@ from state.index_writer import Change, IndexWriter
 
 PARTITION = "index"
 TICK_EVERY_S = 0.5
+# hnswlib threads for batch inserts and compaction; single changes use one.
+WRITER_THREADS = 2
 IndexItem = Change | Tick
 
 
@@ -45,7 +47,7 @@ class IndexSink(FixedPartitionedSink[IndexItem, None]):
         writer = IndexWriter.open(
             client,
             snapshot_store(s),
-            IndexParams.from_settings(s),
+            IndexParams.from_settings(s, threads=WRITER_THREADS),
             self.keys,
             s.encoder,
             s.embedding_dim,

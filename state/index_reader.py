@@ -91,7 +91,7 @@ class IndexReader:
         """Apply new log entries (waiting up to `block_ms` for some); returns how many."""
         if self._clock() - self._last_check >= self._check_s or self._replica is None:
             self.load()
-            self._reload_if_trimmed()
+            self._reload_if_stale()
         replica = self._replica
         if replica is None:
             return 0
@@ -104,19 +104,33 @@ class IndexReader:
             if replica is not self._replica:  # swapped meanwhile; the new one read its own log
                 return 0
             replica.apply(entries)
-            replica.index.maybe_compact(self._params.compaction_share)
         self._observe([e for _, e in entries])
         self._report(replica)
         return len(entries)
 
-    def _reload_if_trimmed(self) -> None:
+    def _reload_if_stale(self) -> None:
+        """Reload the newest snapshot when the log we need was trimmed, or to compact.
+
+        Compaction is the writer's: rebuilding a large graph here would hold the lock for
+        minutes, so a reader with too many deleted points adopts the writer's compacted
+        snapshot instead, built beside the served one and swapped in whole.
+        """
         replica = self._replica
         if replica is None:
             return
-        ulog = UpdateLog(self._client, self.keys, replica.info.version)
-        if stream_id(replica.log_id) < stream_id(ulog.trimmed_before()):
-            log.warning("index reader fell behind the trimmed log; reloading the snapshot")
-            fresh = self._build(replica.info.version)
+        version = replica.info.version
+        trimmed = UpdateLog(self._client, self.keys, version).trimmed_before()
+        reason = ""
+        if stream_id(replica.log_id) < stream_id(trimmed):
+            reason = "fell behind the trimmed log"
+        elif replica.index.deleted_share > self._params.compaction_share:
+            found = self._store.latest(version)
+            manifest = found[0] if found else None
+            if manifest and manifest.deleted <= self._params.compaction_share * manifest.items:
+                reason = "too many deleted points; adopting the compacted snapshot"
+        if reason:
+            log.info("index reader reloading %s: %s", version, reason)
+            fresh = self._build(version)
             with self._lock:
                 self._replica = fresh
 

@@ -238,3 +238,20 @@ def test_rebuild_hands_over_to_a_live_writer(env):
     # Nothing written during the rebuild was lost by the flip.
     assert len(reader) == len(writer.replica.index) == len(writer.replica.records)
     assert all(len(reader.vector(m)) == 24 for m in writer.replica.index.ids())
+
+
+def test_compaction_rebuilds_the_writer_and_readers_adopt_it(env):
+    client, store, keys = env
+    params = IndexParams(ef_search=64, snapshot_every_s=3600, compaction_share=0.3)
+    writer = IndexWriter.open(client, store, params, keys, "hashing-v1", DIM)
+    reader = IndexReader(client, store, keys, params, version_check_s=0.0)
+    reader.load()
+    writer.apply([change(media(f"m{i}")) for i in range(20)])
+    reader.poll()
+    writer.apply([change(media(f"m{i}", status="removed")) for i in range(10)])
+    assert writer.replica.index.deleted_count == 0 and len(writer.replica.index) == 10
+    reader.poll()  # applies the removals: half its points are deleted
+    reader.poll()
+    assert len(reader) == 10 and reader.status()["deleted"] == 0
+    hits = reader.query(reader.vector("m15"), 20)
+    assert {m for m, _ in hits} == {f"m{i}" for i in range(10, 20)}
