@@ -88,7 +88,12 @@ class JsonlSink:
 class KafkaSink:
     """A confluent-kafka producer tuned for throughput, counting failed deliveries."""
 
-    def __init__(self, bootstrap: str, config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        config: dict[str, Any] | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+    ) -> None:
         conf = {**PRODUCER_CONFIG, "bootstrap.servers": bootstrap, **(config or {})}
         conf["on_delivery"] = self._on_delivery
         self._producer = Producer(conf)
@@ -98,7 +103,7 @@ class KafkaSink:
         self.failed = 0
         self.errors: list[str] = []
         try:
-            self._producer.list_topics(timeout=CONNECT_TIMEOUT_S)
+            self._producer.list_topics(timeout=connect_timeout_s)
         except KafkaException as exc:
             raise DeliveryError(
                 f"KafkaSink: cannot reach the broker at {bootstrap}: {exc}"

@@ -73,7 +73,7 @@ def test_same_seed_same_bytes_and_another_seed_differs() -> None:
 
 def test_jsonl_lines_carry_topic_key_event_time_and_payload_text() -> None:
     lines = _jsonl(BASE).splitlines()
-    topics = Counter()
+    topics: Counter[str] = Counter()
     for line in lines:
         record = orjson.loads(line)
         assert set(record) == {"topic", "key", "ts", "value"}
@@ -194,7 +194,7 @@ def test_seeks_say_where_they_started(world: dict[str, Any]) -> None:
 def test_users_watch_what_they_like_longer_and_complete_it_more(world: dict[str, Any]) -> None:
     truth = {u["user_id"]: u for u in world["sim"].truth()["users"]}
     media = world["media"]
-    stats = {True: Counter(), False: Counter()}
+    stats: dict[bool, Counter[str]] = {True: Counter(), False: Counter()}
     liked_w, disliked_w = [], []
     for _, _, ev in world["events"]:
         if ev.media_id is None:
