@@ -44,12 +44,17 @@ def choose_item(rng: random.Random, taste: Taste, pools: Pools) -> Item | None:
 
 
 def _any_pool(rng: random.Random, pools: Pools, ctype: int) -> list[Item]:
-    start = int(rng.random() * len(pools.by_kind))
-    for i in range(len(pools.by_kind)):
-        pool = pools.by_kind[(start + i) % len(pools.by_kind)]
-        if pool and (i >= len(pools.by_kind) // 2 or pool[0].ctype == ctype):
-            return pool
-    return []
+    """Any live pool, of the wanted content type if one exists, from a random start."""
+    kinds = pools.by_kind
+    start = int(rng.random() * len(kinds))
+    fallback: list[Item] = []
+    for i in range(len(kinds)):
+        pool = kinds[(start + i) % len(kinds)]
+        if pool:
+            if pool[0].ctype == ctype:
+                return pool
+            fallback = fallback or pool
+    return fallback
 
 
 def _best_of(rng: random.Random, taste: Taste, pool: list[Item]) -> Item:

@@ -10,7 +10,8 @@ that the expected number of events is `rate × duration`.
 The span ends at "now" unless `--start-ms` is given: `start = now − duration × speedup`, so no
 timestamp is ever in the future and the newest events are fresh. With `--start-ms` the span is
 `[start, start + duration × speedup)` and the run is byte-for-byte reproducible; without it,
-"now" is read once, at the edge, and passed in.
+"now" is read once, at the edge, and passed in. `--start-ms now --speedup 1`, paced, is a live
+feed: every event is sent the moment its timestamp comes round.
 
 Pacing only decides *when* a message is sent (event time / speedup after the run starts, or
 as fast as possible without pacing), never *what* is sent.
@@ -130,3 +131,7 @@ class Pacer:
         """Seconds until an event at `ts_ms` is due (≤ 0 when it is already late)."""
         due = self.t0 + (ts_ms - self.start_ms) / 1000 / self.speedup
         return due - self.clock()
+
+    def due_ms(self) -> int:
+        """The latest event time that is due now."""
+        return self.start_ms + int((self.clock() - self.t0) * self.speedup * 1000)

@@ -25,6 +25,7 @@ By default the simulated span ends now and its length is duration × speedup; th
 chosen so the run yields about rate × duration events. The same arguments with the same
 --start-ms give byte-identical output. Messages go to the broker (KAFKA_BOOTSTRAP_SERVERS),
 paced to event time, unless --out names a JSONL file, which is written as fast as possible.
+For a live feed whose timestamps follow the wall clock: --start-ms now --speedup 1.
 """
 
 
@@ -47,7 +48,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", metavar="FILE.jsonl", help="write JSONL here instead of the broker")
     p.add_argument("--truth", metavar="FILE.json", help="export the users' planted tastes")
-    p.add_argument("--start-ms", type=int, help="event time of the span start (default: ends now)")
+    p.add_argument(
+        "--start-ms",
+        type=_start_ms,
+        help="epoch ms where the span starts, or 'now' for a live feed (default: span ends now)",
+    )
     p.add_argument(
         "--speedup", type=_speedup, default=None, help="event time per wall time (default auto)"
     )
@@ -59,6 +64,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON summary")
     return p
+
+
+def _start_ms(text: str) -> int | str:
+    if text == "now":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'now' or epoch ms, got {text!r}") from None
 
 
 def _speedup(text: str) -> float | None:
@@ -79,6 +93,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     Raises:
         SimulatorError: on impossible arguments, an unwritable file or failed deliveries.
     """
+    now_ms = time.time_ns() // 1_000_000
     config = SimConfig(
         users=args.users,
         items=args.items,
@@ -86,10 +101,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         duration_s=args.duration,
         seed=args.seed,
         malformed=args.malformed,
-        start_ms=args.start_ms,
+        start_ms=now_ms if args.start_ms == "now" else args.start_ms,
         speedup=args.speedup,
     )
-    sim = Simulation(config, now_ms=time.time_ns() // 1_000_000)
+    sim = Simulation(config, now_ms=now_ms)
     try:
         if args.truth:
             Path(args.truth).write_bytes(orjson.dumps(sim.truth(), option=orjson.OPT_INDENT_2))

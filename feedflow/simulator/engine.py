@@ -41,7 +41,7 @@ from operators.contracts import EVENT_TYPES, TOPIC_ENGAGEMENT, TOPIC_MEDIA
 ARRIVALS_PER_30_DAYS: Final = 1.0  # new items per existing item per 30 days of event time
 MIN_ARRIVAL_SHARE: Final = 0.02
 REMOVAL_SHARE: Final = 0.01
-_CHECK_EVERY: Final = 0xFF  # pacing and progress are checked every 256 events
+_CHECK_EVERY: Final = 0xFF  # progress is updated every 256 events
 _NEVER: Final = 2**62
 
 
@@ -242,12 +242,15 @@ class _Loop:
         rate, draw, corrupt = self.sim.config.malformed, self.mal_rng.random, self.malformer.corrupt
         tag, n, bad = self.sim.tag + "-", self.engagement, self.malformed
         next_change = self._apply_changes(self.sim.plan.start_ms)
+        sendable = -1 if self.pacer is not None else _NEVER  # event time already due
         while True:
             ts, ui = heap[0]
             if ts >= end:
                 break
             if ts >= next_change:
                 next_change = self._apply_changes(ts)
+            if ts > sendable:
+                sendable = self._pace(ts)
             v = viewers[ui]
             ts, etype, pos, frm, head, tail = v.step()
             replace(heap, (v.ts, ui))
@@ -269,18 +272,18 @@ class _Loop:
                 payload = corrupt(payload)
                 bad += 1
             write(TOPIC_ENGAGEMENT, keys[ui], ts, payload)
-            if not n & _CHECK_EVERY:
-                self._checkpoint(ts)
+            if not n & _CHECK_EVERY and self.progress is not None:
+                self.progress.advance(_CHECK_EVERY + 1)
         self.engagement, self.malformed = n, bad
         self._apply_changes(end - 1)
 
-    def _checkpoint(self, ts: int) -> None:
-        if self.progress is not None:
-            self.progress.advance(_CHECK_EVERY + 1)
-        if self.pacer is not None:
-            wait = self.pacer.wait_s(ts)
-            if wait > 0.001:
-                self.sink.idle(wait)
+    def _pace(self, ts: int) -> int:
+        """Wait until event time `ts` is due; return the event time due now."""
+        assert self.pacer is not None
+        wait = self.pacer.wait_s(ts)
+        if wait > 0.0005:
+            self.sink.idle(wait)
+        return self.pacer.due_ms()
 
     def summary(self, elapsed_s: float) -> Summary:
         plan, media = self.sim.plan, sum(self.media.values())

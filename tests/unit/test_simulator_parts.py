@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 
 import orjson
 import pytest
@@ -115,3 +116,30 @@ def test_pools_hold_exactly_the_live_items(ops: list[tuple[bool, int]]) -> None:
     assert pools.size == len(live)
     for pool in pools.by_kind:
         assert all(item.pool_pos == pos for pos, item in enumerate(pool))
+
+
+class _ClockedSink(ListSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent_at: list[int] = []
+
+    def write(self, topic: str, key: str, ts: int, value: str) -> None:
+        super().write(topic, key, ts, value)
+        self.sent_at.append(time.time_ns() // 1_000_000)
+
+
+def test_live_feed_never_sends_an_event_before_its_time() -> None:
+    now = time.time_ns() // 1_000_000
+    config = SimConfig(users=8000, items=300, rate=1, duration_s=2, seed=4, start_ms=now, speedup=1)
+    sim, sink = Simulation(config, now_ms=now), _ClockedSink()
+    started = time.monotonic()
+    summary = sim.run(sink, pace=True)
+    assert 1.8 < time.monotonic() - started < 4.0
+    assert summary.topics[TOPIC_ENGAGEMENT] > 5
+    late = [
+        ts - sent
+        for (topic, _, ts, _), sent in zip(sink.messages, sink.sent_at, strict=True)
+        if topic == TOPIC_ENGAGEMENT
+    ]
+    # Building the world takes a moment, so events go out a little after their time, never before.
+    assert max(late) <= 2
