@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from feedflow.output import Progress, emit
-from feedflow.simulator.engine import SimConfig, Simulation
+from feedflow.simulator.engine import SimConfig, Simulation, Summary
 from feedflow.simulator.errors import SimulatorError
 from feedflow.simulator.writers import JsonlSink, KafkaSink, Sink
 from operators.settings import Settings
@@ -108,21 +108,19 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.truth:
             Path(args.truth).write_bytes(orjson.dumps(sim.truth(), option=orjson.OPT_INDENT_2))
-        return _play(sim, args, settings)
+        summary, destination = _play(sim, args, settings)
     except OSError as exc:
         raise SimulatorError(f"simulate: {exc}") from exc
+    emit({"out": destination, **summary.as_dict()}, getattr(args, "json", False))
+    return 130 if summary.interrupted else 0
 
 
-def _play(sim: Simulation, args: argparse.Namespace, settings: Settings) -> int:
+def _play(sim: Simulation, args: argparse.Namespace, settings: Settings) -> tuple[Summary, str]:
     pace = args.pace if args.pace is not None else args.out is None
     progress = Progress("simulate", total=round(sim.plan.expected_events))
     if args.out is None:
         sink: Sink = KafkaSink(settings.kafka_bootstrap_servers)
         summary = sim.run(sink, pace=pace, progress=progress)
-        destination = f"broker {settings.kafka_bootstrap_servers}"
-    else:
-        with open(args.out, "wb", buffering=1 << 20) as stream:
-            summary = sim.run(JsonlSink(stream), pace=pace, progress=progress)
-        destination = args.out
-    emit({"out": destination, **summary.as_dict()}, getattr(args, "json", False))
-    return 130 if summary.interrupted else 0
+        return summary, f"broker {settings.kafka_bootstrap_servers}"
+    with open(args.out, "wb", buffering=1 << 20) as stream:
+        return sim.run(JsonlSink(stream), pace=pace, progress=progress), args.out
