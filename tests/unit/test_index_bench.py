@@ -13,7 +13,7 @@ def test_catalogue_vectors_are_unit_and_clustered():
     # Structured, not uniform: a typical item has much closer neighbours than random pairs.
     sims = v[:200] @ v.T
     np.fill_diagonal(sims[:, :200], -1)
-    assert np.median(sims.max(axis=1)) > 0.6 and np.median(sims) < 0.1
+    assert np.median(sims.max(axis=1)) > 0.6 and np.median(sims) < 0.15
 
 
 def test_small_bench_reports_every_figure_and_recalls():
