@@ -20,6 +20,9 @@ from operators.settings import load_settings
 COMMANDS = {
     "stack": "feedflow.stack_command",
     "flow": "feedflow.flow_command",
+    "simulate": "feedflow.simulator.command",
+    "index": "feedflow.index_command",
+    "demo": "feedflow.demo",
 }
 
 # Flags that map one-to-one onto Settings fields.

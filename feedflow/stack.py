@@ -64,8 +64,12 @@ class StackInfo:
     redis_external: bool = False
 
     def env_lines(self) -> str:
-        """Lines a shell can `eval`."""
-        return f"KAFKA_BOOTSTRAP_SERVERS={self.bootstrap}\nREDIS_URL={self.redis_url}\n"
+        """Lines a shell can `eval`; the last exports both to the commands that follow."""
+        return (
+            f"KAFKA_BOOTSTRAP_SERVERS={self.bootstrap}\n"
+            f"REDIS_URL={self.redis_url}\n"
+            "export KAFKA_BOOTSTRAP_SERVERS REDIS_URL\n"
+        )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

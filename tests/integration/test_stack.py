@@ -99,7 +99,9 @@ def test_cli_prints_eval_lines_and_stops(tmp_path: Path) -> None:
     )
     try:
         assert up.returncode == 0, up.stderr
-        lines = dict(line.split("=", 1) for line in up.stdout.splitlines())
+        *assignments, export = up.stdout.splitlines()
+        assert export == "export KAFKA_BOOTSTRAP_SERVERS REDIS_URL"
+        lines = dict(line.split("=", 1) for line in assignments)
         assert set(lines) == {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL"}
         assert lines["KAFKA_BOOTSTRAP_SERVERS"].startswith("127.0.0.1:")
         assert broker_answers(lines["KAFKA_BOOTSTRAP_SERVERS"])

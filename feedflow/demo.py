@@ -1,0 +1,147 @@
+"""`feedflow demo`: the whole system at once on the embedded default; Ctrl-C stops it all.
+
+It starts the local stack, then every component as a child process of its own (flows,
+serving, the simulator), prints where things are, and on Ctrl-C (or `--duration`) stops
+the children and then the stack, leaving no process behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from feedflow.stack import LocalStack, StackInfo
+from operators.settings import Settings
+
+
+@dataclass
+class Component:
+    """A child process of the demo."""
+
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run everything locally: stack, flows, serving, simulated traffic",
+        description="Start the local stack and every component; Ctrl-C stops them all.",
+    )
+    p.add_argument("--users", type=int, default=2000)
+    p.add_argument("--items", type=int, default=5000)
+    p.add_argument("--rate", type=int, default=500, help="simulated events per second")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: Ctrl-C)")
+
+
+def components(args: argparse.Namespace, settings: Settings) -> list[Component]:
+    """Everything the demo runs besides the stack, in start order."""
+    me = [sys.executable, "-m", "feedflow.cli"]
+    # A compressed replay that ends at "now": users build histories quickly, and the newest
+    # events are fresh when the simulator finishes (then the demo keeps serving).
+    span = int(args.duration) if args.duration else 600
+    return [
+        Component(
+            "simulator",
+            [
+                *me, "simulate", "--users", str(args.users), "--items", str(args.items),
+                "--rate", str(args.rate), "--duration", str(span), "--seed", str(args.seed),
+                "--malformed", "0.01",
+            ],
+        ),
+    ]  # fmt: skip
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    state = Path(settings.state_dir)
+    stack = LocalStack(state / "demo-stack", settings.partitions, settings.redis_url or None)
+    info = stack.up()
+    logs = state / "demo-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    parts = components(args, settings)
+    try:
+        with _interrupts():
+            _start(parts, info, logs)
+            _announce(info, parts, logs)
+            _watch(parts, args.duration)
+    finally:
+        _stop(parts)
+        stopped = stack.down()
+        sys.stderr.write(f"demo stopped: {', '.join(c.name for c in parts)}, {stopped}\n")
+    return 0
+
+
+def _start(parts: list[Component], info: StackInfo, logs: Path) -> None:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": info.bootstrap,
+        "REDIS_URL": info.redis_url,
+    }
+    for comp in parts:
+        with (logs / f"{comp.name}.log").open("ab") as out:
+            comp.proc = subprocess.Popen(
+                comp.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True,
+            )  # fmt: skip
+
+
+def _announce(info: StackInfo, parts: list[Component], logs: Path) -> None:
+    sys.stdout.write(info.env_lines())
+    for comp in parts:
+        pid = comp.proc.pid if comp.proc else "-"
+        sys.stdout.write(f"started {comp.name} (pid {pid}), log {logs / (comp.name + '.log')}\n")
+    sys.stdout.write("Ctrl-C stops everything.\n")
+    sys.stdout.flush()
+
+
+def _watch(parts: list[Component], duration: float) -> None:
+    deadline = time.monotonic() + duration if duration else None
+    while deadline is None or time.monotonic() < deadline:
+        for comp in parts:
+            code = comp.proc.poll() if comp.proc else None
+            if code is not None and code != 0:
+                raise SystemExit(f"{comp.name} exited with {code}; see its log")
+        time.sleep(0.5)
+
+
+def _stop(parts: list[Component], timeout_s: float = 10.0) -> None:
+    for comp in reversed(parts):
+        if comp.proc is not None and comp.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(comp.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for comp in parts:
+        if comp.proc is None:
+            continue
+        try:
+            comp.proc.wait(max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(comp.proc.pid, signal.SIGKILL)
+            comp.proc.wait()
+
+
+@contextlib.contextmanager
+def _interrupts() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so both stop the demo the same way."""
+
+    def on_term(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except KeyboardInterrupt:
+        sys.stderr.write("\nstopping…\n")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
