@@ -49,6 +49,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     dedup_window_s: int = 3600
     user_ttl_days: int = 35
     view_ttl_s: int = 3600
+    view_close_grace_s: int = 30
+    user_features_refresh_s: int = 60
+    dedup_max_ids: int = 256
+    item_ttl_days: int = 35
+    trending_half_life_h: float = 24.0
+    trending_top_k: int = 100
+    # Signal table (DESIGN.md): weight of each engagement signal in user vectors and affinities
+    signal_completed: float = 1.0
+    signal_replay: float = 0.8
+    signal_liked: float = 0.8
+    signal_shared: float = 0.8
+    signal_playlist: float = 0.7
+    signal_subscribed: float = 0.7
+    signal_started: float = 0.1
+    signal_paused_early: float = -0.2
+    signal_abandoned: float = -0.2
+    signal_disliked: float = -0.5
+    signal_skipped: float = -0.5
+    signal_watch: float = 0.5
     # Content and index
     encoder: str = "hashing-v1"
     embedding_dim: int = 64

@@ -1,0 +1,137 @@
+"""Exponentially decayed scores on event time, independent of the order of updates.
+
+Forward decay (Cormode, Shkapenyuk, Srivastava, Xu, ICDE 2009): an update of `x` at event
+time `t` adds `x · exp((t − ref) / τ)` to an accumulator; its value at time `now` is the
+accumulator times `exp((ref − now) / τ)`. A sum does not care in which order its terms were
+added, so a replay in another order, a snapshot and resume, or a segment applied late all
+give the same value at the same `now` (up to float rounding), and no decay step ever has to
+run on a timer. `ref` moves forward (and the accumulators shrink with it) once
+`now − ref` exceeds :data:`REBASE_AFTER` time constants, before the exponent can overflow.
+
+Example:
+    >>> day = 86_400_000
+    >>> s = DecayedScores(tau_ms=7 * day, cap=8)
+    >>> s.add("news", 10.0, ts_ms=0); s.add("music", 10.0, ts_ms=7 * day)
+    >>> [(k, round(v, 2)) for k, v in s.top(2, now_ms=7 * day)]
+    [('music', 10.0), ('news', 3.68)]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+REBASE_AFTER: Final = 30.0  # time constants; exp(30) ~ 1e13, far below float64 overflow
+
+ScoresSnapshot = tuple[int, tuple[tuple[str, float], ...]]
+VectorSnapshot = tuple[int, bytes]
+
+
+class DecayedScores:
+    """A bounded map key → exponentially decayed score.
+
+    When more than `cap` keys are held, the one with the smallest magnitude (ties: the
+    smallest key) is dropped, so memory stays bounded for unbounded key spaces (creators,
+    categories).
+
+    Args:
+        tau_ms: decay time constant (a score falls to 1/e after `tau_ms` of event time).
+        cap: most keys kept.
+        resume: a value returned by :meth:`snapshot`, or None.
+    """
+
+    __slots__ = ("_ref", "_scores", "cap", "tau_ms")
+
+    def __init__(self, tau_ms: float, cap: int, resume: ScoresSnapshot | None = None):
+        self.tau_ms = float(tau_ms)
+        self.cap = cap
+        self._ref = 0 if resume is None else resume[0]
+        self._scores: dict[str, float] = {} if resume is None else dict(resume[1])
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def add(self, key: str, amount: float, ts_ms: int) -> None:
+        """Add `amount` at event time `ts_ms`."""
+        if ts_ms - self._ref > REBASE_AFTER * self.tau_ms:
+            self._rebase(ts_ms)
+        scores = self._scores
+        scores[key] = scores.get(key, 0.0) + amount * math.exp((ts_ms - self._ref) / self.tau_ms)
+        if len(scores) > self.cap:
+            del scores[min(scores, key=lambda k: (abs(scores[k]), k))]
+
+    def value(self, key: str, now_ms: int) -> float:
+        """The decayed score of `key` at event time `now_ms` (0.0 when absent)."""
+        return self._scores.get(key, 0.0) * math.exp((self._ref - now_ms) / self.tau_ms)
+
+    def items(self, now_ms: int) -> dict[str, float]:
+        """Every held key with its decayed score at `now_ms`."""
+        scale = math.exp((self._ref - now_ms) / self.tau_ms)
+        return {k: v * scale for k, v in self._scores.items()}
+
+    def top(self, n: int, now_ms: int, positive: bool = True) -> list[tuple[str, float]]:
+        """The `n` highest scores at `now_ms`, best first (ties by key); positive only."""
+        items = sorted(self.items(now_ms).items(), key=lambda kv: (-kv[1], kv[0]))
+        return [kv for kv in items if kv[1] > 0.0 or not positive][:n]
+
+    def snapshot(self) -> ScoresSnapshot:
+        """Plain immutable state: (reference time, sorted (key, raw accumulator) pairs)."""
+        return (self._ref, tuple(sorted(self._scores.items())))
+
+    def _rebase(self, now_ms: int) -> None:
+        scale = math.exp((self._ref - now_ms) / self.tau_ms)
+        self._scores = {k: v * scale for k, v in self._scores.items()}
+        self._ref = now_ms
+
+
+class DecayedVector:
+    """A fixed-length vector of exponentially decayed sums (user vectors, hour patterns).
+
+    Args:
+        dim: vector length.
+        tau_ms: decay time constant.
+        resume: a value returned by :meth:`snapshot`, or None.
+    """
+
+    __slots__ = ("_acc", "_ref", "dim", "tau_ms")
+
+    def __init__(self, dim: int, tau_ms: float, resume: VectorSnapshot | None = None):
+        self.dim = dim
+        self.tau_ms = float(tau_ms)
+        if resume is None:
+            self._ref = 0
+            self._acc: npt.NDArray[np.float64] = np.zeros(dim, dtype=np.float64)
+        else:
+            self._ref = resume[0]
+            self._acc = np.frombuffer(resume[1], dtype=np.float64).copy()
+            if self._acc.shape != (dim,):
+                raise ValueError(f"DecayedVector: snapshot has {self._acc.size} dims, not {dim}")
+
+    def add(self, vector: npt.NDArray[np.floating] | None, weight: float, ts_ms: int) -> None:
+        """Add `weight × vector` at `ts_ms` (a None vector adds `weight` to every slot)."""
+        if ts_ms - self._ref > REBASE_AFTER * self.tau_ms:
+            self._acc *= math.exp((self._ref - ts_ms) / self.tau_ms)
+            self._ref = ts_ms
+        scale = weight * math.exp((ts_ms - self._ref) / self.tau_ms)
+        if vector is None:
+            self._acc += scale
+        else:
+            self._acc += scale * vector
+
+    def add_at(self, index: int, amount: float, ts_ms: int) -> None:
+        """Add `amount` to one slot at `ts_ms`."""
+        if ts_ms - self._ref > REBASE_AFTER * self.tau_ms:
+            self._acc *= math.exp((self._ref - ts_ms) / self.tau_ms)
+            self._ref = ts_ms
+        self._acc[index] += amount * math.exp((ts_ms - self._ref) / self.tau_ms)
+
+    def value(self, now_ms: int) -> npt.NDArray[np.float64]:
+        """The decayed vector at event time `now_ms` (a new array)."""
+        return self._acc * math.exp((self._ref - now_ms) / self.tau_ms)
+
+    def snapshot(self) -> VectorSnapshot:
+        """Plain immutable state: (reference time, float64 bytes)."""
+        return (self._ref, self._acc.tobytes())
