@@ -17,6 +17,7 @@ import hashlib
 import struct
 import zlib
 from array import array
+from collections.abc import Iterable
 from typing import Final
 
 DedupSnapshot = tuple[bytes, bytes, int]
@@ -32,6 +33,17 @@ def id_hash64(value: str) -> bytes:
         '1b5d5e51f54f0f04'
     """
     return hashlib.blake2b(value.encode(), digest_size=_HASH_BYTES).digest()
+
+
+def hashes(values: Iterable[str]) -> bytes:
+    """The :func:`id_hash32` of each value, as little-endian uint32 bytes in order.
+
+    Example:
+        >>> hashes(["m1", "m1"]) == 2 * struct.pack("<I", id_hash32("m1"))
+        True
+    """
+    found = [zlib.crc32(v.encode()) for v in values]
+    return struct.pack(f"<{len(found)}I", *found)
 
 
 def id_hash32(value: str) -> int:
