@@ -1,0 +1,119 @@
+"""Trending boards: the top items of one ranking, fed by item score updates.
+
+One board per ranking key (`all`, `type:VIDEO`, `category:news`, … from
+:func:`operators.item_stats.ranking_keys`), so boards spread over workers like any keyed state
+and none of them is a global object. A board keeps the best `capacity` candidates (four times
+the published top-K by default): an item that drops out is forgotten until its next update,
+and items that trend update often, so the top-K stays right while state stays bounded.
+Scores are only comparable when fresh: `trending_score` counts views in the last hour of the
+item's own event time, so an entry whose last update is more than :data:`STALE_MS` behind the
+newest update the board has seen is removed. Everything runs on event time.
+
+Example:
+    >>> board = TrendingBoard(top_k=2)
+    >>> for media, score in [("a", 1.0), ("b", 3.0), ("c", 2.0), ("b", 0.5)]:
+    ...     out = board.on_event(ScoreUpdate(media_id=media, score=score, ts=0))
+    >>> [m for m, _ in out[0].items]
+    ['c', 'a']
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from operators.item_stats import ScoreUpdate
+
+STALE_MS: Final = 3_600_000
+PRUNE_EVERY_MS: Final = 60_000
+CANDIDATES_PER_SLOT: Final = 4
+_SNAPSHOT_VERSION: Final = 1
+
+
+class TrendingList(msgspec.Struct, frozen=True, kw_only=True):
+    """A board's current top-K, best first, as of the newest update's event time."""
+
+    ts: int
+    items: tuple[tuple[str, float], ...]
+
+
+class TrendingBoard:
+    """Top-K items of one ranking by trending score.
+
+    Args:
+        top_k: items published per board (settings.trending_top_k).
+        capacity: candidates kept; defaults to `4 × top_k`.
+        resume: a value returned by :meth:`snapshot`, or None for a new board.
+    """
+
+    def __init__(self, top_k: int, capacity: int | None = None, resume: Any = None):
+        if top_k < 1:
+            raise ValueError(f"TrendingBoard: top_k must be ≥ 1, got {top_k}")
+        self.top_k = top_k
+        self.capacity = max(capacity or CANDIDATES_PER_SLOT * top_k, top_k)
+        snap = resume or (_SNAPSHOT_VERSION, -1, (), (), PRUNE_EVERY_MS - 1)
+        version, entries, published = snap[0], snap[2], snap[3]
+        self._wm: int = snap[1]
+        self._next_prune: int = snap[4]
+        if version != _SNAPSHOT_VERSION:
+            raise ValueError(f"TrendingBoard: snapshot version {version} is not supported")
+        self._scores: dict[str, tuple[float, int]] = {m: (s, t) for m, s, t in entries}
+        self._published: tuple[str, ...] = published
+        top = self._ranked()
+        self._floor = top[-1][1] if len(top) == self.top_k else float("-inf")
+
+    def on_event(self, update: ScoreUpdate) -> list[TrendingList]:
+        """Apply one score update; emit the top-K when its membership or order changed."""
+        pruned = False
+        if update.ts > self._wm:
+            self._wm = update.ts
+            if self._wm >= self._next_prune:
+                pruned = self._prune()
+        known = self._scores.get(update.media_id)
+        if known is not None and known[1] > update.ts:
+            return []  # an older score of the same item: keep the newer one
+        if update.score > 0.0:
+            self._scores[update.media_id] = (update.score, update.ts)
+            if known is None and len(self._scores) > self.capacity:
+                scores = self._scores
+                evicted = min(scores, key=lambda m: (scores[m][0], m))
+                del scores[evicted]
+                pruned = pruned or evicted in self._published
+        elif known is not None:
+            del self._scores[update.media_id]
+        if not pruned and update.media_id not in self._published and update.score < self._floor:
+            return []  # below the K-th score and not in the top: the top did not change
+        return self._publish()
+
+    def top(self, k: int | None = None) -> list[tuple[str, float]]:
+        """The current best `k` (default top_k) items with their scores, best first."""
+        return self._ranked()[: k or self.top_k]
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """Plain immutable state: candidates as (media, score, ts) and the published ids."""
+        entries = tuple((m, s, t) for m, (s, t) in self._scores.items())
+        return (_SNAPSHOT_VERSION, self._wm, entries, self._published, self._next_prune)
+
+    def _ranked(self) -> list[tuple[str, float]]:
+        best = sorted(self._scores.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        return [(m, s) for m, (s, _) in best[: self.top_k]]
+
+    def _publish(self) -> list[TrendingList]:
+        top = self._ranked()
+        ids = tuple(m for m, _ in top)
+        self._floor = top[-1][1] if len(top) == self.top_k else float("-inf")
+        if ids == self._published:
+            return []
+        self._published = ids
+        return [TrendingList(ts=self._wm, items=tuple(top))]
+
+    def _prune(self) -> bool:
+        """Drop stale candidates (at most once a minute of event time); True if any went."""
+        self._next_prune = self._wm + PRUNE_EVERY_MS
+        scores = self._scores
+        horizon = self._wm - STALE_MS
+        stale = [m for m, (_, t) in scores.items() if t < horizon]
+        for m in stale:
+            del scores[m]
+        return bool(stale)
