@@ -87,8 +87,17 @@ class BucketRing:
         )
 
     def totals(self, now_ms: int, span: int | None = None) -> tuple[float, ...]:
-        """:meth:`total` of every field."""
-        return tuple(self.total(f, now_ms, span) for f in range(self.fields))
+        """:meth:`total` of every field, in one pass over the buckets."""
+        newest = now_ms // self.width_ms
+        oldest = newest - (self.count if span is None else min(span, self.count))
+        fields, vals = self.fields, self._vals
+        acc = [0.0] * fields
+        for slot, held in enumerate(self._ids):
+            if oldest < held <= newest:
+                base = slot * fields
+                for f in range(fields):
+                    acc[f] += vals[base + f]
+        return tuple(acc)
 
     def snapshot(self) -> RingSnapshot:
         """Plain immutable state: (bucket ids as int64 bytes, values as float64 bytes)."""

@@ -105,6 +105,9 @@ def add_interval(iv: list[int], start: int, end: int) -> None:
         >>> add_interval(iv, 10, 20); iv
         [0, 30]
     """
+    if iv and iv[-2] <= start <= iv[-1] <= end:  # continuous play extends the last interval
+        iv[-1] = end
+        return
     lo = bisect.bisect_left(iv, start)
     hi = bisect.bisect_right(iv, end)
     if lo % 2:

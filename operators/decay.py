@@ -74,12 +74,21 @@ class DecayedScores:
 
     def top(self, n: int, now_ms: int, positive: bool = True) -> list[tuple[str, float]]:
         """The `n` highest scores at `now_ms`, best first (ties by key); positive only."""
-        items = sorted(self.items(now_ms).items(), key=lambda kv: (-kv[1], kv[0]))
+        scale = math.exp((self._ref - now_ms) / self.tau_ms)
+        return [(k, v * scale) for k, v in self.ranked(n, positive)]
+
+    def ranked(self, n: int, positive: bool = True) -> list[tuple[str, float]]:
+        """The `n` best keys with their raw accumulators: the order at any `now`.
+
+        Decay multiplies every score by the same factor, so rankings and shares never need
+        the exponential.
+        """
+        items = sorted(self._scores.items(), key=lambda kv: (-kv[1], kv[0]))
         return [kv for kv in items if kv[1] > 0.0 or not positive][:n]
 
     def snapshot(self) -> ScoresSnapshot:
-        """Plain immutable state: (reference time, sorted (key, raw accumulator) pairs)."""
-        return (self._ref, tuple(sorted(self._scores.items())))
+        """Plain immutable state: (reference time, (key, raw accumulator) pairs)."""
+        return (self._ref, tuple(self._scores.items()))
 
     def _rebase(self, now_ms: int) -> None:
         scale = math.exp((self._ref - now_ms) / self.tau_ms)
@@ -131,6 +140,10 @@ class DecayedVector:
     def value(self, now_ms: int) -> npt.NDArray[np.float64]:
         """The decayed vector at event time `now_ms` (a new array)."""
         return self._acc * math.exp((self._ref - now_ms) / self.tau_ms)
+
+    def direction(self) -> npt.NDArray[np.float64]:
+        """The vector up to a positive factor (the same at every `now`); do not modify."""
+        return self._acc
 
     def snapshot(self) -> VectorSnapshot:
         """Plain immutable state: (reference time, float64 bytes)."""

@@ -53,6 +53,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Final
 
+import msgspec
+
 from operators import signals
 from operators.consumption import (
     ENDS_VIEW,
@@ -60,7 +62,6 @@ from operators.consumption import (
     KIND_SIGNAL,
     OPENS_VIEW,
     View,
-    ViewSnapshot,
     observation,
 )
 from operators.contracts import EngagementEvent
@@ -77,12 +78,15 @@ COMPLETED_FRACTION: Final = 0.9
 ABANDON_FRACTION: Final = 0.3
 _SNAPSHOT_VERSION: Final = 1
 _NEVER: Final = 2**63
+_encode = msgspec.msgpack.Encoder().encode
 _COMPLETED: Final = signals.bit("completed")
 _ABANDONED: Final = signals.bit("abandoned")
 _EARLY_NEGATIVE: Final = signals.bit("paused_early") | signals.bit("skipped")
 
 ClosedSpan = tuple[int, int, int, int]  # (media hash, span start, end_ts or -1, deadline)
-SessionizerSnapshot = tuple[int, str, int, tuple[ViewSnapshot, ...], tuple[ClosedSpan, ...]]
+# Snapshots are msgpack bytes: Bytewax pickles every touched key's snapshot each epoch, and
+# pickling one bytes object costs a fraction of pickling the same data as nested tuples.
+SessionizerSnapshot = bytes
 
 
 class Sessionizer:
@@ -116,11 +120,11 @@ class Sessionizer:
             self.user_id = ""
             self._wm = -1
         else:
-            version, self.user_id, self._wm, views, closed = resume
+            version, self.user_id, self._wm, views, closed = msgspec.msgpack.decode(resume)
             if version != _SNAPSHOT_VERSION:
                 raise ValueError(f"Sessionizer: snapshot version {version} is not supported")
             self._views = {snap[0]: View.resume(snap) for snap in views}
-            self._closed = list(closed)
+            self._closed = [(h, start, end, deadline) for h, start, end, deadline in closed]
             self._due_floor = self._next_deadline() or _NEVER
 
     @property
@@ -196,9 +200,9 @@ class Sessionizer:
         return [self._segment(v, final=False) for v in views]
 
     def snapshot(self) -> SessionizerSnapshot:
-        """Plain immutable state; a few hundred bytes per open view."""
-        views = tuple(v.snapshot() for v in self._views.values())
-        return (_SNAPSHOT_VERSION, self.user_id, self._wm, views, tuple(self._closed))
+        """Plain immutable state as msgpack bytes; a few hundred bytes per open view."""
+        views = [v.snapshot() for v in self._views.values()]
+        return _encode((_SNAPSHOT_VERSION, self.user_id, self._wm, views, self._closed))
 
     def _playback(
         self, ev: EngagementEvent, media: str, kind: int, out: list[UserEmission]

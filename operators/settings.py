@@ -51,7 +51,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     view_ttl_s: int = 3600
     view_close_grace_s: int = 30
     user_features_refresh_s: int = 60
-    dedup_max_ids: int = 256
+    dedup_max_ids: int = 128
     item_ttl_days: int = 35
     trending_half_life_h: float = 24.0
     trending_top_k: int = 100

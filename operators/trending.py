@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, Final
 
 import msgspec
@@ -41,6 +42,9 @@ class TrendingList(msgspec.Struct, frozen=True, kw_only=True):
 class TrendingBoard:
     """Top-K items of one ranking by trending score.
 
+    Candidates are kept in a list sorted by (−score, media id), so an update costs two
+    binary searches and a short memmove, and the top-K is the head of the list.
+
     Args:
         top_k: items published per board (settings.trending_top_k).
         capacity: candidates kept; defaults to `4 × top_k`.
@@ -54,55 +58,61 @@ class TrendingBoard:
         self.capacity = max(capacity or CANDIDATES_PER_SLOT * top_k, top_k)
         snap = resume or (_SNAPSHOT_VERSION, -1, (), (), PRUNE_EVERY_MS - 1)
         version, entries, published = snap[0], snap[2], snap[3]
-        self._wm: int = snap[1]
-        self._next_prune: int = snap[4]
         if version != _SNAPSHOT_VERSION:
             raise ValueError(f"TrendingBoard: snapshot version {version} is not supported")
+        self._wm: int = snap[1]
+        self._next_prune: int = snap[4]
         self._scores: dict[str, tuple[float, int]] = {m: (s, t) for m, s, t in entries}
+        self._order = sorted((-s, m) for m, (s, _) in self._scores.items())
         self._published: tuple[str, ...] = published
-        top = self._ranked()
-        self._floor = top[-1][1] if len(top) == self.top_k else float("-inf")
 
     def on_event(self, update: ScoreUpdate) -> list[TrendingList]:
         """Apply one score update; emit the top-K when its membership or order changed."""
-        pruned = False
+        touched_top = False
         if update.ts > self._wm:
             self._wm = update.ts
             if self._wm >= self._next_prune:
-                pruned = self._prune()
-        known = self._scores.get(update.media_id)
-        if known is not None and known[1] > update.ts:
-            return []  # an older score of the same item: keep the newer one
+                touched_top = self._prune()
+        media = update.media_id
+        known = self._scores.get(media)
+        if known is not None:
+            if known[1] > update.ts:
+                return []  # an older score of the same item: keep the newer one
+            touched_top |= self._remove(media, known[0]) < self.top_k
         if update.score > 0.0:
-            self._scores[update.media_id] = (update.score, update.ts)
-            if known is None and len(self._scores) > self.capacity:
-                scores = self._scores
-                evicted = min(scores, key=lambda m: (scores[m][0], m))
-                del scores[evicted]
-                pruned = pruned or evicted in self._published
-        elif known is not None:
-            del self._scores[update.media_id]
-        if not pruned and update.media_id not in self._published and update.score < self._floor:
-            return []  # below the K-th score and not in the top: the top did not change
-        return self._publish()
+            self._scores[media] = (update.score, update.ts)
+            touched_top |= self._insert(media, update.score) < self.top_k
+        return self._publish() if touched_top else []
 
     def top(self, k: int | None = None) -> list[tuple[str, float]]:
         """The current best `k` (default top_k) items with their scores, best first."""
-        return self._ranked()[: k or self.top_k]
+        return [(m, -neg) for neg, m in self._order[: k or self.top_k]]
 
     def snapshot(self) -> tuple[Any, ...]:
         """Plain immutable state: candidates as (media, score, ts) and the published ids."""
         entries = tuple((m, s, t) for m, (s, t) in self._scores.items())
         return (_SNAPSHOT_VERSION, self._wm, entries, self._published, self._next_prune)
 
-    def _ranked(self) -> list[tuple[str, float]]:
-        best = sorted(self._scores.items(), key=lambda kv: (-kv[1][0], kv[0]))
-        return [(m, s) for m, (s, _) in best[: self.top_k]]
+    def _insert(self, media: str, score: float) -> int:
+        """Insert a candidate; evict the worst past capacity. Returns its rank."""
+        key = (-score, media)
+        rank = bisect.bisect_left(self._order, key)
+        self._order.insert(rank, key)
+        if len(self._order) > self.capacity:
+            _, evicted = self._order.pop()
+            del self._scores[evicted]
+        return rank
+
+    def _remove(self, media: str, score: float) -> int:
+        """Remove a candidate; returns the rank it had."""
+        rank = bisect.bisect_left(self._order, (-score, media))
+        del self._order[rank]
+        del self._scores[media]
+        return rank
 
     def _publish(self) -> list[TrendingList]:
-        top = self._ranked()
+        top = self.top()
         ids = tuple(m for m, _ in top)
-        self._floor = top[-1][1] if len(top) == self.top_k else float("-inf")
         if ids == self._published:
             return []
         self._published = ids
@@ -111,9 +121,11 @@ class TrendingBoard:
     def _prune(self) -> bool:
         """Drop stale candidates (at most once a minute of event time); True if any went."""
         self._next_prune = self._wm + PRUNE_EVERY_MS
-        scores = self._scores
         horizon = self._wm - STALE_MS
-        stale = [m for m, (_, t) in scores.items() if t < horizon]
+        stale = [m for m, (_, t) in self._scores.items() if t < horizon]
+        if not stale:
+            return False
         for m in stale:
-            del scores[m]
-        return bool(stale)
+            del self._scores[m]
+        self._order = sorted((-s, m) for m, (s, _) in self._scores.items())
+        return True

@@ -98,8 +98,9 @@ class UserEngagement:
         if self._dedup.seen(ev.event_id, ev.ts):
             return [self._duplicate(ev)]
         self._profile.observe(ev.ts)
-        out: list[UserOutput] = []
-        out.extend(self._route(sessions.on_event(ev, arrival)))
+        out: list[UserOutput] = list(sessions.on_event(ev, arrival))
+        if out:
+            self._route(out)
         if ev.event_type in FEEDBACK_TYPES:
             feedback = self._profile.apply_feedback(ev)
             if feedback is not None:
@@ -116,14 +117,16 @@ class UserEngagement:
 
     def on_timer(self, now: datetime | None = None) -> list[UserOutput]:
         """Close idle views (see :class:`Sessionizer`); emit their segments and features."""
-        closed = self._route(self._sessions.on_timer(now))
+        closed: list[UserOutput] = list(self._sessions.on_timer(now))
+        self._route(closed)
         if closed and self._emit_features:
             closed.append(self._emit())
         return closed
 
     def flush(self) -> list[UserOutput]:
         """Close every open view (end of input) and emit the final features."""
-        closed = self._route(self._sessions.flush())
+        closed: list[UserOutput] = list(self._sessions.flush())
+        self._route(closed)
         if closed and self._emit_features:
             closed.append(self._emit())
         return closed
@@ -156,7 +159,8 @@ class UserEngagement:
         self._emitted_ts = features.ts
         return features
 
-    def _route(self, emissions: list[UserEmission]) -> list[UserOutput]:
+    def _route(self, emissions: list[UserOutput]) -> None:
+        """Hand the sessionizer's emissions to the profile."""
         profile = self._profile
         for x in emissions:
             if isinstance(x, Segment):
@@ -165,7 +169,6 @@ class UserEngagement:
                 profile.on_view_start(x)
             elif isinstance(x, Dropped):
                 profile.note_late()
-        return list(emissions)
 
     def _duplicate(self, ev: EngagementEvent) -> Dropped:
         return Dropped(

@@ -44,6 +44,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 
 from operators import signals
@@ -82,6 +83,7 @@ NONE, SEEN, IN_PROGRESS, FINISHED = range(4)
 TOUCHED, BITS, STATE, POSITION, STATE_TS = range(5)
 _BLOCKS_CONTINUE: Final = signals.bit("disliked") | signals.bit("skipped")
 _SNAPSHOT_VERSION: Final = 1
+_encode = msgspec.msgpack.Encoder().encode
 
 
 class UserProfile:
@@ -101,7 +103,7 @@ class UserProfile:
         self._ttl_s = settings.user_ttl_days * 86_400
         self._wm = self._late = self._sess_start = self._sess_last = -1
         self._cold: dict[str, Any] | None = None
-        self._cold_snap: tuple[Any, ...] | None = None
+        self._cold_snap: bytes | None = None
         hot, cold = resume if resume is not None else (None, None)
         self._resume_hot(hot)
         self._resume_cold(cold)
@@ -215,8 +217,9 @@ class UserProfile:
             disliked=cold["disliked"],
         )
 
-    def snapshot(self) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-        """Plain immutable state; the slow-changing part is cached between changes."""
+    def snapshot(self) -> tuple[tuple[Any, ...], bytes]:
+        """Plain immutable state: a small tuple, and msgpack bytes of the slow-changing part
+        (cached between the changes that touch it)."""
         hot = (
             _SNAPSHOT_VERSION,
             self._wm,
@@ -226,7 +229,7 @@ class UserProfile:
             self._sess_items.snapshot(),
         )
         if self._cold_snap is None:
-            self._cold_snap = self._snapshot_cold()
+            self._cold_snap = _encode(self._snapshot_cold())
         return hot, self._cold_snap
 
     # -- updates ---------------------------------------------------------------------------
@@ -299,7 +302,6 @@ class UserProfile:
         return cold
 
     def _build_cold(self) -> dict[str, Any]:
-        wm = self._wm
         by_time = sorted(self._table.items(), key=lambda kv: (-kv[1][STATE_TS], kv[0]))
         recent = tuple((m, e[STATE_TS]) for m, e in by_time if e[STATE] != NONE)
         blocked = {m for m, e in by_time if e[BITS] & _BLOCKS_CONTINUE}
@@ -308,13 +310,13 @@ class UserProfile:
             for m, e in by_time
             if e[STATE] == IN_PROGRESS and m not in blocked
         )
-        hours = self._hours.value(wm)
+        hours = self._hours.direction()  # shapes and rankings do not depend on the decay factor
         top = float(hours.max())
         return {
-            "vector": vector_bytes(self._vector.value(wm)),
-            "top_categories": tuple(k for k, _ in self._categories.top(RECORD_TOP, wm)),
-            "creators": hashes(k for k, _ in self._creators.top(RECORD_TOP, wm)),
-            "language": next((k for k, _ in self._languages.top(1, wm)), None),
+            "vector": vector_bytes(self._vector.direction()),
+            "top_categories": tuple(k for k, _ in self._categories.ranked(RECORD_TOP)),
+            "creators": hashes(k for k, _ in self._creators.ranked(RECORD_TOP)),
+            "language": next((k for k, _ in self._languages.ranked(1)), None),
             "content_type": self._content_type(),
             "hours": bytes(np.round(hours * (255 / top)).astype(np.uint8)) if top > 0 else b"",
             "recent": recent,
@@ -325,11 +327,11 @@ class UserProfile:
         }
 
     def _content_type(self) -> str | None:
-        shares = self._content_types.items(self._wm)
-        total = sum(v for v in shares.values() if v > 0)
+        shares = self._content_types.ranked(4)
+        total = sum(v for _, v in shares)
         if total <= 0:
             return None
-        kind, best = max(shares.items(), key=lambda kv: (kv[1], kv[0]))
+        kind, best = shares[0]
         return kind if best / total >= MIXED_SHARE else "MIXED"
 
     def _completion_rate(self, cold: dict[str, Any]) -> float | None:
@@ -398,8 +400,12 @@ class UserProfile:
         _, self._wm, self._late, self._sess_start, self._sess_last, items = hot
         self._sess_items = RecentIds(MAX_SESSION_ITEMS, items)
 
-    def _resume_cold(self, cold: tuple[Any, ...] | None) -> None:
-        c = cold or (0, None, None, None, None, None, None, None, None, (), (), b"", b"", b"", None)
+    def _resume_cold(self, cold: bytes | None) -> None:
+        c = (
+            msgspec.msgpack.decode(cold)
+            if cold is not None
+            else (0, None, None, None, None, None, None, None, None, (), (), b"", b"", b"", None)
+        )
         self._engagements = c[0]
         self._vector = DecayedVector(self._dim, TAU_7D_MS, c[1])
         self._categories = DecayedScores(TAU_7D_MS, 16, c[2])
@@ -409,7 +415,7 @@ class UserProfile:
         self._hours = DecayedVector(24, TAU_28D_MS, c[6])
         self._sessions = DecayedScores(TAU_7D_MS, 2, c[7])
         self._days = BucketRing(DAY_MS, 8, 2, c[8])
-        self._recent_segments: list[tuple[int, str, float]] = list(c[9])
+        self._recent_segments: list[tuple[int, str, float]] = [(t, k, s) for t, k, s in c[9]]
         self._table: dict[str, list[int]] = {m: list(row) for m, *row in c[10]}
         self._consumed = RecentIds(MAX_CONSUMED, c[11])
         self._disliked = RecentIds(MAX_DISLIKED, c[12])
@@ -430,7 +436,7 @@ class UserProfile:
             self._sessions.snapshot(),
             self._days.snapshot(),
             tuple(self._recent_segments),
-            tuple((m, *row) for m, row in sorted(self._table.items())),
+            tuple((m, *row) for m, row in self._table.items()),
             self._consumed.snapshot(),
             self._disliked.snapshot(),
             self._subscriptions.snapshot(),
