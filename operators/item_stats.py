@@ -160,6 +160,11 @@ class ItemStats:
         """When the item's state expires (`item_ttl_days` after its newest event)."""
         return None if self._wm < 0 else from_ms(self._wm + self._ttl_ms)
 
+    def on_timer(self, now: datetime) -> list[ItemStatsRecord | ScoreUpdate]:
+        """Nothing to emit on a timer: the item's only timer is its expiry (:meth:`is_expired`)."""
+        del now
+        return []
+
     def is_expired(self, now: datetime) -> bool:
         """True once the state may be discarded (no event for `item_ttl_days`)."""
         return bool(self._wm >= 0 and to_ms(now) >= self._wm + self._ttl_ms)

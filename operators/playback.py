@@ -19,6 +19,8 @@ Semantics, in the order they apply to an event:
   dropped as late, not turned into a second view of a few seconds.
 - **Explicit feedback** (liked, shared, …) for an item with an open view sets the signal on
   that view; it never opens a view (the caller applies feedback to profiles directly).
+- **Plays**: a :class:`ViewStart` is emitted when a view opens, except when it opens with
+  `media_skipped` (an auto-play skip is a negative signal, not a play).
 
 Within those rules a segment is a function of the *set* of the view's events: any order and
 any duplication of them within the allowed lateness gives the same segment, and
@@ -235,9 +237,11 @@ class Sessionizer:
         view = View(media, ev.ts)
         self._views[media] = view
         self._due_floor = min(self._due_floor, ev.ts + self._inactivity_ms)
-        out.append(
-            ViewStart(user_id=self.user_id, media_id=media, ts=ev.ts, content_type=ev.content_type)
-        )
+        if ev.event_type != "media_skipped":  # an auto-play skip is not a play
+            start = ViewStart(
+                user_id=self.user_id, media_id=media, ts=ev.ts, content_type=ev.content_type
+            )
+            out.append(start)
         return view
 
     def _deadline(self, view: View) -> int:

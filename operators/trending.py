@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import bisect
+from datetime import datetime
 from typing import Any, Final
 
 import msgspec
@@ -83,6 +84,10 @@ class TrendingBoard:
             self._scores[media] = (update.score, update.ts)
             touched_top |= self._insert(media, update.score) < self.top_k
         return self._publish() if touched_top else []
+
+    def notify_at(self) -> datetime | None:
+        """Boards need no timer: stale entries go as newer updates move event time on."""
+        return None
 
     def top(self, k: int | None = None) -> list[tuple[str, float]]:
         """The current best `k` (default top_k) items with their scores, best first."""

@@ -206,3 +206,9 @@ def test_snapshot_resume_continue_equals_an_uninterrupted_run(xs, data):
     resumed = ItemStats(SETTINGS, ITEMS, resume=pickle.loads(pickle.dumps(part.snapshot())))
     out += apply(resumed, xs[cut:])
     assert out == expected and resumed.snapshot() == whole.snapshot()
+
+
+def test_timers_only_expire_the_state():
+    stats = ItemStats(SETTINGS, ITEMS)
+    apply(stats, [play(T0)])
+    assert stats.on_timer(datetime.fromtimestamp(T0 / 1000, UTC)) == []

@@ -216,6 +216,13 @@ def test_an_event_for_a_view_that_already_closed_is_late_not_a_new_view():
     assert s.open_views == 1
 
 
+def test_an_auto_play_skip_is_a_negative_view_not_a_play():
+    s = Sessionizer(SETTINGS, ITEMS, clock=FakeClock())
+    assert feed(s, [ev("media_skipped", 0, media="m2")]) == []
+    [seg] = segments(s.flush())
+    assert seg.consumed_s == 0.0 and seg.signal_names == ("skipped",)  # not also "abandoned"
+
+
 def test_open_views_are_bounded():
     s = Sessionizer(SETTINGS, ITEMS, clock=FakeClock())
     out = feed(s, [ev("media_started", i, 0.0, media=f"x{i}") for i in range(MAX_OPEN_VIEWS + 2)])

@@ -108,3 +108,7 @@ def test_snapshot_resume_continue_equals_an_uninterrupted_run(xs, data):
     snap = pickle.loads(pickle.dumps(part.snapshot()))
     out += feed(TrendingBoard(top_k=3, capacity=6, resume=snap), xs[cut:])
     assert out == expected
+
+
+def test_boards_need_no_timer():
+    assert TrendingBoard(top_k=1).notify_at() is None
