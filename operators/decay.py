@@ -99,6 +99,9 @@ class DecayedScores:
 class DecayedVector:
     """A fixed-length vector of exponentially decayed sums (user vectors, hour patterns).
 
+    Held in float32: half the state of float64 and plenty for directions and shares (the
+    accumulators stay below exp(REBASE_AFTER) times the weights, far from float32 limits).
+
     Args:
         dim: vector length.
         tau_ms: decay time constant.
@@ -112,10 +115,10 @@ class DecayedVector:
         self.tau_ms = float(tau_ms)
         if resume is None:
             self._ref = 0
-            self._acc: npt.NDArray[np.float64] = np.zeros(dim, dtype=np.float64)
+            self._acc: npt.NDArray[np.float32] = np.zeros(dim, dtype=np.float32)
         else:
             self._ref = resume[0]
-            self._acc = np.frombuffer(resume[1], dtype=np.float64).copy()
+            self._acc = np.frombuffer(resume[1], dtype=np.float32).copy()
             if self._acc.shape != (dim,):
                 raise ValueError(f"DecayedVector: snapshot has {self._acc.size} dims, not {dim}")
 
@@ -137,14 +140,14 @@ class DecayedVector:
             self._ref = ts_ms
         self._acc[index] += amount * math.exp((ts_ms - self._ref) / self.tau_ms)
 
-    def value(self, now_ms: int) -> npt.NDArray[np.float64]:
+    def value(self, now_ms: int) -> npt.NDArray[np.float32]:
         """The decayed vector at event time `now_ms` (a new array)."""
         return self._acc * math.exp((self._ref - now_ms) / self.tau_ms)
 
-    def direction(self) -> npt.NDArray[np.float64]:
+    def direction(self) -> npt.NDArray[np.float32]:
         """The vector up to a positive factor (the same at every `now`); do not modify."""
         return self._acc
 
     def snapshot(self) -> VectorSnapshot:
-        """Plain immutable state: (reference time, float64 bytes)."""
+        """Plain immutable state: (reference time, float32 bytes)."""
         return (self._ref, self._acc.tobytes())
