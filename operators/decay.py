@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
+from operator import itemgetter
 from typing import Final
 
 import numpy as np
@@ -83,7 +84,8 @@ class DecayedScores:
         Decay multiplies every score by the same factor, so rankings and shares never need
         the exponential.
         """
-        items = sorted(self._scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        # by key, then stably by score descending: ties stay in key order, no Python key fn
+        items = sorted(sorted(self._scores.items()), key=itemgetter(1), reverse=True)
         return [kv for kv in items if kv[1] > 0.0 or not positive][:n]
 
     def snapshot(self) -> ScoresSnapshot:

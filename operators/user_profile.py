@@ -303,13 +303,16 @@ class UserProfile:
 
     def _build_cold(self) -> dict[str, Any]:
         by_time = sorted(self._table.items(), key=lambda kv: (-kv[1][STATE_TS], kv[0]))
-        recent = tuple((m, e[STATE_TS]) for m, e in by_time if e[STATE] != NONE)
-        blocked = {m for m, e in by_time if e[BITS] & _BLOCKS_CONTINUE}
-        cont = tuple(
-            (m, e[POSITION] // 10)
-            for m, e in by_time
-            if e[STATE] == IN_PROGRESS and m not in blocked
-        )
+        recent: list[tuple[str, int]] = []
+        blocked: set[str] = set()
+        cont: list[tuple[str, int]] = []
+        for media, row in by_time:
+            if row[BITS] & _BLOCKS_CONTINUE:
+                blocked.add(media)
+            elif row[STATE] == IN_PROGRESS:
+                cont.append((media, row[POSITION] // 10))
+            if row[STATE] != NONE:
+                recent.append((media, row[STATE_TS]))
         hours = self._hours.direction()  # shapes and rankings do not depend on the decay factor
         top = float(hours.max())
         return {
@@ -319,8 +322,8 @@ class UserProfile:
             "language": next((k for k, _ in self._languages.ranked(1)), None),
             "content_type": self._content_type(),
             "hours": bytes(np.round(hours * (255 / top)).astype(np.uint8)) if top > 0 else b"",
-            "recent": recent,
-            "continue": cont,
+            "recent": tuple(recent),
+            "continue": tuple(cont),
             "blocked": blocked,
             "consumed": self._consumed.newest(RECORD_CONSUMED),
             "disliked": self._disliked.newest(RECORD_DISLIKED),
