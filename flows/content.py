@@ -15,12 +15,13 @@ from datetime import timedelta
 from typing import Any, Final, TypeGuard
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from flows.index_sink import PARTITION, IndexItem, IndexSink
+from flows.kafka_in import consumer_error, is_message, kafka_source
 from flows.sinks import DeadLetterSink
 from flows.sources import Ticker
 from operators.contracts import TOPIC_MEDIA, DeadLetter, MediaPublished, dead_letter, decode_media
@@ -73,32 +74,8 @@ def decode(msg: KafkaSourceMessage[Any, Any]) -> Change | DeadLetter:
     return dead_letter(TOPIC_MEDIA, partition, offset, event.reason, raw, _now_ms())
 
 
-def consumer_error(err: KafkaError[Any, Any]) -> DeadLetter:
-    """The dead letter of a message the Kafka consumer itself could not read."""
-    EVENTS.labels(topic=TOPIC_MEDIA, outcome="error").inc()
-    msg = err.msg
-    raw = msg.value if isinstance(msg.value, bytes) else b""
-    topic = msg.topic or TOPIC_MEDIA
-    return dead_letter(topic, msg.partition or -1, msg.offset or -1, str(err.err), raw, _now_ms())
-
-
-def _is_message(item: Any) -> TypeGuard[KafkaSourceMessage[Any, Any]]:
-    return isinstance(item, KafkaSourceMessage)
-
-
 def _is_change(item: Change | DeadLetter) -> TypeGuard[Change]:
     return isinstance(item, Change)
-
-
-def kafka_source(settings: Settings) -> KafkaSource:
-    """`media.published` from the beginning (or from the recovery store's offsets)."""
-    return KafkaSource(
-        brokers=[b.strip() for b in settings.kafka_bootstrap_servers.split(",")],
-        topics=[TOPIC_MEDIA],
-        tail=True,
-        batch_size=settings.kafka_batch_size,
-        raise_on_errors=False,
-    )
 
 
 def build_flow(
@@ -112,11 +89,11 @@ def build_flow(
     """The content dataflow; tests may swap the source, the sinks, and turn ticks off."""
     settings = settings or load_settings(os.environ)
     flow = Dataflow(FLOW_ID)
-    raw = op.input(STEP_INPUT, flow, source or kafka_source(settings))
-    split = op.branch(STEP_SPLIT, raw, _is_message)
+    raw = op.input(STEP_INPUT, flow, source or kafka_source(settings, [TOPIC_MEDIA]))
+    split = op.branch(STEP_SPLIT, raw, is_message)
     decoded = op.map(STEP_DECODE, split.trues, decode)
     routed = op.branch(STEP_ROUTE, decoded, _is_change)
-    errors = op.map(STEP_CONSUMER_ERRORS, split.falses, consumer_error)
+    errors = op.map(STEP_CONSUMER_ERRORS, split.falses, consumer_error(TOPIC_MEDIA))
     rejected: Stream[DeadLetter] = routed.falses  # type: ignore[assignment]
     letters: Stream[DeadLetter] = op.merge(STEP_DEADLETTERS, rejected, errors)
     dlq = deadletters or DeadLetterSink(settings.kafka_bootstrap_servers)

@@ -36,7 +36,7 @@ from operators.metrics import STORE_RETRIES
 
 USER: Final = "u"
 ITEM: Final = "i"
-VIEW: Final = "v"
+TRENDING: Final = "t"
 _STAMP = struct.Struct(">Q")
 
 # KEYS[1] key; ARGV[1] stamped value; ARGV[2] ttl seconds (0 = none). Returns 1 when written.
