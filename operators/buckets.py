@@ -80,6 +80,8 @@ class BucketRing:
         newest = now_ms // self.width_ms
         oldest = newest - (self.count if span is None else min(span, self.count))
         ids, vals, fields = self._ids, self._vals, self.fields
+        if fields == 1:
+            return sum(v for held, v in zip(ids, vals, strict=True) if oldest < held <= newest)
         return sum(
             vals[slot * fields + field]
             for slot in range(self.count)

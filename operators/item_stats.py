@@ -51,6 +51,7 @@ _SNAPSHOT_VERSION: Final = 1
 
 PLAYS, SEGMENTS, COMPLETIONS, WF_SUM, WF_N, LIKES, DISLIKES, SHARES = range(8)
 _FIELDS: Final = 8
+WF_SCALE: Final = 1_000_000
 _FEEDBACK_FIELD: Final = {"liked": LIKES, "disliked": DISLIKES, "shared": SHARES}
 
 ItemInput = ViewStart | Segment | Feedback
@@ -141,7 +142,9 @@ class ItemStats:
             if x.completed:
                 self._count(x.end_ts, COMPLETIONS, 1.0)
             if x.watch_fraction is not None:
-                self._count(x.end_ts, WF_SUM, x.watch_fraction)
+                # Fixed point: float sums depend on the order views arrive in, and views of
+                # one item come from many users, interleaved differently on every run.
+                self._count(x.end_ts, WF_SUM, round(x.watch_fraction * WF_SCALE))
                 self._count(x.end_ts, WF_N, 1.0)
         elif x.signal in _FEEDBACK_FIELD:
             self._count(x.ts, _FEEDBACK_FIELD[x.signal], 1.0)
@@ -173,26 +176,29 @@ class ItemStats:
         """The item's full feature record at its event time."""
         wm = self._wm
         day = self._hours.totals(wm)
+        views = self._minutes.total(0, wm)
         t = self._totals
         likes, dislikes = t[LIKES], t[DISLIKES]
         return ItemStatsRecord(
             version=ITEM_STATS_VERSION,
             media_id=self.media_id,
             ts=wm,
-            views_1h=round(self._minutes.total(0, wm)),
+            views_1h=round(views),
             plays_24h=round(day[PLAYS]),
             plays_total=round(t[PLAYS]),
             like_ratio=round((likes + 1.0) / (likes + dislikes + 2.0), 4),
             completion_rate=_ratio(t[COMPLETIONS], t[SEGMENTS]),
-            mean_watch_fraction=_ratio(t[WF_SUM], t[WF_N]),
-            trending_score=round(self.trending_score(day), 6),
+            mean_watch_fraction=_ratio(t[WF_SUM] / WF_SCALE, t[WF_N]),
+            trending_score=round(self.trending_score(day, views), 6),
         )
 
-    def trending_score(self, day: tuple[float, ...] | None = None) -> float:
+    def trending_score(
+        self, day: tuple[float, ...] | None = None, views: float | None = None
+    ) -> float:
         """`views_1h × recency_weight × engagement_multiplier` at the item's event time."""
         wm = self._wm
         day = day if day is not None else self._hours.totals(wm)
-        views = self._minutes.total(0, wm)
+        views = views if views is not None else self._minutes.total(0, wm)
         if views <= 0:
             return 0.0
         return views * self._recency(wm) * engagement_multiplier(day)
