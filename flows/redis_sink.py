@@ -37,7 +37,10 @@ class _FeaturePartition(StatelessSinkPartition[FeatureWrite]):
         self.pipeline_size = pipeline_size
 
     def write_batch(self, items: list[FeatureWrite]) -> None:
-        for batch in chunked(items, self.pipeline_size):
+        # Values are whole and each key's writes arrive in event-time order from one step,
+        # so only the last write per key in a batch can matter.
+        latest = {(w.kind, w.entity_id): w for w in items}
+        for batch in chunked(latest.values(), self.pipeline_size):
             self.store.put_many(batch)
             now_ms = time.time() * 1000
             for w in batch:

@@ -37,7 +37,7 @@ import msgspec
 
 from operators.buckets import BucketRing
 from operators.emissions import Feedback, Segment, ViewStart
-from operators.eventtime import from_ms, to_ms
+from operators.eventtime import Clock, from_ms, to_ms, utc_now
 from operators.item_info import ItemLookup
 from operators.settings import Settings
 
@@ -110,8 +110,18 @@ class ItemStats:
         resume: a value returned by :meth:`snapshot`, or None for a new item.
     """
 
-    def __init__(self, settings: Settings, items: ItemLookup, resume: Any = None):
+    def __init__(
+        self,
+        settings: Settings,
+        items: ItemLookup,
+        resume: Any = None,
+        clock: Clock = utc_now,
+    ):
         self._items = items
+        self._clock = clock
+        # Processing time of the last input: expiry is about idleness of this process, never
+        # event time against the wall clock (a replay years old would expire on every input).
+        self._arrival_ms = to_ms(clock())
         self._half_life_h = settings.trending_half_life_h
         self._ttl_ms = settings.item_ttl_days * 86_400_000
         snap = resume or (_SNAPSHOT_VERSION, "", -1, None, None, b"")
@@ -131,6 +141,7 @@ class ItemStats:
         """Count one play, closed view or feedback; emit the record and the score."""
         if not self.media_id and x.media_id:
             self.media_id = x.media_id
+        self._arrival_ms = to_ms(self._clock())
         self._wm = max(self._wm, x.end_ts if isinstance(x, Segment) else x.ts)
         if isinstance(x, ViewStart):
             self._minutes.add(x.ts, 0)
@@ -160,8 +171,8 @@ class ItemStats:
         return [features, update]
 
     def notify_at(self) -> datetime | None:
-        """When the item's state expires (`item_ttl_days` after its newest event)."""
-        return None if self._wm < 0 else from_ms(self._wm + self._ttl_ms)
+        """When the item's state expires: `item_ttl_days` of processing time without input."""
+        return from_ms(self._arrival_ms + self._ttl_ms)
 
     def on_timer(self, now: datetime) -> list[ItemStatsRecord | ScoreUpdate]:
         """Nothing to emit on a timer: the item's only timer is its expiry (:meth:`is_expired`)."""
@@ -169,8 +180,8 @@ class ItemStats:
         return []
 
     def is_expired(self, now: datetime) -> bool:
-        """True once the state may be discarded (no event for `item_ttl_days`)."""
-        return bool(self._wm >= 0 and to_ms(now) >= self._wm + self._ttl_ms)
+        """True once the state may be discarded (no input for `item_ttl_days`)."""
+        return to_ms(now) >= self._arrival_ms + self._ttl_ms
 
     def features(self) -> ItemStatsRecord:
         """The item's full feature record at its event time."""

@@ -65,33 +65,44 @@ class TrendingBoard:
         self._next_prune: int = snap[4]
         self._scores: dict[str, tuple[float, int]] = {m: (s, t) for m, s, t in entries}
         self._order = sorted((-s, m) for m, (s, _) in self._scores.items())
-        self._published: tuple[str, ...] = published
+        self._published: tuple[tuple[str, float], ...] = published
 
     def on_event(self, update: ScoreUpdate) -> list[TrendingList]:
-        """Apply one score update; emit the top-K when its membership or order changed."""
-        touched_top = False
+        """Apply one score update; emit the top-K whenever it changed (ids or scores)."""
         if update.ts > self._wm:
             self._wm = update.ts
             if self._wm >= self._next_prune:
-                touched_top = self._prune()
+                self._prune()
         media = update.media_id
         known = self._scores.get(media)
         if known is not None:
             if known[1] > update.ts:
                 return []  # an older score of the same item: keep the newer one
-            touched_top |= self._remove(media, known[0]) < self.top_k
+            self._remove(media, known[0])
         if update.score > 0.0:
             self._scores[media] = (update.score, update.ts)
-            touched_top |= self._insert(media, update.score) < self.top_k
-        return self._publish() if touched_top else []
+            self._insert(media, update.score)
+        return self._publish()
 
     def notify_at(self) -> datetime | None:
         """Boards need no timer: stale entries go as newer updates move event time on."""
         return None
 
     def top(self, k: int | None = None) -> list[tuple[str, float]]:
-        """The current best `k` (default top_k) items with their scores, best first."""
-        return [(m, -neg) for neg, m in self._order[: k or self.top_k]]
+        """The best `k` (default top_k) fresh items with their scores, best first.
+
+        Freshness is judged at the board's event time on every call, not only when a prune
+        ran, so the published board is a function of the candidates alone, whatever order
+        the updates of different items arrived in.
+        """
+        want, horizon = k or self.top_k, self._wm - STALE_MS
+        out: list[tuple[str, float]] = []
+        for neg, m in self._order:
+            if self._scores[m][1] >= horizon:
+                out.append((m, -neg))
+                if len(out) == want:
+                    break
+        return out
 
     def snapshot(self) -> tuple[Any, ...]:
         """Plain immutable state: candidates as (media, score, ts) and the published ids."""
@@ -116,15 +127,14 @@ class TrendingBoard:
         return rank
 
     def _publish(self) -> list[TrendingList]:
-        top = self.top()
-        ids = tuple(m for m, _ in top)
-        if ids == self._published:
+        top = tuple(self.top())
+        if top == self._published:
             return []
-        self._published = ids
-        return [TrendingList(ts=self._wm, items=tuple(top))]
+        self._published = top
+        return [TrendingList(ts=self._wm, items=top)]
 
     def _prune(self) -> bool:
-        """Drop stale candidates (at most once a minute of event time); True if any went."""
+        """Forget stale candidates (memory only: :meth:`top` already skips them)."""
         self._next_prune = self._wm + PRUNE_EVERY_MS
         horizon = self._wm - STALE_MS
         stale = [m for m, (_, t) in self._scores.items() if t < horizon]

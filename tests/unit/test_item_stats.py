@@ -138,12 +138,14 @@ def test_provisional_segments_are_refused():
         stats.on_event(msgspec.structs.replace(closed(T0, 1.0), final=False))
 
 
-def test_state_expires_after_the_ttl():
-    stats = ItemStats(SETTINGS, ITEMS)
-    assert stats.notify_at() is None
-    apply(stats, [play(T0)])
+def test_state_expires_after_the_ttl_of_processing_time_without_input():
+    now = [datetime(2030, 1, 1, tzinfo=UTC)]
+    stats = ItemStats(SETTINGS, ITEMS, clock=lambda: now[0])
+    now[0] += timedelta(days=3)
+    apply(stats, [play(T0)])  # event time years before the clock: a replay
     due = stats.notify_at()
-    assert due == datetime.fromtimestamp(T0 / 1000, UTC) + timedelta(days=SETTINGS.item_ttl_days)
+    assert due == now[0] + timedelta(days=SETTINGS.item_ttl_days)
+    assert not stats.is_expired(now[0])
     assert not stats.is_expired(due - timedelta(seconds=1)) and stats.is_expired(due)
 
 

@@ -29,7 +29,8 @@ def test_emits_only_when_the_top_changes():
     board = TrendingBoard(top_k=2)
     assert len(feed(board, [up("a", 1.0), up("b", 2.0)])) == 2
     assert feed(board, [up("c", 0.5)]) == []  # below the top two
-    assert feed(board, [up("b", 2.5)]) == []  # same order
+    [rescored] = feed(board, [up("b", 2.5)])  # same order, new score: stored boards stay exact
+    assert rescored.items == (("b", 2.5), ("a", 1.0))
     [changed] = feed(board, [up("c", 3.0)])
     assert [m for m, _ in changed.items] == ["c", "b"]
 

@@ -1,0 +1,217 @@
+"""The engagement flow on a real broker and a real Redis, run as `feedflow flow` processes.
+
+Each test gets a broker of its own (topics are not shared with other tests), publishes the
+catalogue through the content flow, then plays simulated traffic through the engagement flow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from confluent_kafka import Consumer, TopicPartition
+
+from feedflow.simulator.engine import SimConfig, Simulation
+from feedflow.simulator.writers import KafkaSink
+from feedflow.stack import LocalStack, StackInfo
+from operators.contracts import (
+    TOPIC_DEADLETTER,
+    TOPIC_ENGAGEMENT,
+    EngagementEvent,
+    decode_deadletter,
+    decode_engagement,
+)
+from operators.user_features import decode_user_features
+from state.feature_store import USER, RedisFeatureStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+START_MS = 1_600_000_000_000  # historical on purpose: a replay years old must still work
+
+
+@pytest.fixture
+def private_stack(tmp_path: Path) -> Iterator[StackInfo]:
+    local = LocalStack(tmp_path / "stack", partitions=2)
+    info = local.up()
+    yield info
+    local.down()
+
+
+def publish(stack: StackInfo, users: int, rate: int, duration: int, malformed: float) -> dict:
+    sim = Simulation(
+        SimConfig(users=users, items=400, rate=rate, duration_s=duration, seed=11,
+                  malformed=malformed, start_ms=START_MS),
+        now_ms=START_MS,
+    )  # fmt: skip
+    sink = _Tee(KafkaSink(stack.bootstrap))
+    summary = sim.run(sink).as_dict()  # type: ignore[arg-type]
+    return {"summary": summary, "truth": sim.truth(), "users": sink.users}
+
+
+class _Tee:
+    """Forwards to the broker and remembers which users sent a valid event."""
+
+    def __init__(self, inner: KafkaSink) -> None:
+        self.inner, self.users = inner, set[str]()
+
+    def write(self, topic: str, key: str, ts: int, value: str) -> None:
+        if topic == TOPIC_ENGAGEMENT and isinstance(
+            decode_engagement(value.encode()), EngagementEvent
+        ):
+            self.users.add(key)
+        self.inner.write(topic, key, ts, value)
+
+    def idle(self, seconds: float) -> None:
+        self.inner.idle(seconds)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def start_flow(name: str, stack: StackInfo, state: Path, *extra: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap,
+        "REDIS_URL": stack.redis_url,
+        "FEEDFLOW_STATE_DIR": str(state),
+        "FEEDFLOW_SNAPSHOT_INTERVAL_S": "1",
+    }
+    state.mkdir(parents=True, exist_ok=True)
+    with (state / f"{name}.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "feedflow.cli", "flow", name, *extra],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+def feature_digest(client: redis.Redis, patterns: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pattern in patterns:
+        for key in client.scan_iter(match=pattern, count=1000):
+            value = client.get(key)
+            if value is not None:
+                out[key.decode()] = hashlib.sha1(value).hexdigest()
+    return out
+
+
+def wait_until_stable(
+    read: Callable[[], dict[str, str]], ready: Callable[[dict[str, str]], bool], timeout_s: float
+) -> dict[str, str]:
+    """Poll until `ready` holds and two reads 2 s apart agree; bounded by `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, str] | None = None
+    while time.monotonic() < deadline:
+        now = read()
+        if ready(now) and now == last:
+            return now
+        last = now
+        time.sleep(2.0)
+    raise AssertionError(f"features did not settle within {timeout_s}s ({len(last or {})} keys)")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+USERS, ALL_FEATURES = "ff:{u:*", ("ff:{u:*", "ff:{i:*", "ff:{t:*")
+
+
+def load_catalogue(stack: StackInfo, state: Path, client: redis.Redis) -> subprocess.Popen[bytes]:
+    content = start_flow("content", stack, state / "content", "--no-recovery")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(1 for _ in client.scan_iter("ff:item:*")) < 400:
+        assert content.poll() is None, "the content flow died"
+        time.sleep(0.5)
+    return content
+
+
+def test_features_reach_redis_and_malformed_events_are_dead_lettered(
+    private_stack: StackInfo, tmp_path: Path
+) -> None:
+    run = publish(private_stack, users=200, rate=20_000, duration=2, malformed=0.02)
+    client = redis.Redis.from_url(private_stack.redis_url)
+    content = load_catalogue(private_stack, tmp_path, client)
+    flow = start_flow("engagement", private_stack, tmp_path / "eng")
+    try:
+        users = run["users"]
+        features = wait_until_stable(
+            lambda: feature_digest(client, (USERS,)), lambda d: len(d) == len(users), 120
+        )
+        assert flow.poll() is None, "one bad payload must never stop the flow"
+    finally:
+        stop(flow)
+        stop(content)
+    assert {k[len("ff:{u:") : -1] for k in features} == users
+    stored = RedisFeatureStore(client).get_many(USER, sorted(users))
+    records = [decode_user_features(raw) for raw in stored if raw is not None]
+    assert len(records) == len(users)
+    assert all(r.ts >= START_MS for r in records)
+    assert sum(not r.cold_start for r in records) > 0.5 * len(records)
+    letters = dead_letters(private_stack.bootstrap)
+    assert len(letters) == run["summary"]["malformed"]
+    assert all(letter.topic == TOPIC_ENGAGEMENT and letter.reason for letter in letters)
+
+
+def test_kill_9_mid_stream_then_restart_gives_the_features_of_a_clean_run(
+    private_stack: StackInfo, tmp_path: Path
+) -> None:
+    run = publish(private_stack, users=300, rate=40_000, duration=3, malformed=0.0)
+    client = redis.Redis.from_url(private_stack.redis_url)
+    content = load_catalogue(private_stack, tmp_path, client)
+    users = run["users"]
+
+    def done(d: dict[str, str]) -> bool:
+        return sum(k.startswith("ff:{u:") for k in d) == len(users)
+
+    try:
+        crashed = start_flow("engagement", private_stack, tmp_path / "crash")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not feature_digest(client, (USERS,)):
+            time.sleep(0.05)
+        time.sleep(1.5)  # past at least one snapshot, well before the end of the stream
+        partial = feature_digest(client, ALL_FEATURES)
+        crashed.send_signal(signal.SIGKILL)
+        crashed.wait()
+        resumed = start_flow("engagement", private_stack, tmp_path / "crash")
+        after_crash = wait_until_stable(lambda: feature_digest(client, ALL_FEATURES), done, 180)
+        stop(resumed)
+        assert partial != after_crash, "the kill came after the stream was done: nothing tested"
+
+        for key in after_crash:
+            client.delete(key)
+        clean = start_flow("engagement", private_stack, tmp_path / "clean")
+        clean_run = wait_until_stable(lambda: feature_digest(client, ALL_FEATURES), done, 180)
+        stop(clean)
+    finally:
+        stop(content)
+    assert after_crash == clean_run
+
+
+def dead_letters(bootstrap: str) -> list:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex,
+                         "enable.partition.eof": True})  # fmt: skip
+    consumer.assign([TopicPartition(TOPIC_DEADLETTER, p, 0) for p in range(2)])
+    letters, eofs, deadline = [], 0, time.monotonic() + 30
+    while eofs < 2 and time.monotonic() < deadline:
+        for msg in consumer.consume(500, 1.0):
+            if msg.error():
+                eofs += 1
+            else:
+                letters.append(decode_deadletter(msg.value() or b""))
+    consumer.close()
+    return letters
