@@ -23,6 +23,7 @@ COMMANDS = {
     "simulate": "feedflow.simulator.command",
     "index": "feedflow.index_command",
     "demo": "feedflow.demo",
+    "inspect": "feedflow.inspect_command",
 }
 
 # Flags that map one-to-one onto Settings fields.

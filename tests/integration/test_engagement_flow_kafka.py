@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 from confluent_kafka import Consumer, TopicPartition
@@ -162,6 +163,16 @@ def test_features_reach_redis_and_malformed_events_are_dead_lettered(
     assert len(records) == len(users)
     assert all(r.ts >= START_MS for r in records)
     assert sum(not r.cold_start for r in records) > 0.5 * len(records)
+    some_user = max(records, key=lambda r: r.engagements)
+    user_id = next(u for u, raw in zip(sorted(users), stored, strict=True)
+                   if raw and decode_user_features(raw) == some_user)  # fmt: skip
+    shown = inspect(private_stack, "user", user_id)
+    assert shown["features"]["engagements"] == some_user.engagements
+    assert shown["features"]["top_categories"] == list(some_user.top_categories)
+    assert 0 < shown["ttl_s"] <= 35 * 86_400
+    item = inspect(private_stack, "item", some_user.recent[0])
+    assert item["metadata"]["media_id"] == some_user.recent[0] and item["has_vector"]
+    assert item["stats"]["plays_total"] >= 1
     letters = dead_letters(private_stack.bootstrap)
     assert len(letters) == run["summary"]["malformed"]
     assert all(letter.topic == TOPIC_ENGAGEMENT and letter.reason for letter in letters)
@@ -200,6 +211,16 @@ def test_kill_9_mid_stream_then_restart_gives_the_features_of_a_clean_run(
     finally:
         stop(content)
     assert after_crash == clean_run
+
+
+def inspect(stack: StackInfo, kind: str, entity: str) -> dict:
+    env = {**os.environ, "REDIS_URL": stack.redis_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "feedflow.cli", "inspect", kind, entity, "--json"],
+        cwd=ROOT, env=env, capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return orjson.loads(done.stdout)
 
 
 def dead_letters(bootstrap: str) -> list:

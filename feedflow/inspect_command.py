@@ -1,0 +1,74 @@
+"""`feedflow inspect user ID` / `inspect item ID`: what is stored, as a reader sees it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import msgspec
+import redis
+
+from feedflow.output import emit
+from operators.feature_codecs import decode_item_stats
+from operators.settings import Settings
+from operators.user_features import UserFeatures, decode_user_features, vector_of
+from state.feature_store import ITEM, USER, RedisFeatureStore, feature_key
+from state.index_keys import IndexKeys
+from state.index_registry import IndexRegistry
+from state.item_store import ItemStore
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="a user's or an item's current features, as stored",
+        description="Print the stored features of one user or one item.",
+    )
+    p.add_argument("kind", choices=["user", "item"])
+    p.add_argument("id", help="user_id or media_id")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def as_dict(record: msgspec.Struct) -> dict[str, Any]:
+    """Field names and plain values of a record (stored records are positional arrays)."""
+    return {name: msgspec.to_builtins(getattr(record, name)) for name in record.__struct_fields__}
+
+
+def user_view(features: UserFeatures) -> dict[str, Any]:
+    """A user's record with packed fields unpacked for people."""
+    view = as_dict(features)
+    vector = vector_of(features)
+    view["vector"] = None if vector is None else [round(float(x), 3) for x in vector]
+    view["cold_start"] = features.cold_start
+    view["hours"] = list(features.hours)
+    view["creators"] = len(features.creator_hashes())
+    view["consumed"] = len(features.consumed_hashes())
+    view["disliked"] = len(features.disliked_hashes())
+    return view
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    settings.require("redis_url")
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    store = RedisFeatureStore(client)
+    if args.kind == "user":
+        raw = store.get_many(USER, [args.id])[0]
+        found = None if raw is None else user_view(decode_user_features(raw))
+        out: dict[str, Any] = {"user_id": args.id, "key": feature_key(USER, args.id)}
+        out["features"] = found
+        out["ttl_s"] = client.ttl(feature_key(USER, args.id))
+    else:
+        keys = IndexKeys()
+        version = IndexRegistry(client, keys).active()
+        [item] = ItemStore(client, keys).features([args.id], version)
+        raw = store.get_many(ITEM, [args.id])[0]
+        out = {
+            "media_id": args.id,
+            "index_version": version,
+            "metadata": None if item is None else as_dict(item.record),
+            "has_vector": item is not None and item.vector is not None,
+            "stats": None if raw is None else as_dict(decode_item_stats(raw)),
+        }
+    emit(out, args.json)
+    missing = out.get("features") is None and out.get("metadata") is None and not out.get("stats")
+    return 1 if missing else 0
