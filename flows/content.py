@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import timedelta
-from typing import Any, Final, TypeGuard
+from typing import Any, Final
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSourceMessage
@@ -21,7 +21,16 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from flows.index_sink import PARTITION, IndexItem, IndexSink
-from flows.kafka_in import consumer_error, is_message, kafka_source
+from flows.kafka_in import (
+    STEP_CONSUMER_ERRORS,
+    STEP_DEADLETTER_OUT,
+    STEP_DEADLETTERS,
+    STEP_DECODE,
+    STEP_ROUTE,
+    STEP_SPLIT,
+    decoded_input,
+    kafka_source,
+)
 from flows.sinks import DeadLetterSink
 from flows.sources import Ticker
 from operators.contracts import TOPIC_MEDIA, DeadLetter, MediaPublished, dead_letter, decode_media
@@ -31,12 +40,6 @@ from state.index_writer import Change
 
 FLOW_ID: Final = "content"
 STEP_INPUT: Final = "media_in"
-STEP_SPLIT: Final = "split_consumer_errors"
-STEP_DECODE: Final = "decode"
-STEP_ROUTE: Final = "route"
-STEP_CONSUMER_ERRORS: Final = "consumer_errors"
-STEP_DEADLETTERS: Final = "deadletters"
-STEP_DEADLETTER_OUT: Final = "deadletter_out"
 STEP_TICK: Final = "tick"
 STEP_INDEX_ITEMS: Final = "index_items"
 STEP_KEY: Final = "key_index"
@@ -74,10 +77,6 @@ def decode(msg: KafkaSourceMessage[Any, Any]) -> Change | DeadLetter:
     return dead_letter(TOPIC_MEDIA, partition, offset, event.reason, raw, _now_ms())
 
 
-def _is_change(item: Change | DeadLetter) -> TypeGuard[Change]:
-    return isinstance(item, Change)
-
-
 def build_flow(
     settings: Settings | None = None,
     *,
@@ -89,16 +88,9 @@ def build_flow(
     """The content dataflow; tests may swap the source, the sinks, and turn ticks off."""
     settings = settings or load_settings(os.environ)
     flow = Dataflow(FLOW_ID)
-    raw = op.input(STEP_INPUT, flow, source or kafka_source(settings, [TOPIC_MEDIA]))
-    split = op.branch(STEP_SPLIT, raw, is_message)
-    decoded = op.map(STEP_DECODE, split.trues, decode)
-    routed = op.branch(STEP_ROUTE, decoded, _is_change)
-    errors = op.map(STEP_CONSUMER_ERRORS, split.falses, consumer_error(TOPIC_MEDIA))
-    rejected: Stream[DeadLetter] = routed.falses  # type: ignore[assignment]
-    letters: Stream[DeadLetter] = op.merge(STEP_DEADLETTERS, rejected, errors)
     dlq = deadletters or DeadLetterSink(settings.kafka_bootstrap_servers)
-    op.output(STEP_DEADLETTER_OUT, letters, dlq)
-    items: Stream[IndexItem] = routed.trues  # type: ignore[assignment]
+    src = source or kafka_source(settings, [TOPIC_MEDIA])
+    items: Stream[IndexItem] = decoded_input(flow, STEP_INPUT, src, TOPIC_MEDIA, decode, dlq)
     if tick is not None:
         items = op.merge(STEP_INDEX_ITEMS, items, op.input(STEP_TICK, flow, Ticker(tick)))
     keyed = op.key_on(STEP_KEY, items, lambda _item: PARTITION)

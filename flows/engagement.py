@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final, TypeGuard
+from typing import Any, Final
 
 import bytewax.operators as op
 import redis
@@ -33,7 +33,16 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from flows.kafka_in import consumer_error, is_message, kafka_source
+from flows.kafka_in import (
+    STEP_CONSUMER_ERRORS,
+    STEP_DEADLETTER_OUT,
+    STEP_DEADLETTERS,
+    STEP_DECODE,
+    STEP_ROUTE,
+    STEP_SPLIT,
+    decoded_input,
+    kafka_source,
+)
 from flows.keyed_logic import KeyedLogic
 from flows.redis_sink import FeatureSink
 from flows.sinks import DeadLetterSink
@@ -56,12 +65,6 @@ from state.item_store import ItemStore
 
 FLOW_ID: Final = "engagement"
 STEP_INPUT: Final = "events_in"
-STEP_SPLIT: Final = "split_consumer_errors"
-STEP_DECODE: Final = "decode"
-STEP_ROUTE: Final = "route"
-STEP_CONSUMER_ERRORS: Final = "consumer_errors"
-STEP_DEADLETTERS: Final = "deadletters"
-STEP_DEADLETTER_OUT: Final = "deadletter_out"
 STEP_KEY_USER: Final = "key_user"
 STEP_USER: Final = "user"
 STEP_USER_WRITES: Final = "user_writes"
@@ -98,10 +101,6 @@ def decode(msg: KafkaSourceMessage[Any, Any]) -> EngagementEvent | DeadLetter:
     EVENTS.labels(topic=TOPIC_ENGAGEMENT, outcome="invalid").inc()
     partition, offset = msg.partition or 0, msg.offset or 0
     return dead_letter(TOPIC_ENGAGEMENT, partition, offset, event.reason, raw, now_ms)
-
-
-def _is_event(item: EngagementEvent | DeadLetter) -> TypeGuard[EngagementEvent]:
-    return isinstance(item, EngagementEvent)
 
 
 def user_outputs(
@@ -170,18 +169,9 @@ def build_flow(
         return lookups["items"]
 
     flow = Dataflow(FLOW_ID)
-    raw = op.input(STEP_INPUT, flow, source or kafka_source(s, [TOPIC_ENGAGEMENT]))
-    split = op.branch(STEP_SPLIT, raw, is_message)
-    decoded = op.map(STEP_DECODE, split.trues, decode)
-    routed = op.branch(STEP_ROUTE, decoded, _is_event)
-    errors = op.map(STEP_CONSUMER_ERRORS, split.falses, consumer_error(TOPIC_ENGAGEMENT))
-    rejected: Stream[DeadLetter] = routed.falses  # type: ignore[assignment]
-    letters = op.merge(STEP_DEADLETTERS, rejected, errors)
-    op.output(
-        STEP_DEADLETTER_OUT, letters, deadletters or DeadLetterSink(s.kafka_bootstrap_servers)
-    )
-
-    events: Stream[EngagementEvent] = routed.trues  # type: ignore[assignment]
+    dlq = deadletters or DeadLetterSink(s.kafka_bootstrap_servers)
+    src = source or kafka_source(s, [TOPIC_ENGAGEMENT])
+    events = decoded_input(flow, STEP_INPUT, src, TOPIC_ENGAGEMENT, decode, dlq)
     by_user = op.key_on(STEP_KEY_USER, events, lambda ev: ev.user_id)
     users = op.stateful(
         STEP_USER,

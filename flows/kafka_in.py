@@ -4,13 +4,55 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeGuard
+from typing import Any, Final, TypeGuard, TypeVar
 
+import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
 
 from operators.contracts import DeadLetter, dead_letter
 from operators.metrics import EVENTS
 from operators.settings import Settings
+
+T = TypeVar("T")
+
+# Step ids of the decode-and-dead-letter front of every flow (recovery keys: never rename).
+STEP_SPLIT: Final = "split_consumer_errors"
+STEP_DECODE: Final = "decode"
+STEP_ROUTE: Final = "route"
+STEP_CONSUMER_ERRORS: Final = "consumer_errors"
+STEP_DEADLETTERS: Final = "deadletters"
+STEP_DEADLETTER_OUT: Final = "deadletter_out"
+FRONT_STEPS: Final = frozenset(
+    {STEP_SPLIT, STEP_DECODE, STEP_ROUTE, STEP_CONSUMER_ERRORS, STEP_DEADLETTERS,
+     STEP_DEADLETTER_OUT}
+)  # fmt: skip
+
+
+def decoded_input(
+    flow: Dataflow,
+    input_step: str,
+    source: Source[Any],
+    topic: str,
+    decode: Callable[[KafkaSourceMessage[Any, Any]], T | DeadLetter],
+    deadletters: Sink[DeadLetter],
+) -> Stream[T]:
+    """Read `topic`, decode every message, and send what fails to the dead-letter sink.
+
+    Consumer errors and rejected payloads both become dead letters with their position; what
+    comes back is the stream of decoded events only.
+    """
+    raw = op.input(input_step, flow, source)
+    split = op.branch(STEP_SPLIT, raw, is_message)
+    decoded = op.map(STEP_DECODE, split.trues, decode)
+    routed = op.branch(STEP_ROUTE, decoded, lambda x: not isinstance(x, DeadLetter))
+    errors = op.map(STEP_CONSUMER_ERRORS, split.falses, consumer_error(topic))
+    rejected: Stream[DeadLetter] = routed.falses  # type: ignore[assignment]
+    op.output(STEP_DEADLETTER_OUT, op.merge(STEP_DEADLETTERS, rejected, errors), deadletters)
+    events: Stream[T] = routed.trues  # type: ignore[assignment]
+    return events
 
 
 def kafka_source(settings: Settings, topics: list[str]) -> KafkaSource:
