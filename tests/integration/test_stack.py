@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,9 @@ def test_up_restarts_a_dead_broker_with_its_topics(tmp_path: Path) -> None:
     try:
         broker = next(p for p in info.processes if p.name == "broker")
         subprocess.run(["kill", "-9", str(broker.pid)], check=True)
+        deadline = time.monotonic() + 10
+        while is_running(broker) and time.monotonic() < deadline:  # SIGKILL is asynchronous
+            time.sleep(0.02)
         again = local.up()
         assert again.bootstrap != info.bootstrap
         assert broker_answers(again.bootstrap)
