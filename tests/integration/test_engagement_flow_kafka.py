@@ -236,3 +236,34 @@ def dead_letters(bootstrap: str) -> list:
                 letters.append(decode_deadletter(msg.value() or b""))
     consumer.close()
     return letters
+
+
+def test_a_redis_outage_fails_the_flow_loudly_and_a_restart_loses_nothing(
+    private_stack: StackInfo, tmp_path: Path
+) -> None:
+    run = publish(private_stack, users=150, rate=20_000, duration=2, malformed=0.0)
+    client = redis.Redis.from_url(private_stack.redis_url)
+    content = load_catalogue(private_stack, tmp_path, client)
+    stop(content)  # the catalogue is loaded; only the engagement flow talks to Redis now
+    redis_pid = next(p.pid for p in private_stack.processes if p.name == "redis")
+    flow = start_flow("engagement", private_stack, tmp_path / "eng")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not feature_digest(client, (USERS,)):
+            time.sleep(0.05)
+        os.kill(redis_pid, signal.SIGSTOP)  # Redis hangs: every call times out
+        try:
+            code = flow.wait(120)
+        finally:
+            os.kill(redis_pid, signal.SIGCONT)
+        log = (tmp_path / "eng" / "engagement.log").read_text(errors="replace")
+        assert code != 0, "a Redis outage must stop the flow, not drop features"
+        assert "StoreUnavailableError" in log and "redis unreachable" in log
+        flow = start_flow("engagement", private_stack, tmp_path / "eng")
+        users = run["users"]
+        features = wait_until_stable(
+            lambda: feature_digest(client, (USERS,)), lambda d: len(d) == len(users), 120
+        )
+    finally:
+        stop(flow)
+    assert {k[len("ff:{u:") : -1] for k in features} == users
