@@ -24,6 +24,7 @@ COMMANDS = {
     "index": "feedflow.index_command",
     "demo": "feedflow.demo",
     "inspect": "feedflow.inspect_command",
+    "serve": "feedflow.serve_command",
 }
 
 # Flags that map one-to-one onto Settings fields.

@@ -80,9 +80,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # Serving
     host: str = "127.0.0.1"
     port: int = 8080
-    feed_candidates: int = 500
-    redis_timeout_ms: int = 10
     log_level: str = "INFO"
+    feed_candidates: int = 500
+    feed_limit_default: int = 20
+    feed_limit_max: int = 100
+    feed_max_per_category: int = 8
+    feed_max_per_creator: int = 3
+    feed_diversity: float = 0.2
+    feed_explore_share: float = 0.1
+    feed_new_boost: float = 0.5
+    feed_fresh_hours: float = 24.0
+    # A request waits this long for Redis, then answers from in-process state; after a
+    # failure Redis is left alone for `redis_retry_ms` before one request tries again.
+    redis_timeout_ms: int = 10
+    redis_retry_ms: int = 1000
+    serving_refresh_ms: int = 1000
+    features_cache_users: int = 100_000
+    item_stats_ttl_s: float = 30.0
+    item_stats_cache_items: int = 2_000_000
 
     def masked(self) -> dict[str, Any]:
         """Settings as a dict with credentials in URLs replaced by `***`."""

@@ -1,0 +1,172 @@
+"""Candidate retrieval and filters: ~500 items blended from several sources, then cleaned.
+
+Sources, in the order a duplicate is attributed: continue watching, ANN on the user's
+behavioural vector, fresh items (< 24 h) in the user's categories and type, trending in the
+user's cohort (their categories and content type), the global board, and exploration
+(boards and new items of categories the user has not shown interest in). Filters drop what
+must never be shown (removed or unknown items, consumed and disliked items, the wrong
+content type when the request asked for one) and compute each survivor's similarity to the
+user vector. Everything here reads in-process state only.
+"""
+
+from __future__ import annotations
+
+import random
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+from operators.content import ItemRecord
+from serving.caches import FreshItems, TrendingCache
+from serving.catalogue import Catalogue
+from serving.ranking import (
+    ANN,
+    CONTINUE,
+    EXPLORE,
+    FRESH,
+    POPULAR,
+    TRENDING,
+    Matrix,
+    Pool,
+    UserContext,
+)
+
+ANN_SHARE: Final = 0.8  # of the candidate budget, when the user has a vector
+PER_CATEGORY: Final = 20  # trending items per category board of the user
+PER_TYPE: Final = 30
+FRESH_PER_CATEGORY: Final = 10
+FRESH_OVERALL: Final = 20
+EXPLORE_BOARDS: Final = 3
+EXPLORE_PER_BOARD: Final = 8
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The in-process sources retrieval blends (besides the catalogue's ANN)."""
+
+    catalogue: Catalogue
+    trending: TrendingCache
+    fresh: FreshItems
+
+
+@dataclass
+class Candidates:
+    """Deduplicated candidate ids with the source that found each, and ANN similarities."""
+
+    ids: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    ann: dict[str, float] = field(default_factory=dict)
+    _seen: set[str] = field(default_factory=set)
+
+    def add(self, ids: Iterable[str], source: str, limit: int | None = None) -> None:
+        """Append unseen ids from one source (at most `limit` new ones)."""
+        added = 0
+        seen = self._seen
+        for media_id in ids:
+            if limit is not None and added >= limit:
+                return
+            if media_id not in seen:
+                seen.add(media_id)
+                self.ids.append(media_id)
+                self.sources.append(source)
+                added += 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def retrieve(
+    ctx: UserContext,
+    src: Sources,
+    budget: int,
+    content_type: str | None,
+    rng: random.Random,
+) -> Candidates:
+    """Blend the sources into at most ~`budget` candidates (see module doc)."""
+    out = Candidates()
+    out.add(ctx.continue_ids, CONTINUE)
+    if ctx.vector is not None:
+        hits = src.catalogue.query(ctx.vector, int(budget * ANN_SHARE))
+        out.ann = dict(hits)
+        out.add((m for m, _ in hits), ANN)
+    kind = content_type or ctx.content_type
+    scale = 1 if ctx.vector is not None else 3  # without a vector, lean on the boards
+    for category in ctx.categories:
+        out.add(src.fresh.newest(f"category:{category}"), FRESH, FRESH_PER_CATEGORY * scale)
+    fresh_all = src.fresh.newest(f"type:{kind}") if kind else src.fresh.newest()
+    out.add(fresh_all, FRESH, FRESH_OVERALL * scale)
+    for category in ctx.categories:
+        out.add(_board(src, f"category:{category}"), TRENDING, PER_CATEGORY * scale)
+    if kind:
+        out.add(_board(src, f"type:{kind}"), TRENDING, PER_TYPE * scale)
+    out.add(_board(src, "all"), POPULAR, PER_TYPE * scale)
+    _explore(ctx, src, out, rng, scale)
+    return out
+
+
+def _board(src: Sources, name: str) -> Iterable[str]:
+    return (m for m, _ in src.trending.board(name))
+
+
+def _explore(
+    ctx: UserContext, src: Sources, out: Candidates, rng: random.Random, scale: int
+) -> None:
+    """Items from a few categories the user has not shown interest in."""
+    names = [n for n in src.trending.names() if n.startswith("category:")]
+    others = [n for n in names if n[len("category:") :] not in ctx.categories]
+    for name in rng.sample(others, min(len(others), EXPLORE_BOARDS * scale)):
+        out.add(_board(src, name), EXPLORE, EXPLORE_PER_BOARD)
+        out.add(src.fresh.newest(name), EXPLORE, 2)
+
+
+def last_resort(catalogue: Catalogue, direction: Matrix, k: int) -> list[str]:
+    """Any live items (the neighbours of a random direction): a page must not stay empty."""
+    return [m for m, _ in catalogue.query(direction, k)]
+
+
+def apply_filters(
+    ctx: UserContext, cands: Candidates, catalogue: Catalogue, content_type: str | None
+) -> Pool:
+    """Drop removed, consumed, disliked and wrong-type items; attach records and similarity.
+
+    A continue-watching item counts as consumed but stays (unless disliked): resuming it is
+    the point.
+    """
+    records = catalogue.items(cands.ids)
+    excluded, disliked, crc = ctx.excluded, ctx.disliked, zlib.crc32
+    ids: list[str] = []
+    recs: list[ItemRecord] = []
+    sources: list[str] = []
+    for media_id, record, source in zip(cands.ids, records, cands.sources, strict=True):
+        if record is None or (content_type is not None and record.content_type != content_type):
+            continue
+        if excluded:
+            h = crc(media_id.encode())
+            if h in excluded and (source != CONTINUE or h in disliked):
+                continue
+        ids.append(media_id)
+        recs.append(record)
+        sources.append(source)
+    return Pool(ids, recs, sources, _similarity(ctx, ids, cands, catalogue))
+
+
+def _similarity(
+    ctx: UserContext, ids: list[str], cands: Candidates, catalogue: Catalogue
+) -> Matrix:
+    sims = np.zeros(len(ids), dtype=np.float32)
+    if ctx.vector is None or not ids:
+        return sims
+    ann = cands.ann
+    missing = [m for m in ids if m not in ann]
+    vectors = catalogue.vectors(missing) if missing else {}
+    vec = ctx.vector
+    for n, media_id in enumerate(ids):
+        found = ann.get(media_id)
+        if found is None:
+            v = vectors.get(media_id)
+            found = float(v @ vec) if v is not None else 0.0
+        sims[n] = found
+    return sims

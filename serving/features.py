@@ -1,0 +1,154 @@
+"""User features for a request: one pipelined Redis round trip, bounded by a short timeout.
+
+When Redis is slow or down, the request does not wait: a failure opens a breaker for
+`retry_s` (no request tries Redis meanwhile, except one probe when it expires) and the
+answer comes from the last features this process saw for the user, kept in a bounded LRU
+cache. The caller learns which rung answered from :attr:`Fetched.status`.
+
+Example:
+    >>> from operators.user_features import UserFeatures, encode_user_features
+    >>> store = {"u1": encode_user_features(UserFeatures(engagements=7))}
+    >>> fetcher = FeatureFetcher(MemoryUserSource(store), cache_users=10, retry_s=1.0)
+    >>> got = fetcher.get("u1")
+    >>> got.status, got.features.engagements, fetcher.get("nobody").features
+    ('ok', 7, None)
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+import msgspec
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from operators.user_features import UserFeatures, decode_user_features
+from state.feature_store import USER, StoreUnavailableError, feature_key
+
+log = logging.getLogger(__name__)
+
+OK: Final = "ok"  # read from Redis (features may still be None: an unknown user)
+CACHED: Final = "cached"  # Redis failed; the last features seen by this process
+MISSING: Final = "missing"  # Redis failed and this process never saw the user
+STAMP_BYTES: Final = 8
+_FAILURES = (redis.RedisError, OSError, StoreUnavailableError)
+
+
+class UserSource(Protocol):
+    """Where a request reads one user's packed features."""
+
+    def fetch(self, user_id: str) -> bytes | None:
+        """The packed features (stamp removed), None when absent; raises when unreachable."""
+        ...
+
+
+def request_client(url: str, timeout_ms: int, max_connections: int = 32) -> redis.Redis:
+    """A client for the request path: short timeouts, no retries (the ladder handles it)."""
+    timeout = timeout_ms / 1000
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        max_connections=max_connections,
+    )
+
+
+class RedisUserSource:
+    """The user's feature key in one pipelined round trip (room for per-user weights)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+
+    def fetch(self, user_id: str) -> bytes | None:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.get(feature_key(USER, user_id))
+        (raw,) = pipe.execute()
+        return raw[STAMP_BYTES:] if isinstance(raw, bytes) else None
+
+
+class MemoryUserSource:
+    """A mapping of user id → packed features, for unit tests; `down` makes it fail."""
+
+    def __init__(self, values: Mapping[str, bytes]) -> None:
+        self.values, self.down = values, False
+
+    def fetch(self, user_id: str) -> bytes | None:
+        if self.down:
+            raise redis.ConnectionError("memory source is down")
+        return self.values.get(user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A user's features and the rung that produced them (OK, CACHED or MISSING)."""
+
+    features: UserFeatures | None
+    status: str
+
+
+class FeatureFetcher:
+    """User features with a breaker and a last-known cache (see module doc)."""
+
+    def __init__(
+        self,
+        source: UserSource,
+        cache_users: int,
+        retry_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source, self._cache_users, self._retry_s = source, cache_users, retry_s
+        self._clock = clock
+        self._cache: OrderedDict[str, UserFeatures | None] = OrderedDict()
+        self._open_until = 0.0
+        self.last_error = ""
+
+    @property
+    def healthy(self) -> bool:
+        """False while the breaker is open."""
+        return self._clock() >= self._open_until
+
+    def get(self, user_id: str) -> Fetched:
+        """The user's features from Redis, else from the cache (see module doc)."""
+        if self._clock() < self._open_until:
+            return self._cached(user_id)
+        try:
+            raw = self._source.fetch(user_id)
+        except _FAILURES as exc:
+            self._open_until = self._clock() + self._retry_s
+            if self.last_error != str(exc):
+                log.warning("user features unavailable, serving cached: %s", exc)
+            self.last_error = str(exc)
+            return self._cached(user_id)
+        self.last_error = ""
+        features = self._decode(user_id, raw)
+        self._remember(user_id, features)
+        return Fetched(features, OK)
+
+    def _decode(self, user_id: str, raw: bytes | None) -> UserFeatures | None:
+        if raw is None:
+            return None
+        try:
+            return decode_user_features(raw)
+        except (msgspec.DecodeError, ValueError) as exc:
+            log.warning("unreadable features of one user (%d bytes): %s", len(raw), exc)
+            return None
+
+    def _cached(self, user_id: str) -> Fetched:
+        if user_id in self._cache:
+            self._cache.move_to_end(user_id)
+            return Fetched(self._cache[user_id], CACHED)
+        return Fetched(None, MISSING)
+
+    def _remember(self, user_id: str, features: UserFeatures | None) -> None:
+        cache = self._cache
+        cache[user_id] = features
+        cache.move_to_end(user_id)
+        if len(cache) > self._cache_users:
+            cache.popitem(last=False)

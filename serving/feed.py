@@ -1,0 +1,233 @@
+"""The feed pipeline: features → retrieval → filters → ranking → rules, and its ladder.
+
+Each stage is timed into `feedflow_feed_request_seconds{stage}`. The degradation ladder
+(`fallback` in the response, `feedflow_feed_fallback_total{reason}`), most degraded first:
+
+- `trending`: Redis is slow or down and this process never saw the user: in-process
+  trending, fresh items and exploration;
+- `cached_features`: Redis is slow or down; the user's last features seen by this process;
+- `retrieval_order`: the ranker failed; candidates in retrieval order, rules still apply;
+- `cold_start`: fewer than 5 engagements, or an unknown user: cohort trending, fresh items
+  and exploration.
+
+The page is never empty while the catalogue is not: when every source comes back empty (a
+new system with no engagement yet), the neighbours of a random direction fill it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import numpy as np
+
+from operators.metrics import FEED_ERRORS, FEED_FALLBACK, FEED_REQUEST, timed
+from serving.caches import FreshItems, ItemStatsCache, TrendingCache
+from serving.candidates import Sources, apply_filters, last_resort, retrieve
+from serving.catalogue import Catalogue
+from serving.features import CACHED, MISSING, FeatureFetcher
+from serving.model import RankerModel
+from serving.ranking import ANN, EXPLORE, Matrix, Pool, UserContext, feature_matrix, freshness
+from serving.rules import Placed, RuleParams, apply_rules, reason
+
+log = logging.getLogger(__name__)
+LADDER: Final = ("trending", "cached_features", "retrieval_order", "cold_start")
+DEFAULT_ARM: Final = "default"
+
+
+@dataclass(frozen=True)
+class FeedRequest:
+    """A validated feed request."""
+
+    user_id: str
+    limit: int
+    content_type: str | None  # VIDEO or AUDIO; None for MIXED
+    diversity: float
+
+
+@dataclass
+class FeedConfig:
+    """The serving settings the pipeline uses."""
+
+    candidates: int = 500
+    max_per_category: int = 8
+    max_per_creator: int = 3
+    explore_share: float = 0.1
+    new_boost: float = 0.5
+    fresh_ms: float = 86_400_000.0
+
+
+@dataclass
+class Trace:
+    """What one request went through (returned to benchmarks, not to clients)."""
+
+    stages: dict[str, float] = field(default_factory=dict)
+    rungs: list[str] = field(default_factory=list)
+    candidates: int = 0
+    pool: int = 0
+
+
+class ModelHolder:
+    """The ranker in use; the refresher swaps in new versions whole."""
+
+    def __init__(self, model: RankerModel) -> None:
+        self.model = model
+
+
+class FeedService:
+    """Answers feed requests from in-process state plus one Redis round trip."""
+
+    def __init__(
+        self,
+        config: FeedConfig,
+        catalogue: Catalogue,
+        fetcher: FeatureFetcher,
+        stats: ItemStatsCache,
+        trending: TrendingCache,
+        fresh: FreshItems,
+        models: ModelHolder,
+        clock_ms: Callable[[], float] | None = None,
+    ) -> None:
+        self.config, self.catalogue, self.fetcher = config, catalogue, fetcher
+        self.stats, self.trending, self.fresh, self.models = stats, trending, fresh, models
+        self.sources = Sources(catalogue, trending, fresh)
+        self._clock_ms = clock_ms or (lambda: time.time() * 1000)
+        self._rng = random.Random()
+
+    def feed(self, req: FeedRequest, trace: Trace | None = None) -> dict[str, Any]:
+        """The response body of one feed request."""
+        trace = trace if trace is not None else Trace()
+        started = time.perf_counter()
+        with _stage("features", trace):
+            fetched = self.fetcher.get(req.user_id)
+        if fetched.status == MISSING:
+            trace.rungs.append("trending")
+        elif fetched.status == CACHED:
+            trace.rungs.append("cached_features")
+        ctx = UserContext.of(fetched.features)
+        if ctx.cold and fetched.status != MISSING:
+            trace.rungs.append("cold_start")
+        self.trending.want(ctx.categories)
+        pool = self._candidates(ctx, req, trace)
+        model = self.models.model
+        with _stage("ranking", trace):
+            scores, fresh = self._rank(ctx, pool, model, trace)
+        with _stage("rules", trace):
+            placed = apply_rules(ctx, pool, scores, fresh, self._rule_params(req))
+            items = self._items(ctx, pool, placed)
+        for rung in trace.rungs:
+            FEED_FALLBACK.labels(reason=rung).inc()
+        total = time.perf_counter() - started
+        FEED_REQUEST.labels(stage="total").observe(total)
+        trace.stages["total"] = total
+        return {
+            "request_id": uuid.uuid4().hex,
+            "user_id": req.user_id,
+            "items": items,
+            "model_version": model.version,
+            "index_version": self.catalogue.version,
+            "arm": DEFAULT_ARM,
+            "fallback": next((r for r in LADDER if r in trace.rungs), None),
+            "took_ms": round(total * 1000, 3),
+        }
+
+    def _candidates(self, ctx: UserContext, req: FeedRequest, trace: Trace) -> Pool:
+        with _stage("retrieval", trace):
+            cands = retrieve(ctx, self.sources, self.config.candidates, req.content_type, self._rng)
+        with _stage("filters", trace):
+            pool = apply_filters(ctx, cands, self.catalogue, req.content_type)
+            if len(pool) < req.limit and len(self.catalogue):
+                cands.add(self._any_items(4 * req.limit), EXPLORE)
+                pool = apply_filters(ctx, cands, self.catalogue, req.content_type)
+        trace.candidates, trace.pool = len(cands), len(pool)
+        return pool
+
+    def _any_items(self, k: int) -> list[str]:
+        dim = self.catalogue.dim
+        if dim == 0:
+            return []
+        direction = np.asarray([self._rng.gauss(0, 1) for _ in range(dim)], dtype=np.float32)
+        direction /= np.float32(np.linalg.norm(direction) or 1.0)
+        return last_resort(self.catalogue, direction, k)
+
+    def _rank(
+        self, ctx: UserContext, pool: Pool, model: RankerModel, trace: Trace
+    ) -> tuple[Matrix, Matrix]:
+        fresh = freshness(pool.records, int(self._clock_ms()), self.config.fresh_ms)
+        try:
+            stats = self.stats.lookup(pool.ids)
+            matrix = feature_matrix(ctx, pool, stats, int(self._clock_ms()), self.config.fresh_ms)
+            scores = model.score(matrix)
+            if not np.all(np.isfinite(scores)):
+                raise ValueError(f"ranker {model.version} produced non-finite scores")
+        except Exception as exc:  # a failing ranker must not fail the feed
+            log.warning("ranking failed, serving retrieval order: %s", exc)
+            FEED_ERRORS.labels(stage="ranking").inc()
+            trace.rungs.append("retrieval_order")
+            scores = -np.arange(len(pool), dtype=np.float32)
+            fresh = np.zeros(len(pool), dtype=np.float32)
+        return scores, fresh
+
+    def _rule_params(self, req: FeedRequest) -> RuleParams:
+        c = self.config
+        return RuleParams(
+            limit=req.limit,
+            max_per_category=c.max_per_category,
+            max_per_creator=c.max_per_creator,
+            diversity=req.diversity,
+            explore_share=c.explore_share,
+            new_boost=c.new_boost,
+            content_type=req.content_type,
+        )
+
+    def _items(self, ctx: UserContext, pool: Pool, placed: list[Placed]) -> list[dict[str, Any]]:
+        anchors = self._anchors(ctx, pool, placed)
+        out = []
+        for p in placed:
+            media_id, record, source = pool.ids[p.row], pool.records[p.row], pool.sources[p.row]
+            out.append(
+                {
+                    "media_id": media_id,
+                    "content_type": record.content_type,
+                    "category": record.category,
+                    "creator_id": record.creator_id,
+                    "score": round(p.score, 4),
+                    "source": source,
+                    "reason": reason(source, media_id, anchors.get(media_id)),
+                }
+            )
+        return out
+
+    def _anchors(self, ctx: UserContext, pool: Pool, placed: list[Placed]) -> dict[str, str]:
+        """For ANN items: the recently watched item most like each (its reason's anchor)."""
+        ann = [pool.ids[p.row] for p in placed if pool.sources[p.row] == ANN]
+        if not ann or not ctx.recent:
+            return {}
+        vectors = self.catalogue.vectors([*ctx.recent, *ann])
+        recent = [m for m in ctx.recent if m in vectors]
+        if not recent:
+            return {}
+        anchor_matrix = np.stack([vectors[m] for m in recent])
+        out = {}
+        for media_id in ann:
+            vec = vectors.get(media_id)
+            if vec is not None:
+                out[media_id] = recent[int(np.argmax(anchor_matrix @ vec))]
+        return out
+
+
+@contextmanager
+def _stage(name: str, trace: Trace) -> Iterator[None]:
+    """`timed()` for one stage, also noting its duration in the request's trace."""
+    start = time.perf_counter()
+    try:
+        with timed(FEED_REQUEST, FEED_ERRORS, stage=name):
+            yield
+    finally:
+        trace.stages[name] = time.perf_counter() - start

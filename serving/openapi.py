@@ -1,0 +1,159 @@
+"""The OpenAPI 3.1 document of the serving process, written by hand (served at /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving.params import MAX_ID
+
+_ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID}
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "description": "Items wanted; values above the configured maximum are capped.",
+    "schema": {"type": "integer", "minimum": 1, "default": 20},
+}
+_TYPE = {"type": "string", "enum": ["VIDEO", "AUDIO"]}
+_REASON = {
+    "type": "object",
+    "required": ["type"],
+    "properties": {
+        "type": {
+            "type": "string",
+            "enum": ["because_you_watched", "trending", "new", "popular", "explore"],
+        },
+        "anchor_media_id": {**_ID, "description": "the watched item (because_you_watched)"},
+    },
+}
+_ITEM = {
+    "type": "object",
+    "required": ["media_id", "content_type", "category", "creator_id", "score"],
+    "properties": {
+        "media_id": _ID,
+        "content_type": {"type": "string"},
+        "category": {"type": "string"},
+        "creator_id": {"type": "string"},
+        "score": {"type": "number"},
+    },
+}
+_FEED_ITEM = {
+    **_ITEM,
+    "required": [*_ITEM["required"], "source", "reason"],  # type: ignore[misc]
+    "properties": {
+        **_ITEM["properties"],  # type: ignore[dict-item]
+        "source": {
+            "type": "string",
+            "enum": ["continue_watching", "ann", "fresh", "trending", "popular", "explore"],
+        },
+        "reason": {"$ref": "#/components/schemas/Reason"},
+    },
+}
+_FEED = {
+    "type": "object",
+    "required": ["request_id", "user_id", "items", "model_version", "index_version", "arm",
+                 "fallback", "took_ms"],
+    "properties": {
+        "request_id": {"type": "string"},
+        "user_id": _ID,
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/FeedItem"}},
+        "model_version": {"type": "string"},
+        "index_version": {"type": ["string", "null"]},
+        "arm": {"type": "string"},
+        "fallback": {
+            "type": ["string", "null"],
+            "enum": ["trending", "cached_features", "retrieval_order", "cold_start", None],
+            "description": "The rung of the degradation ladder that answered; null if none.",
+        },
+        "took_ms": {"type": "number"},
+    },
+}  # fmt: skip
+_LISTING = {
+    "type": "object",
+    "required": ["items", "index_version", "took_ms"],
+    "properties": {
+        "items": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
+        "index_version": {"type": ["string", "null"]},
+        "took_ms": {"type": "number"},
+    },
+}
+_ERROR = {
+    "type": "object",
+    "required": ["error", "message"],
+    "properties": {
+        "error": {"type": "string"},
+        "message": {"type": "string"},
+        "field": {"type": "string"},
+    },
+}
+
+
+def _json(schema: str, description: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"}
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
+_ERRORS = {
+    "422": _json("Error", "Invalid parameter"),
+    "503": _json("Error", "Not ready (index not loaded yet)"),
+}
+
+
+def _get(summary: str, parameters: list[Any], ok: dict[str, Any], **more: Any) -> Any:
+    return {"get": {"summary": summary, "parameters": parameters,
+                    "responses": {"200": ok, **_ERRORS, **more}}}  # fmt: skip
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document."""
+    feed_params = [
+        {"name": "user_id", "in": "query", "required": True, "schema": _ID},
+        _LIMIT,
+        {"name": "content_type", "in": "query",
+         "schema": {"type": "string", "enum": ["VIDEO", "AUDIO", "MIXED"]}},
+        {"name": "diversity", "in": "query",
+         "description": "0..1: share of cross-type discovery (default from settings)",
+         "schema": {"type": "number", "minimum": 0, "maximum": 1}},
+    ]  # fmt: skip
+    media = {"name": "media_id", "in": "path", "required": True, "schema": _ID}
+    trending = [
+        {"name": "content_type", "in": "query", "schema": _TYPE},
+        {"name": "category", "in": "query", "schema": {"type": "string", "maxLength": MAX_ID}},
+        _LIMIT,
+    ]
+    probe = {"description": "JSON status", "content": {"application/json": {}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Feedflow serving", "version": "1"},
+        "paths": {
+            "/api/v1/content/feed": _get(
+                "A personalised feed", feed_params, _json("Feed", "The feed")
+            ),
+            "/api/v1/content/{media_id}/similar": _get(
+                "More like this",
+                [media, _LIMIT],
+                _json("Listing", "Similar items"),
+                **{"404": _json("Error", "Unknown or removed item")},
+            ),
+            "/api/v1/trending": _get(
+                "Trending items", trending, _json("Listing", "Trending items")
+            ),
+            "/healthz": {"get": {"summary": "Alive", "responses": {"200": probe}}},
+            "/readyz": {
+                "get": {
+                    "summary": "Index loaded, boards read, Redis reachable",
+                    "responses": {"200": probe, "503": probe},
+                }
+            },
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": probe}}},
+        },
+        "components": {
+            "schemas": {
+                "Feed": _FEED,
+                "FeedItem": _FEED_ITEM,
+                "Item": _ITEM,
+                "Reason": _REASON,
+                "Listing": _LISTING,
+                "Error": _ERROR,
+            }
+        },
+    }

@@ -1,0 +1,110 @@
+"""Query and path parameters: parsed and validated at the edge, before anything reads them.
+
+Identifiers follow the event contracts (non-empty, at most 128 characters) and may not hold
+control characters. An id becomes part of exactly one Redis key (`ff:{u:<id>}`), whatever
+characters it holds, so no id can address another entity's key. A `limit` above the
+configured maximum is capped, not rejected; anything else out of range is a 422.
+
+Example:
+    >>> feed_request({"user_id": "u1", "limit": "500"}, Limits(default=20, maximum=100))
+    FeedRequest(user_id='u1', limit=100, content_type=None, diversity=0.2)
+    >>> feed_request({"user_id": "u1", "limit": "0"}, Limits(20, 100))
+    Traceback (most recent call last):
+    ...
+    serving.errors.BadParameterError: limit: must be a positive integer
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from operators.content import normalise_category
+from serving.errors import BadParameterError
+from serving.feed import FeedRequest
+
+MAX_ID: Final = 128
+CONTENT_TYPES: Final = ("VIDEO", "AUDIO", "MIXED")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Page sizes: the default and the cap."""
+
+    default: int = 20
+    maximum: int = 100
+    diversity: float = 0.2
+
+
+def identifier(value: str | None, name: str) -> str:
+    """A valid identifier, or BadParameterError.
+
+    Example:
+        >>> identifier("u}1", "user_id")
+        'u}1'
+    """
+    if value is None or value == "":
+        raise BadParameterError(name, "is required")
+    if len(value) > MAX_ID:
+        raise BadParameterError(name, f"at most {MAX_ID} characters")
+    if _CONTROL.search(value):
+        raise BadParameterError(name, "may not contain control characters")
+    return value
+
+
+def limit(value: str | None, limits: Limits) -> int:
+    """The page size: default when absent, capped at the maximum."""
+    if value is None or value == "":
+        return limits.default
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadParameterError("limit", "must be a positive integer") from None
+    if n < 1:
+        raise BadParameterError("limit", "must be a positive integer")
+    return min(n, limits.maximum)
+
+
+def content_type(value: str | None, allow_mixed: bool = True) -> str | None:
+    """VIDEO or AUDIO; None for absent (or MIXED, where allowed)."""
+    if value is None or value == "":
+        return None
+    upper = value.upper()
+    if upper not in CONTENT_TYPES or (upper == "MIXED" and not allow_mixed):
+        allowed = CONTENT_TYPES if allow_mixed else CONTENT_TYPES[:2]
+        raise BadParameterError("content_type", f"must be one of {', '.join(allowed)}")
+    return None if upper == "MIXED" else upper
+
+
+def diversity(value: str | None, default: float) -> float:
+    """A number in [0, 1]."""
+    if value is None or value == "":
+        return default
+    try:
+        x = float(value)
+    except ValueError:
+        raise BadParameterError("diversity", "must be a number between 0 and 1") from None
+    if not math.isfinite(x) or not 0.0 <= x <= 1.0:
+        raise BadParameterError("diversity", "must be a number between 0 and 1")
+    return x
+
+
+def category(value: str | None) -> str | None:
+    """A category in its canonical form, or None."""
+    if value is None or value == "":
+        return None
+    return normalise_category(identifier(value, "category"))
+
+
+def feed_request(query: Mapping[str, str], limits: Limits) -> FeedRequest:
+    """A validated feed request from query parameters."""
+    return FeedRequest(
+        user_id=identifier(query.get("user_id"), "user_id"),
+        limit=limit(query.get("limit"), limits),
+        content_type=content_type(query.get("content_type")),
+        diversity=diversity(query.get("diversity"), limits.diversity),
+    )

@@ -1,0 +1,192 @@
+"""The serving process's background thread: keeps in-process state fresh, off the request path.
+
+Every `interval_s` it reads the trending boards (one MGET), the ranker pointer (and the new
+weights when it moved) and rescans the catalogue when the index version changed; every
+`stats_interval_s` it fetches the item stats that requests found missing or stale. Redis
+errors are logged once per outage and leave the caches as they were; `redis_ok` says whether
+the last round trip worked (for /readyz).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import msgspec
+import redis
+
+from operators.feature_codecs import decode_item_stats, decode_trending
+from operators.item_stats import ItemStatsRecord
+from serving.caches import Board, FreshItems, ItemStatsCache, TrendingCache
+from serving.catalogue import Catalogue
+from serving.errors import ModelFormatError
+from serving.feed import ModelHolder
+from serving.model import ACTIVE_KEY, parse_model, version_key
+from state.feature_store import ITEM, TRENDING, feature_key
+
+log = logging.getLogger(__name__)
+STAMP: Final = 8
+CHUNK: Final = 1_000
+_FAILURES = (redis.RedisError, OSError)
+
+
+class Refresher:
+    """Refreshes the caches of one serving process (see module doc)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        catalogue: Catalogue,
+        stats: ItemStatsCache,
+        trending: TrendingCache,
+        fresh: FreshItems,
+        models: ModelHolder,
+        interval_s: float = 1.0,
+        stats_interval_s: float = 0.05,
+        start_reader: Callable[[], None] | None = None,
+        after_round: Callable[[], None] | None = None,
+    ) -> None:
+        self._client, self._catalogue = client, catalogue
+        self._stats, self._trending, self._fresh, self._models = stats, trending, fresh, models
+        self._interval, self._stats_interval = interval_s, stats_interval_s
+        self._start_reader, self._after_round = start_reader, after_round
+        self._scanned: str | None = None
+        self._rejected: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.redis_ok = False
+        self._error = ""
+
+    # -- rounds ------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """One full round: reader start-up, catalogue scan, boards, ranker, item stats.
+
+        The reader is started here rather than by the caller so that a process started
+        while Redis is down keeps trying (and stays not ready) instead of failing.
+        """
+        try:
+            if self._start_reader is not None:
+                self._start_reader()
+                self._start_reader = None
+            self._scan_if_new_version()
+            self._refresh_boards()
+            self._refresh_model()
+            self._fresh.rebuild()
+            self._trending.want(self._fresh.categories())
+            self.refresh_stats()
+            self._ok()
+        except _FAILURES as exc:
+            self._failed(exc)
+        if self._after_round is not None:
+            self._after_round()
+
+    def refresh_stats(self) -> int:
+        """Fetch the item stats requests asked for; returns how many were read."""
+        pending = self._stats.take_pending()
+        for start in range(0, len(pending), CHUNK):
+            ids = pending[start : start + CHUNK]
+            raw: list[Any] = self._client.mget([feature_key(ITEM, i) for i in ids])  # type: ignore[assignment]
+            self._stats.store(ids, [_item_stats(v) for v in raw])
+        return len(pending)
+
+    def _scan_if_new_version(self) -> None:
+        version = self._catalogue.version
+        if version is None or version == self._scanned:
+            return
+        started = time.perf_counter()
+        categories: set[str] = set()
+        records = list(self._catalogue.live_records())
+        categories.update(r.category for r in records)
+        self._fresh.add(records)
+        self._trending.want(categories)
+        self._scanned = version
+        log.info(
+            "catalogue %s: %d items, %d categories, %d fresh (scanned in %.2fs)",
+            version, len(records), len(categories), len(self._fresh),
+            time.perf_counter() - started,
+        )  # fmt: skip
+
+    def _refresh_boards(self) -> None:
+        names = self._trending.names()
+        raw: list[Any] = self._client.mget([feature_key(TRENDING, n) for n in names])  # type: ignore[assignment]
+        boards: dict[str, Board] = {}
+        for name, value in zip(names, raw, strict=True):
+            if isinstance(value, bytes):
+                try:
+                    boards[name] = tuple(decode_trending(value[STAMP:]).items)
+                except (msgspec.DecodeError, ValueError) as exc:
+                    log.warning("unreadable trending board %s: %s", name, exc)
+            else:
+                boards[name] = ()
+        self._trending.update(boards)
+
+    def _refresh_model(self) -> None:
+        active = self._client.get(ACTIVE_KEY)
+        if not isinstance(active, bytes):
+            return
+        version = active.decode(errors="replace")
+        if version in (self._models.model.version, self._rejected):
+            return
+        raw = self._client.get(version_key(version))
+        try:
+            if not isinstance(raw, bytes):
+                raise ModelFormatError(f"ranker weights {version!r} are not published")
+            model = parse_model(raw)
+        except ModelFormatError as exc:
+            log.error("keeping ranker %s: %s", self._models.model.version, exc)
+            self._rejected = version
+            return
+        self._models.model = model
+        log.info("ranker %s loaded", model.version)
+
+    def _ok(self) -> None:
+        if not self.redis_ok and self._error:
+            log.info("redis reachable again")
+        self.redis_ok, self._error = True, ""
+
+    def _failed(self, exc: Exception) -> None:
+        if str(exc) != self._error:
+            log.warning("refresh failed, keeping in-process state: %s", exc)
+        self.redis_ok, self._error = False, str(exc)
+
+    # -- thread ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Refresh on a daemon thread until :meth:`stop`."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="serving-refresh", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        next_full = 0.0
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_full:
+                self.refresh()
+                next_full = now + self._interval
+            else:
+                try:
+                    self.refresh_stats()
+                except _FAILURES as exc:
+                    self._failed(exc)
+            self._stop.wait(self._stats_interval)
+
+    def stop(self) -> None:
+        """Stop the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+
+def _item_stats(value: Any) -> ItemStatsRecord | None:
+    if not isinstance(value, bytes):
+        return None
+    try:
+        return decode_item_stats(value[STAMP:])
+    except (msgspec.DecodeError, ValueError):
+        return None

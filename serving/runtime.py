@@ -1,0 +1,166 @@
+"""Everything one serving process holds, built from settings and started by the app's lifespan.
+
+Three Redis clients, each for one job: the request path's (10 ms timeouts, no retries), the
+refresher's and the index reader's (blocking reads of the update log need a longer timeout).
+Start-up loads the index (when a version exists), reads the boards, the ranker and the
+catalogue once, then hands over to the background threads; `gc.freeze()` follows the first
+moment everything is ready, so the collector never walks the start-up heap again.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from operators.errors import ConfigError
+from operators.settings import Settings
+from serving.caches import FreshItems, ItemStatsCache, TrendingCache
+from serving.catalogue import Catalogue, ServingIndex
+from serving.features import FeatureFetcher, RedisUserSource, request_client
+from serving.feed import FeedConfig, FeedService, ModelHolder
+from serving.model import default_model
+from serving.params import Limits
+from serving.refresher import Refresher
+from state.index_keys import IndexKeys
+from state.index_replica import IndexParams, snapshot_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """The serving process's components and their lifecycle."""
+
+    service: FeedService
+    limits: Limits
+    refresher: Refresher | None = None
+    reader: ServingIndex | None = None
+    clients: list[redis.Redis] = field(default_factory=list)
+    frozen: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def catalogue(self) -> Catalogue:
+        return self.service.catalogue
+
+    @property
+    def trending(self) -> TrendingCache:
+        return self.service.trending
+
+    def start(self) -> None:
+        """One synchronous refresh round, then the background threads."""
+        if self.refresher is not None:
+            self.refresher.refresh()
+            self.refresher.start()
+        self.after_round()
+
+    def after_round(self) -> None:
+        """Freeze the start-up heap the first time the process is ready."""
+        with self._lock:
+            if self.frozen or not self.readiness()[0]:
+                return
+            gc.collect()
+            gc.freeze()
+            self.frozen = True
+        log.info("ready; %d objects frozen out of the collector's reach", gc.get_freeze_count())
+
+    def stop(self) -> None:
+        """Stop the threads and close the clients."""
+        if self.refresher is not None:
+            self.refresher.stop()
+        if self.reader is not None:
+            self.reader.stop()
+        for client in self.clients:
+            client.close()
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """(ready, details): index loaded, boards read once, Redis reachable."""
+        redis_ok = self.refresher.redis_ok if self.refresher is not None else True
+        detail = {
+            "index_loaded": self.catalogue.ready,
+            "index_version": self.catalogue.version,
+            "items": len(self.catalogue),
+            "trending_loaded": self.trending.loaded,
+            "redis_reachable": redis_ok and self.service.fetcher.healthy,
+            "model_version": self.service.models.model.version,
+        }
+        ready = bool(detail["index_loaded"] and detail["trending_loaded"] and redis_ok)
+        return ready, detail
+
+
+def check_settings(s: Settings) -> None:
+    """Reject serving settings that cannot work.
+
+    Raises:
+        ConfigError: naming the first bad value.
+    """
+    checks = [
+        (s.feed_candidates >= 50, "feed_candidates must be ≥ 50"),
+        (1 <= s.feed_limit_default <= s.feed_limit_max, "need 1 ≤ feed_limit_default ≤ max"),
+        (s.feed_max_per_category >= 1 and s.feed_max_per_creator >= 1, "caps must be ≥ 1"),
+        (0.0 <= s.feed_diversity <= 1.0, "feed_diversity must be in [0, 1]"),
+        (0.0 <= s.feed_explore_share <= 0.5, "feed_explore_share must be in [0, 0.5]"),
+        (s.feed_fresh_hours > 0, "feed_fresh_hours must be > 0"),
+        (s.redis_timeout_ms >= 1, "redis_timeout_ms must be ≥ 1"),
+        (s.serving_refresh_ms >= 50, "serving_refresh_ms must be ≥ 50"),
+        (s.item_stats_cache_items >= 1000, "item_stats_cache_items must be ≥ 1000"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(f"serving settings: {message}")
+
+
+def feed_config(s: Settings) -> FeedConfig:
+    """The pipeline's part of the settings."""
+    return FeedConfig(
+        candidates=s.feed_candidates,
+        max_per_category=s.feed_max_per_category,
+        max_per_creator=s.feed_max_per_creator,
+        explore_share=s.feed_explore_share,
+        new_boost=s.feed_new_boost,
+        fresh_ms=s.feed_fresh_hours * 3_600_000,
+    )
+
+
+def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
+    """Every component of a serving process, not yet started."""
+    settings.require("redis_url")
+    check_settings(settings)
+    url = settings.redis_url
+    fast = request_client(url, settings.redis_timeout_ms)
+    slow = redis.Redis.from_url(
+        url, socket_timeout=2.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
+    log_client = redis.Redis.from_url(
+        url, socket_timeout=5.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
+    )
+    fresh = FreshItems(settings.feed_fresh_hours * 3_600_000)
+    reader = ServingIndex(
+        log_client,
+        snapshot_store(settings),
+        keys or IndexKeys(),
+        IndexParams.from_settings(settings),
+        listener=fresh.on_entries,
+    )
+    stats = ItemStatsCache(settings.item_stats_cache_items, settings.item_stats_ttl_s)
+    trending, models = TrendingCache(), ModelHolder(default_model())
+    fetcher = FeatureFetcher(
+        RedisUserSource(fast), settings.features_cache_users, settings.redis_retry_ms / 1000
+    )
+    service = FeedService(feed_config(settings), reader, fetcher, stats, trending, fresh, models)
+    limits = Limits(settings.feed_limit_default, settings.feed_limit_max, settings.feed_diversity)
+    runtime = Runtime(service, limits, reader=reader, clients=[fast, slow, log_client])
+    runtime.refresher = Refresher(
+        slow, reader, stats, trending, fresh, models,
+        interval_s=settings.serving_refresh_ms / 1000,
+        start_reader=reader.start,
+        after_round=runtime.after_round,
+    )  # fmt: skip
+    return runtime

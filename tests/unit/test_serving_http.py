@@ -1,0 +1,119 @@
+"""The HTTP surface on in-memory components: status codes, JSON bodies, validation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from serving.app import create_app
+from serving.errors import BadParameterError, NotReadyError, ServingError, http_status
+from serving.params import Limits
+from serving.runtime import Runtime
+from tests.unit.serving_fixtures import AsgiClient, build_world, service_for
+
+
+@pytest.fixture
+def client() -> Iterator[AsgiClient]:
+    world = build_world()
+    world.user("u1", "music", "AUDIO")
+    service, _ = service_for(world)
+    service.trending.update({"all": (("news-V1", 9.0), ("music-A2", 8.0), ("gone", 7.0))})
+    runtime = Runtime(service, Limits(default=20, maximum=50))
+    with AsgiClient(create_app(runtime)) as c:
+        yield c
+
+
+def test_feed_answers_json_in_the_documented_shape(client: AsgiClient) -> None:
+    r = client.get("/api/v1/content/feed", params={"user_id": "u1", "limit": 7})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    body = r.json()
+    assert set(body) == {"request_id", "user_id", "items", "model_version", "index_version",
+                         "arm", "fallback", "took_ms"}  # fmt: skip
+    assert len(body["items"]) == 7
+    assert set(body["items"][0]) == {"media_id", "content_type", "category", "creator_id",
+                                     "score", "source", "reason"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ({}, "user_id"),
+        ({"user_id": ""}, "user_id"),
+        ({"user_id": "x" * 129}, "user_id"),
+        ({"user_id": "a\x00b"}, "user_id"),
+        ({"user_id": "u1", "limit": "ten"}, "limit"),
+        ({"user_id": "u1", "limit": "0"}, "limit"),
+        ({"user_id": "u1", "limit": "-3"}, "limit"),
+        ({"user_id": "u1", "content_type": "TEXT"}, "content_type"),
+        ({"user_id": "u1", "diversity": "1.5"}, "diversity"),
+        ({"user_id": "u1", "diversity": "nan"}, "diversity"),
+        ({"user_id": "u1", "diversity": "lots"}, "diversity"),
+    ],
+)
+def test_bad_parameters_get_422_with_a_json_body(
+    client: AsgiClient, query: dict[str, str], field: str
+) -> None:
+    r = client.get("/api/v1/content/feed", params=query)
+    assert r.status_code == 422
+    assert r.json()["error"] == "invalid_parameter" and r.json()["field"] == field
+
+
+def test_a_huge_limit_is_capped(client: AsgiClient) -> None:
+    r = client.get("/api/v1/content/feed", params={"user_id": "u1", "limit": "10000000000"})
+    assert r.status_code == 200 and len(r.json()["items"]) == 50
+
+
+def test_odd_characters_in_ids_reach_only_their_own_user(client: AsgiClient) -> None:
+    for user in ("u1}", "{u1}", "u1*", "ff:{u:u1}", "../u1"):
+        r = client.get("/api/v1/content/feed", params={"user_id": user})
+        assert r.status_code == 200 and r.json()["fallback"] == "cold_start", user
+
+
+def test_similar_items_and_unknown_items(client: AsgiClient) -> None:
+    r = client.get("/api/v1/content/music-A1/similar", params={"limit": 5})
+    assert r.status_code == 200
+    items = r.json()["items"]
+    assert len(items) == 5 and "music-A1" not in {i["media_id"] for i in items}
+    assert sum(i["category"] == "music" for i in items) >= 4
+    missing = client.get("/api/v1/content/nope/similar")
+    assert missing.status_code == 404 and missing.json()["error"] == "unknown_item"
+    assert client.get("/api/v1/content/music-A1/similar?limit=x").status_code == 422
+
+
+def test_trending_skips_unknown_items_and_filters_by_type(client: AsgiClient) -> None:
+    body = client.get("/api/v1/trending").json()
+    assert [i["media_id"] for i in body["items"]] == ["news-V1", "music-A2"]
+    audio = client.get("/api/v1/trending", params={"content_type": "AUDIO"}).json()
+    assert [i["media_id"] for i in audio["items"]] == []  # no type:AUDIO board yet
+    assert client.get("/api/v1/trending?content_type=x").status_code == 422
+    assert client.get("/api/v1/trending", params={"category": "Music"}).json()["category"] == (
+        "music"
+    )
+
+
+def test_probes_metrics_and_openapi(client: AsgiClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    client.get("/api/v1/content/feed", params={"user_id": "u1"})
+    metrics = client.get("/metrics").text
+    assert 'feedflow_feed_request_seconds_count{stage="ranking"}' in metrics
+    doc = orjson.loads(client.get("/openapi.json").content)
+    assert doc["openapi"].startswith("3.") and "/api/v1/content/feed" in doc["paths"]
+    assert client.get("/no/such/path").json()["error"] == "not_found"
+
+
+def test_readyz_is_503_until_boards_are_read() -> None:
+    world = build_world()
+    service, _ = service_for(world)
+    with AsgiClient(create_app(Runtime(service, Limits()))) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and r.json()["trending_loaded"] is False
+
+
+def test_errors_map_to_status_codes_in_one_place() -> None:
+    assert http_status(BadParameterError("x", "bad")) == 422
+    assert http_status(NotReadyError("later")) == 503
+    assert http_status(ServingError("boom")) == 500
