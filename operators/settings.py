@@ -42,13 +42,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     recovery_backup_s: int = 300
     kafka_batch_size: int = 1000
     metrics_port: int = 0
-    consumer_group: str = "feedflow"
     # Engagement semantics (event time)
     view_inactivity_s: int = 1800
     allowed_lateness_s: int = 600
     dedup_window_s: int = 3600
     user_ttl_days: int = 35
-    view_ttl_s: int = 3600
     view_close_grace_s: int = 30
     user_features_refresh_s: int = 60
     dedup_max_ids: int = 128
