@@ -136,10 +136,17 @@ def board_write(key_value: tuple[str, TrendingList]) -> FeatureWrite:
     return FeatureWrite(TRENDING, board, top.ts, encode_trending(top))
 
 
+_EVENTS_OK: Final = EVENTS.labels(topic=TOPIC_ENGAGEMENT, outcome="ok")
+
+
 def count_outcome(ev: EngagementEvent, out: list[Any]) -> None:
     """Count an event `ok` unless the user logic dropped it (drops count by their outcome)."""
-    if not any(isinstance(x, Dropped) and x.event_id == ev.event_id for x in out):
-        EVENTS.labels(topic=TOPIC_ENGAGEMENT, outcome="ok").inc()
+    # Runs once per event: a plain loop and the counter child looked up once cost a quarter
+    # of `any(...)` plus `labels(...)` per call.
+    for x in out:
+        if isinstance(x, Dropped) and x.event_id == ev.event_id:
+            return
+    _EVENTS_OK.inc()
 
 
 def item_lookup(settings: Settings) -> ItemLookup:

@@ -55,6 +55,14 @@ def decoded_input(
     return events
 
 
+# Measured on the embedded broker (Tansu): produce → fetched took ~120 ms (P50) with
+# librdkafka's default fetch wait (500 ms), ~26 ms with 50 ms and ~4 ms with 10 ms; a waiting
+# fetch is answered late rather than when data arrives. Apache Kafka answers a waiting fetch
+# as soon as data arrives, so there a shorter wait only means more empty fetches while a
+# partition is idle.
+CONSUMER_CONFIG: Final[dict[str, str]] = {"fetch.wait.max.ms": "50"}
+
+
 def kafka_source(settings: Settings, topics: list[str]) -> KafkaSource:
     """`topics` from the beginning, or from the recovery store's offsets when resuming.
 
@@ -66,6 +74,7 @@ def kafka_source(settings: Settings, topics: list[str]) -> KafkaSource:
         tail=True,
         batch_size=settings.kafka_batch_size,
         raise_on_errors=False,
+        add_config=dict(CONSUMER_CONFIG),
     )
 
 
