@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
 from typing import Final
 
 import numpy as np
@@ -55,8 +56,7 @@ class ItemStatsCache:
 
     def lookup(self, ids: Sequence[str]) -> Matrix:
         """One row per id; misses and stale rows are queued for a refresh."""
-        get, miss = self._slots.get, self._capacity
-        slots = np.fromiter((get(i, miss) for i in ids), np.int64, len(ids))
+        slots = np.fromiter(map(self._slots.get, ids, repeat(self._capacity)), np.int64, len(ids))
         stale = np.flatnonzero(self._expires[slots] < self._clock())
         if stale.size and len(self._pending) < MAX_PENDING:
             self._pending.update(ids[i] for i in stale.tolist())
@@ -93,6 +93,51 @@ class ItemStatsCache:
         return slot
 
 
+class SideVectors:
+    """Vectors of the items retrieval finds without the index: board and fresh items.
+
+    Their similarity to the user vector is then one gather and one product per request,
+    instead of a call into hnswlib under the lock the ANN queries need. The refresher keeps
+    the set in step with the boards and the fresh list, fetching only new ids, in batches.
+    """
+
+    def __init__(self) -> None:
+        self._state: tuple[dict[str, int], Matrix] = ({}, np.zeros((0, 0), dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self._state[0])
+
+    def lookup(self, ids: Sequence[str]) -> tuple[list[int], Matrix]:
+        """Positions in `ids` that are known, and their vectors (rows in that order)."""
+        rows, matrix = self._state
+        found = [(n, r) for n, r in enumerate(map(rows.get, ids, repeat(-1))) if r >= 0]
+        if not found:
+            return [], matrix[:0]
+        return [n for n, _ in found], matrix[[r for _, r in found]]
+
+    def sync(
+        self,
+        wanted: Iterable[str],
+        fetch: Callable[[Sequence[str]], dict[str, Matrix]],
+        batch: int = 128,
+    ) -> int:
+        """Hold exactly the vectors of `wanted` (dropping others); returns ids fetched."""
+        rows, matrix = self._state
+        want = list(dict.fromkeys(wanted))
+        new = [m for m in want if m not in rows]
+        if not new and len(want) == len(rows):
+            return 0
+        fetched: dict[str, Matrix] = {}
+        for start in range(0, len(new), batch):
+            fetched.update(fetch(new[start : start + batch]))
+        keep = [m for m in want if m in rows or m in fetched]
+        vectors = [matrix[rows[m]] if m in rows else fetched[m] for m in keep]
+        dim = matrix.shape[1] if matrix.size else (len(vectors[0]) if vectors else 0)
+        stacked = np.stack(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
+        self._state = ({m: n for n, m in enumerate(keep)}, stacked.astype(np.float32))
+        return len(fetched)
+
+
 class TrendingCache:
     """The trending boards (`all`, `type:<T>`, `category:<c>`), last known values kept."""
 
@@ -118,6 +163,10 @@ class TrendingCache:
     def names(self) -> list[str]:
         """Every board the refresher should read."""
         return sorted(self._names)
+
+    def item_ids(self) -> list[str]:
+        """Every item on any board."""
+        return list(dict.fromkeys(m for board in self._boards.values() for m, _ in board))
 
     def update(self, boards: dict[str, Board]) -> None:
         """Replace the boards that were read (absent ones keep their last value)."""

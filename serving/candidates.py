@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 
 from operators.content import ItemRecord
-from serving.caches import FreshItems, TrendingCache
+from serving.caches import FreshItems, SideVectors, TrendingCache
 from serving.catalogue import Catalogue
 from serving.ranking import (
     ANN,
@@ -50,6 +50,7 @@ class Sources:
     catalogue: Catalogue
     trending: TrendingCache
     fresh: FreshItems
+    side: SideVectors
 
 
 @dataclass
@@ -74,6 +75,14 @@ class Candidates:
                 self.sources.append(source)
                 added += 1
 
+    def add_hits(self, hits: list[tuple[str, float]]) -> None:
+        """Append an ANN answer (one bulk step: it is most of the candidates)."""
+        self.ann = dict(hits)
+        fresh = [m for m in self.ann if m not in self._seen]
+        self._seen.update(fresh)
+        self.ids.extend(fresh)
+        self.sources.extend([ANN] * len(fresh))
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -89,9 +98,7 @@ def retrieve(
     out = Candidates()
     out.add(ctx.continue_ids, CONTINUE)
     if ctx.vector is not None:
-        hits = src.catalogue.query(ctx.vector, int(budget * ANN_SHARE))
-        out.ann = dict(hits)
-        out.add((m for m, _ in hits), ANN)
+        out.add_hits(src.catalogue.query(ctx.vector, int(budget * ANN_SHARE)))
     kind = content_type or ctx.content_type
     scale = 1 if ctx.vector is not None else 3  # without a vector, lean on the boards
     for category in ctx.categories:
@@ -128,14 +135,14 @@ def last_resort(catalogue: Catalogue, direction: Matrix, k: int) -> list[str]:
 
 
 def apply_filters(
-    ctx: UserContext, cands: Candidates, catalogue: Catalogue, content_type: str | None
+    ctx: UserContext, cands: Candidates, src: Sources, content_type: str | None
 ) -> Pool:
     """Drop removed, consumed, disliked and wrong-type items; attach records and similarity.
 
     A continue-watching item counts as consumed but stays (unless disliked): resuming it is
     the point.
     """
-    records = catalogue.items(cands.ids)
+    records = src.catalogue.items(cands.ids)
     excluded, disliked, crc = ctx.excluded, ctx.disliked, zlib.crc32
     ids: list[str] = []
     recs: list[ItemRecord] = []
@@ -150,23 +157,23 @@ def apply_filters(
         ids.append(media_id)
         recs.append(record)
         sources.append(source)
-    return Pool(ids, recs, sources, _similarity(ctx, ids, cands, catalogue))
+    return Pool(ids, recs, sources, _similarity(ctx, ids, cands, src))
 
 
-def _similarity(
-    ctx: UserContext, ids: list[str], cands: Candidates, catalogue: Catalogue
-) -> Matrix:
+def _similarity(ctx: UserContext, ids: list[str], cands: Candidates, src: Sources) -> Matrix:
+    """Cosine with the user vector: from the ANN answer, else from the side vectors, else 0."""
     sims = np.zeros(len(ids), dtype=np.float32)
-    if ctx.vector is None or not ids:
+    vec = ctx.vector
+    if vec is None or not ids:
         return sims
     ann = cands.ann
-    missing = [m for m in ids if m not in ann]
-    vectors = catalogue.vectors(missing) if missing else {}
-    vec = ctx.vector
-    for n, media_id in enumerate(ids):
-        found = ann.get(media_id)
-        if found is None:
-            v = vectors.get(media_id)
-            found = float(v @ vec) if v is not None else 0.0
-        sims[n] = found
-    return sims
+    others = [n for n, m in enumerate(ids) if m not in ann]
+    known = ann.get
+    sims[:] = [known(m, 0.0) for m in ids]
+    if not others:
+        return sims
+    other_ids = [ids[n] for n in others]
+    found, matrix = src.side.lookup(other_ids)
+    if found:
+        sims[[others[n] for n in found]] = matrix @ vec
+    return sims  # items in neither (continue watching) rank on their own features

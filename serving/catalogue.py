@@ -78,8 +78,20 @@ class ServingIndex(IndexReader):
         replica = self._replica
         return replica.info.dim if replica else 0
 
+    def items(self, ids: Sequence[str]) -> list[ItemRecord | None]:
+        """Mirrored records of live items, None where unknown or removed (no lock needed)."""
+        replica = self._replica
+        if replica is None:
+            return [None] * len(ids)
+        found = map(replica.records.get, ids)
+        return [r if r is not None and not r.removed else None for r in found]
+
     def vectors(self, ids: Sequence[str]) -> dict[str, Vector]:
-        """Vectors of the live items among `ids`, in one call into hnswlib."""
+        """Vectors of the live items among `ids`, in one call into hnswlib.
+
+        About 3 µs per item, under the lock that ANN queries need too: for a handful of
+        items per request, or for background work in small batches.
+        """
         with self._lock:
             replica = self._replica
             if replica is None:

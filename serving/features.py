@@ -1,9 +1,10 @@
 """User features for a request: one pipelined Redis round trip, bounded by a short timeout.
 
-When Redis is slow or down, the request does not wait: a failure opens a breaker for
-`retry_s` (no request tries Redis meanwhile, except one probe when it expires) and the
-answer comes from the last features this process saw for the user, kept in a bounded LRU
-cache. The caller learns which rung answered from :attr:`Fetched.status`.
+When Redis is slow or down, the request does not wait: it answers from the last features
+this process saw for the user, kept in a bounded LRU cache. `trip_after` failures in a row
+open a breaker for `retry_s` (no request tries Redis meanwhile; one probe when it expires),
+so an outage costs a few requests one timeout each, while one slow answer opens nothing.
+The caller learns which rung answered from :attr:`Fetched.status`.
 
 Example:
     >>> from operators.user_features import UserFeatures, encode_user_features
@@ -102,17 +103,19 @@ class FeatureFetcher:
         cache_users: int,
         retry_s: float,
         clock: Callable[[], float] = time.monotonic,
+        trip_after: int = 3,
     ) -> None:
         self._source, self._cache_users, self._retry_s = source, cache_users, retry_s
-        self._clock = clock
+        self._clock, self._trip_after = clock, trip_after
+        self._failures = 0
         self._cache: OrderedDict[str, UserFeatures | None] = OrderedDict()
         self._open_until = 0.0
         self.last_error = ""
 
     @property
     def healthy(self) -> bool:
-        """False while the breaker is open."""
-        return self._clock() >= self._open_until
+        """False while the breaker is open or after a failure."""
+        return self._clock() >= self._open_until and self._failures == 0
 
     def get(self, user_id: str) -> Fetched:
         """The user's features from Redis, else from the cache (see module doc)."""
@@ -121,12 +124,14 @@ class FeatureFetcher:
         try:
             raw = self._source.fetch(user_id)
         except _FAILURES as exc:
-            self._open_until = self._clock() + self._retry_s
+            self._failures += 1
+            if self._failures >= self._trip_after:
+                self._open_until = self._clock() + self._retry_s
             if self.last_error != str(exc):
                 log.warning("user features unavailable, serving cached: %s", exc)
             self.last_error = str(exc)
             return self._cached(user_id)
-        self.last_error = ""
+        self.last_error, self._failures = "", 0
         features = self._decode(user_id, raw)
         self._remember(user_id, features)
         return Fetched(features, OK)

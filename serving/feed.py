@@ -28,17 +28,18 @@ from typing import Any, Final
 import numpy as np
 
 from operators.metrics import FEED_ERRORS, FEED_FALLBACK, FEED_REQUEST, timed
-from serving.caches import FreshItems, ItemStatsCache, TrendingCache
+from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache
 from serving.candidates import Sources, apply_filters, last_resort, retrieve
 from serving.catalogue import Catalogue
 from serving.features import CACHED, MISSING, FeatureFetcher
-from serving.model import RankerModel
+from serving.model import FEATURES, RankerModel
 from serving.ranking import ANN, EXPLORE, Matrix, Pool, UserContext, feature_matrix, freshness
 from serving.rules import Placed, RuleParams, apply_rules, reason
 
 log = logging.getLogger(__name__)
 LADDER: Final = ("trending", "cached_features", "retrieval_order", "cold_start")
 DEFAULT_ARM: Final = "default"
+FRESHNESS: Final = FEATURES.index("freshness")
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,11 @@ class FeedService:
         fresh: FreshItems,
         models: ModelHolder,
         clock_ms: Callable[[], float] | None = None,
+        side: SideVectors | None = None,
     ) -> None:
         self.config, self.catalogue, self.fetcher = config, catalogue, fetcher
         self.stats, self.trending, self.fresh, self.models = stats, trending, fresh, models
-        self.sources = Sources(catalogue, trending, fresh)
+        self.sources = Sources(catalogue, trending, fresh, side or SideVectors())
         self._clock_ms = clock_ms or (lambda: time.time() * 1000)
         self._rng = random.Random()
 
@@ -141,10 +143,10 @@ class FeedService:
         with _stage("retrieval", trace):
             cands = retrieve(ctx, self.sources, self.config.candidates, req.content_type, self._rng)
         with _stage("filters", trace):
-            pool = apply_filters(ctx, cands, self.catalogue, req.content_type)
+            pool = apply_filters(ctx, cands, self.sources, req.content_type)
             if len(pool) < req.limit and len(self.catalogue):
                 cands.add(self._any_items(4 * req.limit), EXPLORE)
-                pool = apply_filters(ctx, cands, self.catalogue, req.content_type)
+                pool = apply_filters(ctx, cands, self.sources, req.content_type)
         trace.candidates, trace.pool = len(cands), len(pool)
         return pool
 
@@ -159,10 +161,10 @@ class FeedService:
     def _rank(
         self, ctx: UserContext, pool: Pool, model: RankerModel, trace: Trace
     ) -> tuple[Matrix, Matrix]:
-        fresh = freshness(pool.records, int(self._clock_ms()), self.config.fresh_ms)
+        now_ms = int(self._clock_ms())
         try:
             stats = self.stats.lookup(pool.ids)
-            matrix = feature_matrix(ctx, pool, stats, int(self._clock_ms()), self.config.fresh_ms)
+            matrix = feature_matrix(ctx, pool, stats, now_ms, self.config.fresh_ms)
             scores = model.score(matrix)
             if not np.all(np.isfinite(scores)):
                 raise ValueError(f"ranker {model.version} produced non-finite scores")
@@ -171,8 +173,8 @@ class FeedService:
             FEED_ERRORS.labels(stage="ranking").inc()
             trace.rungs.append("retrieval_order")
             scores = -np.arange(len(pool), dtype=np.float32)
-            fresh = np.zeros(len(pool), dtype=np.float32)
-        return scores, fresh
+            return scores, freshness(pool.records, now_ms, self.config.fresh_ms)
+        return scores, matrix[:, FRESHNESS]
 
     def _rule_params(self, req: FeedRequest) -> RuleParams:
         c = self.config
@@ -205,21 +207,24 @@ class FeedService:
         return out
 
     def _anchors(self, ctx: UserContext, pool: Pool, placed: list[Placed]) -> dict[str, str]:
-        """For ANN items: the recently watched item most like each (its reason's anchor)."""
-        ann = [pool.ids[p.row] for p in placed if pool.sources[p.row] == ANN]
-        if not ann or not ctx.recent:
+        """For ANN items: the recently watched item they are "because of".
+
+        The one of the same category, else the most recent: the ANN query ran on the whole
+        taste vector, so any single anchor is an explanation, and this one costs no vectors.
+        """
+        if not ctx.recent:
             return {}
-        vectors = self.catalogue.vectors([*ctx.recent, *ann])
-        recent = [m for m in ctx.recent if m in vectors]
-        if not recent:
-            return {}
-        anchor_matrix = np.stack([vectors[m] for m in recent])
-        out = {}
-        for media_id in ann:
-            vec = vectors.get(media_id)
-            if vec is not None:
-                out[media_id] = recent[int(np.argmax(anchor_matrix @ vec))]
-        return out
+        records = self.catalogue.items(ctx.recent)
+        by_category: dict[str, str] = {}
+        for media_id, record in zip(ctx.recent, records, strict=True):
+            if record is not None:
+                by_category.setdefault(record.category, media_id)
+        newest = ctx.recent[0]
+        return {
+            pool.ids[p.row]: by_category.get(pool.records[p.row].category, newest)
+            for p in placed
+            if pool.sources[p.row] == ANN
+        }
 
 
 @contextmanager

@@ -20,7 +20,7 @@ import redis
 
 from operators.feature_codecs import decode_item_stats, decode_trending
 from operators.item_stats import ItemStatsRecord
-from serving.caches import Board, FreshItems, ItemStatsCache, TrendingCache
+from serving.caches import Board, FreshItems, ItemStatsCache, SideVectors, TrendingCache
 from serving.catalogue import Catalogue
 from serving.errors import ModelFormatError
 from serving.feed import ModelHolder
@@ -29,7 +29,8 @@ from state.feature_store import ITEM, TRENDING, feature_key
 
 log = logging.getLogger(__name__)
 STAMP: Final = 8
-CHUNK: Final = 1_000
+CHUNK: Final = 256  # small MGETs: decoding holds the GIL that requests need
+MAX_FRESH_VECTORS: Final = 50_000
 _FAILURES = (redis.RedisError, OSError)
 
 
@@ -44,6 +45,7 @@ class Refresher:
         trending: TrendingCache,
         fresh: FreshItems,
         models: ModelHolder,
+        side: SideVectors,
         interval_s: float = 1.0,
         stats_interval_s: float = 0.05,
         start_reader: Callable[[], None] | None = None,
@@ -51,6 +53,7 @@ class Refresher:
     ) -> None:
         self._client, self._catalogue = client, catalogue
         self._stats, self._trending, self._fresh, self._models = stats, trending, fresh, models
+        self._side = side
         self._interval, self._stats_interval = interval_s, stats_interval_s
         self._start_reader, self._after_round = start_reader, after_round
         self._scanned: str | None = None
@@ -77,6 +80,7 @@ class Refresher:
             self._refresh_model()
             self._fresh.rebuild()
             self._trending.want(self._fresh.categories())
+            self._sync_side_vectors()
             self.refresh_stats()
             self._ok()
         except _FAILURES as exc:
@@ -91,6 +95,7 @@ class Refresher:
             ids = pending[start : start + CHUNK]
             raw: list[Any] = self._client.mget([feature_key(ITEM, i) for i in ids])  # type: ignore[assignment]
             self._stats.store(ids, [_item_stats(v) for v in raw])
+            time.sleep(0)  # let a waiting request have the GIL between chunks
         return len(pending)
 
     def _scan_if_new_version(self) -> None:
@@ -109,6 +114,12 @@ class Refresher:
             version, len(records), len(categories), len(self._fresh),
             time.perf_counter() - started,
         )  # fmt: skip
+
+    def _sync_side_vectors(self) -> None:
+        wanted = [*self._trending.item_ids(), *self._fresh.newest()[:MAX_FRESH_VECTORS]]
+        fetched = self._side.sync(wanted, self._catalogue.vectors)
+        if fetched:
+            log.debug("side vectors: %d fetched, %d held", fetched, len(self._side))
 
     def _refresh_boards(self) -> None:
         names = self._trending.names()

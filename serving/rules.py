@@ -4,8 +4,8 @@ Separate from the model on purpose: the ranker orders by expected engagement, th
 the page. Pure functions over a ranked :class:`serving.ranking.Pool`; no I/O.
 
 - items the user started and did not finish come first (up to two);
-- a new-release boost adds `new_boost × freshness` to the model score, and the best new item
-  (published within the fresh window) gets a place;
+- a new-release boost adds `new_boost × freshness` to the model score, and the best two new
+  items (published within the fresh window) in the user's categories get a place;
 - at most `max_per_category` items per category and `max_per_creator` per creator;
 - `diversity` in [0, 1] steers cross-type discovery: a user who prefers one content type gets
   about `diversity × limit / 2` items of the other type, and no more;
@@ -38,6 +38,7 @@ from serving.ranking import ANN, CONTINUE, EXPLORE, FRESH, POPULAR, TRENDING, Po
 
 NEW_THRESHOLD: Final = math.exp(-1.0)  # freshness above this: published within the window
 CONTINUE_SLOTS: Final = 2
+NEW_SLOTS: Final = 2
 REASON_OF_SOURCE: Final = {
     FRESH: "new",
     TRENDING: "trending",
@@ -70,44 +71,40 @@ class Placed:
 class _Page:
     """The page being filled, with the counts the caps and quotas look at."""
 
-    def __init__(self, pool: Pool, params: RuleParams, cross: npt.NDArray[np.bool_]) -> None:
-        self.pool, self.params, self.cross = pool, params, cross
+    def __init__(self, pool: Pool, params: RuleParams, cross: list[bool], cross_cap: int):
+        self.params, self.cross, self.cross_cap = params, cross, cross_cap
+        self.categories = [r.category for r in pool.records]
+        self.creators = [r.creator_id for r in pool.records]
         self.rows: list[int] = []
         self.taken: set[int] = set()
         self.per_category: dict[str, int] = {}
         self.per_creator: dict[str, int] = {}
         self.cross_count = 0
 
-    @property
-    def full(self) -> bool:
-        return len(self.rows) >= self.params.limit
-
-    def fits(self, row: int, cross_cap: int) -> bool:
-        record = self.pool.records[row]
-        return (
-            row not in self.taken
-            and self.per_category.get(record.category, 0) < self.params.max_per_category
-            and self.per_creator.get(record.creator_id, 0) < self.params.max_per_creator
-            and (not self.cross[row] or self.cross_count < cross_cap)
-        )
-
-    def add(self, row: int) -> None:
-        record = self.pool.records[row]
-        self.rows.append(row)
-        self.taken.add(row)
-        self.per_category[record.category] = self.per_category.get(record.category, 0) + 1
-        self.per_creator[record.creator_id] = self.per_creator.get(record.creator_id, 0) + 1
-        self.cross_count += bool(self.cross[row])
-
-    def fill(self, order: list[int], want: int, cross_cap: int) -> None:
-        """Add up to `want` rows of `order` that fit."""
-        added = 0
+    def fill(self, order: list[int], want: int, capped: bool = True) -> None:
+        """Add up to `want` rows of `order` that fit the caps (all of them if not `capped`)."""
+        limit, added = self.params.limit, 0
+        max_cat, max_creator = self.params.max_per_category, self.params.max_per_creator
+        cross_cap = self.cross_cap if capped else limit
+        per_cat, per_creator, cross = self.per_category, self.per_creator, self.cross
         for row in order:
-            if added >= want or self.full:
+            if added >= want or len(self.rows) >= limit:
                 return
-            if self.fits(row, cross_cap):
-                self.add(row)
-                added += 1
+            if row in self.taken:
+                continue
+            cat, creator = self.categories[row], self.creators[row]
+            if capped and (
+                per_cat.get(cat, 0) >= max_cat
+                or per_creator.get(creator, 0) >= max_creator
+                or (cross[row] and self.cross_count >= cross_cap)
+            ):
+                continue
+            self.rows.append(row)
+            self.taken.add(row)
+            per_cat[cat] = per_cat.get(cat, 0) + 1
+            per_creator[creator] = per_creator.get(creator, 0) + 1
+            self.cross_count += cross[row]
+            added += 1
 
 
 def cross_type(ctx: UserContext, pool: Pool, params: RuleParams) -> npt.NDArray[np.bool_]:
@@ -115,16 +112,31 @@ def cross_type(ctx: UserContext, pool: Pool, params: RuleParams) -> npt.NDArray[
     if ctx.content_type is None or params.content_type is not None:
         return np.zeros(len(pool), dtype=bool)
     pref = ctx.content_type
-    return np.fromiter((r.content_type != pref for r in pool.records), bool, len(pool))
+    return np.asarray([r.content_type != pref for r in pool.records], dtype=bool)
 
 
-def exploratory(ctx: UserContext, pool: Pool) -> list[bool]:
+def exploratory(ctx: UserContext, pool: Pool) -> npt.NDArray[np.bool_]:
     """Items that widen the user's horizon: explore sources, or outside known categories."""
     known = ctx.categories
     if not known:
-        return [s == EXPLORE for s in pool.sources]
+        return np.asarray([s == EXPLORE for s in pool.sources], dtype=bool)
     pairs = zip(pool.sources, pool.records, strict=True)
-    return [s == EXPLORE or r.category not in known for s, r in pairs]
+    return np.asarray([s == EXPLORE or r.category not in known for s, r in pairs], dtype=bool)
+
+
+def _new_releases(ctx: UserContext, pool: Pool, fresh: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+    """Items published within the fresh window, in the user's categories when known."""
+    new = np.asarray(fresh) > NEW_THRESHOLD
+    if ctx.categories and new.any():
+        known = ctx.categories
+        new &= np.asarray([r.category in known for r in pool.records], dtype=bool)
+    return new
+
+
+def _head(order: npt.NDArray[np.intp], mask: npt.NDArray[np.bool_], n: int) -> list[int]:
+    """The first `n` rows of `order` where `mask` holds (a few spare for the caps)."""
+    rows: list[int] = order[mask[order]][: 4 * n + 8].tolist()
+    return rows
 
 
 def apply_rules(
@@ -138,24 +150,19 @@ def apply_rules(
     if len(pool) == 0 or params.limit <= 0:
         return []
     final = np.asarray(scores, dtype=np.float64) + params.new_boost * np.asarray(fresh)
-    order: list[int] = np.argsort(-final, kind="stable").tolist()
+    order = np.argsort(-final, kind="stable")
     cross = cross_type(ctx, pool, params)
     cross_cap = round(params.diversity * params.limit / 2) if cross.any() else params.limit
-    page = _Page(pool, params, cross)
-    resume = [r for r in order if pool.sources[r] == CONTINUE]
-    page.fill(resume, CONTINUE_SLOTS, params.limit)
-    new = [r for r in order if fresh[r] > NEW_THRESHOLD]
-    page.fill(new, 1, cross_cap)
-    page.fill([r for r in order if cross[r]], cross_cap, cross_cap)
-    wide = exploratory(ctx, pool)
+    page = _Page(pool, params, cross.tolist(), cross_cap)
+    resume = np.asarray([s == CONTINUE for s in pool.sources], dtype=bool)
+    page.fill(_head(order, resume, CONTINUE_SLOTS), CONTINUE_SLOTS, capped=False)
+    page.fill(_head(order, _new_releases(ctx, pool, fresh), NEW_SLOTS), NEW_SLOTS)
+    page.fill(_head(order, cross, cross_cap), cross_cap)
     explore_n = max(1, round(params.explore_share * params.limit)) if params.explore_share else 0
-    page.fill([r for r in order if wide[r]], explore_n, cross_cap)
-    page.fill(order, params.limit, cross_cap)
-    for row in order:  # caps left the page short: fill in score order regardless
-        if page.full:
-            break
-        if row not in page.taken:
-            page.add(row)
+    page.fill(_head(order, exploratory(ctx, pool), explore_n), explore_n)
+    everything: list[int] = order.tolist()
+    page.fill(everything, params.limit)
+    page.fill(everything, params.limit, capped=False)  # caps left the page short
     rows = sorted(page.rows, key=lambda r: -final[r])
     return [Placed(r, float(final[r])) for r in rows]
 

@@ -21,7 +21,7 @@ from redis.retry import Retry
 
 from operators.errors import ConfigError
 from operators.settings import Settings
-from serving.caches import FreshItems, ItemStatsCache, TrendingCache
+from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache
 from serving.catalogue import Catalogue, ServingIndex
 from serving.features import FeatureFetcher, RedisUserSource, request_client
 from serving.feed import FeedConfig, FeedService, ModelHolder
@@ -154,11 +154,14 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
     fetcher = FeatureFetcher(
         RedisUserSource(fast), settings.features_cache_users, settings.redis_retry_ms / 1000
     )
-    service = FeedService(feed_config(settings), reader, fetcher, stats, trending, fresh, models)
+    side = SideVectors()
+    service = FeedService(
+        feed_config(settings), reader, fetcher, stats, trending, fresh, models, side=side
+    )
     limits = Limits(settings.feed_limit_default, settings.feed_limit_max, settings.feed_diversity)
     runtime = Runtime(service, limits, reader=reader, clients=[fast, slow, log_client])
     runtime.refresher = Refresher(
-        slow, reader, stats, trending, fresh, models,
+        slow, reader, stats, trending, fresh, models, side,
         interval_s=settings.serving_refresh_ms / 1000,
         start_reader=reader.start,
         after_round=runtime.after_round,

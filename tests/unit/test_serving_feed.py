@@ -130,13 +130,24 @@ def test_redis_down_serves_cached_features_then_trending_then_recovers() -> None
     service.trending.update({"all": (("news-V1", 9.0),)})
     healthy = service.feed(request("known"))
     source.down = True
+    calls: list[str] = []
+    fetch = source.fetch
+
+    def counted(user_id: str) -> bytes | None:
+        calls.append(user_id)
+        return fetch(user_id)
+
+    source.fetch = counted  # type: ignore[method-assign]
     cached = service.feed(request("known"))
     assert cached["fallback"] == "cached_features" and ids(cached) == ids(healthy)
     stranger = service.feed(request("stranger"))
     assert stranger["fallback"] == "trending" and len(stranger["items"]) == 20
     assert "news-V1" in ids(stranger)
+    for _ in range(5):
+        assert service.feed(request("known"))["fallback"] == "cached_features"
+    assert len(calls) == 3  # the breaker opened after three failures in a row
     source.down = False
-    assert service.feed(request("known"))["fallback"] == "cached_features"  # breaker open
+    assert service.feed(request("known"))["fallback"] == "cached_features"  # still open
     clock[0] += 61.0
     assert service.feed(request("known"))["fallback"] is None
 
