@@ -6,8 +6,12 @@ either the old one or the new one. When Redis is down they keep what they last h
 the "trending kept in the process" rung of the degradation ladder.
 
 Example:
-    >>> stats = ItemStatsCache(capacity=4, ttl_s=60.0)
-    >>> stats.lookup(["m1"]).tolist(), stats.take_pending()
+    >>> from operators.content import ItemRecord, Stamp
+    >>> table = ItemTable()
+    >>> table.upsert([ItemRecord(media_id="m1", stamp=Stamp(0, 0))])
+    >>> stats = ItemStatsCache(table, ttl_s=60.0)
+    >>> cols = table.columns().take(table.lookup(["m1"]))
+    >>> stats.lookup(["m1"], cols).tolist(), stats.take_pending()
     ([[0.5, 0.5, 0.0]], ['m1'])
 """
 
@@ -23,7 +27,8 @@ import numpy as np
 
 from operators.content import UNKNOWN, ItemRecord
 from operators.item_stats import ItemStatsRecord
-from serving.ranking import STATS_PRIOR, TYPES, Matrix
+from serving.item_table import STATS_PRIOR, Columns, ItemTable
+from serving.ranking import TYPES, Matrix
 from state.update_log import REMOVE, LogEntry
 
 MAX_PENDING: Final = 100_000
@@ -32,36 +37,30 @@ Board = tuple[tuple[str, float], ...]
 
 
 class ItemStatsCache:
-    """Item stats rows (completion rate, like ratio, trending score) in numpy arrays.
+    """Item stats (completion rate, like ratio, trending score) in the item table's rows.
 
-    A request looks up its candidates with one dict pass and one gather; unknown or expired
-    ids answer the prior (or the stale row) and are queued for the refresher. Slots are a
-    ring: past `capacity` the oldest entry is forgotten.
+    A request reads them with the rest of its candidates' columns; rows never read, or read
+    more than `ttl_s` ago, answer what they hold (the prior at first) and are queued for the
+    refresher, which reads them from Redis off the request path.
     """
 
     def __init__(
-        self, capacity: int, ttl_s: float, clock: Callable[[], float] = time.monotonic
+        self, table: ItemTable, ttl_s: float, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._capacity, self._ttl, self._clock = capacity, ttl_s, clock
-        self._slots: dict[str, int] = {}
-        self._owner: list[str | None] = [None] * capacity
-        # Row `capacity` is the prior, answered for misses; it is always "expired".
-        self._values = np.tile(np.asarray(STATS_PRIOR, dtype=np.float32), (capacity + 1, 1))
-        self._expires = np.full(capacity + 1, -np.inf)
-        self._next = 0
+        self._table, self._ttl, self._clock = table, ttl_s, clock
         self._pending: set[str] = set()
+        self.loaded = 0
 
     def __len__(self) -> int:
-        return len(self._slots)
+        return self.loaded
 
-    def lookup(self, ids: Sequence[str]) -> Matrix:
-        """One row per id; misses and stale rows are queued for a refresh."""
-        slots = np.fromiter(map(self._slots.get, ids, repeat(self._capacity)), np.int64, len(ids))
-        stale = np.flatnonzero(self._expires[slots] < self._clock())
+    def lookup(self, ids: Sequence[str], cols: Columns) -> Matrix:
+        """Rows of (completion, like ratio, trending) for a pool; stale ones are queued."""
+        stale = np.flatnonzero(cols.stats_until < self._clock())
         if stale.size and len(self._pending) < MAX_PENDING:
             self._pending.update(ids[i] for i in stale.tolist())
-        rows: Matrix = self._values[slots]
-        return rows
+        out: Matrix = np.column_stack((cols.completion, cols.like_ratio, cols.trending))
+        return out
 
     def take_pending(self) -> list[str]:
         """The ids waiting for a refresh (emptied)."""
@@ -70,27 +69,22 @@ class ItemStatsCache:
 
     def store(self, ids: Sequence[str], records: Sequence[ItemStatsRecord | None]) -> None:
         """Fresh values from the store; None means the item has no stats yet (the prior)."""
-        expires = self._clock() + self._ttl
-        for media_id, rec in zip(ids, records, strict=True):
-            slot = self._slots.get(media_id)
-            if slot is None:
-                slot = self._allocate(media_id)
+        rows = self._table.lookup(ids)
+        known = np.flatnonzero(rows >= 0).tolist()
+        if not known:
+            return
+        values = np.empty((len(known), 3), dtype=np.float32)
+        for n, i in enumerate(known):
+            rec = records[i]
             if rec is None:
-                self._values[slot] = STATS_PRIOR
+                values[n] = STATS_PRIOR
             else:
                 completion = rec.completion_rate if rec.completion_rate is not None else 0.5
-                self._values[slot] = (completion, rec.like_ratio, rec.trending_score)
-            self._expires[slot] = expires
-
-    def _allocate(self, media_id: str) -> int:
-        slot = self._next
-        self._next = (slot + 1) % self._capacity
-        old = self._owner[slot]
-        if old is not None:
-            del self._slots[old]
-        self._owner[slot] = media_id
-        self._slots[media_id] = slot
-        return slot
+                values[n] = (completion, rec.like_ratio, rec.trending_score)
+        at = rows[known]
+        first = int(np.count_nonzero(np.isneginf(self._table.columns().stats_until[at])))
+        self._table.write_stats(at, values, self._clock() + self._ttl)
+        self.loaded += first
 
 
 class SideVectors:
@@ -205,11 +199,6 @@ class FreshItems:
                     self._items[r.media_id] = (r.published_at, r.category, r.content_type)
         self.rebuild()
 
-    def on_entries(self, entries: Sequence[LogEntry], now: float) -> None:
-        """The index reader's listener: applied log entries."""
-        del now
-        self.add(e.record if e.op != REMOVE else _tombstone(e.record) for e in entries)
-
     def rebuild(self) -> None:
         """Drop expired items and rebuild the newest-first views."""
         horizon = self._clock() - self._window
@@ -233,5 +222,11 @@ class FreshItems:
         return self._newest if key is None else self._by_key.get(key, ())
 
 
-def _tombstone(record: ItemRecord) -> ItemRecord:
-    return ItemRecord(media_id=record.media_id, stamp=record.stamp, removed=True)
+def records_of(entries: Sequence[LogEntry]) -> list[ItemRecord]:
+    """The records of applied log entries, a removal as a tombstone."""
+    return [
+        e.record
+        if e.op != REMOVE
+        else ItemRecord(media_id=e.record.media_id, stamp=e.record.stamp, removed=True)
+        for e in entries
+    ]

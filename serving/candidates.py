@@ -12,22 +12,23 @@ user vector. Everything here reads in-process state only.
 from __future__ import annotations
 
 import random
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Final
 
 import numpy as np
 
-from operators.content import ItemRecord
 from serving.caches import FreshItems, SideVectors, TrendingCache
 from serving.catalogue import Catalogue
+from serving.item_table import TYPE_CODES, Columns, ItemTable
 from serving.ranking import (
     ANN,
     CONTINUE,
     EXPLORE,
     FRESH,
     POPULAR,
+    SOURCE_CODE,
     TRENDING,
     Matrix,
     Pool,
@@ -48,6 +49,7 @@ class Sources:
     """The in-process sources retrieval blends (besides the catalogue's ANN)."""
 
     catalogue: Catalogue
+    table: ItemTable
     trending: TrendingCache
     fresh: FreshItems
     side: SideVectors
@@ -58,13 +60,13 @@ class Candidates:
     """Deduplicated candidate ids with the source that found each, and ANN similarities."""
 
     ids: list[str] = field(default_factory=list)
-    sources: list[str] = field(default_factory=list)
+    sources: list[int] = field(default_factory=list)  # codes of serving.ranking.SOURCES
     ann: dict[str, float] = field(default_factory=dict)
     _seen: set[str] = field(default_factory=set)
 
     def add(self, ids: Iterable[str], source: str, limit: int | None = None) -> None:
         """Append unseen ids from one source (at most `limit` new ones)."""
-        added = 0
+        added, code = 0, SOURCE_CODE[source]
         seen = self._seen
         for media_id in ids:
             if limit is not None and added >= limit:
@@ -72,7 +74,7 @@ class Candidates:
             if media_id not in seen:
                 seen.add(media_id)
                 self.ids.append(media_id)
-                self.sources.append(source)
+                self.sources.append(code)
                 added += 1
 
     def add_hits(self, hits: list[tuple[str, float]]) -> None:
@@ -81,7 +83,7 @@ class Candidates:
         fresh = [m for m in self.ann if m not in self._seen]
         self._seen.update(fresh)
         self.ids.extend(fresh)
-        self.sources.extend([ANN] * len(fresh))
+        self.sources.extend([SOURCE_CODE[ANN]] * len(fresh))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -137,43 +139,41 @@ def last_resort(catalogue: Catalogue, direction: Matrix, k: int) -> list[str]:
 def apply_filters(
     ctx: UserContext, cands: Candidates, src: Sources, content_type: str | None
 ) -> Pool:
-    """Drop removed, consumed, disliked and wrong-type items; attach records and similarity.
+    """Drop unknown, removed, consumed, disliked and wrong-type items; attach their columns.
 
     A continue-watching item counts as consumed but stays (unless disliked): resuming it is
     the point.
     """
-    records = src.catalogue.items(cands.ids)
-    excluded, disliked, crc = ctx.excluded, ctx.disliked, zlib.crc32
-    ids: list[str] = []
-    recs: list[ItemRecord] = []
-    sources: list[str] = []
-    for media_id, record, source in zip(cands.ids, records, cands.sources, strict=True):
-        if record is None or (content_type is not None and record.content_type != content_type):
-            continue
-        if excluded:
-            h = crc(media_id.encode())
-            if h in excluded and (source != CONTINUE or h in disliked):
-                continue
-        ids.append(media_id)
-        recs.append(record)
-        sources.append(source)
-    return Pool(ids, recs, sources, _similarity(ctx, ids, cands, src))
+    rows = src.table.lookup(cands.ids)
+    cols = src.table.columns()  # after the lookup: every row found is inside these arrays
+    if len(cols.live) == 0:
+        rows[:] = -1
+        cols = Columns.empty(1)
+    at = np.maximum(rows, 0)
+    keep = (rows >= 0) & cols.live[at]
+    if content_type is not None:
+        keep &= cols.ctype[at] == TYPE_CODES[content_type]
+    sources = np.asarray(cands.sources, dtype=np.int8)
+    if ctx.excluded.size:
+        hashes = cols.item_hash[at]
+        resumable = (sources == SOURCE_CODE[CONTINUE]) & ~np.isin(hashes, ctx.disliked)
+        keep &= resumable | ~np.isin(hashes, ctx.excluded)
+    kept = np.flatnonzero(keep)
+    all_ids = cands.ids
+    ids = [all_ids[i] for i in kept.tolist()]
+    return Pool(ids, sources[kept], _similarity(ctx, ids, cands, src), cols.take(at[kept]))
 
 
 def _similarity(ctx: UserContext, ids: list[str], cands: Candidates, src: Sources) -> Matrix:
     """Cosine with the user vector: from the ANN answer, else from the side vectors, else 0."""
-    sims = np.zeros(len(ids), dtype=np.float32)
     vec = ctx.vector
     if vec is None or not ids:
-        return sims
-    ann = cands.ann
-    others = [n for n, m in enumerate(ids) if m not in ann]
-    known = ann.get
-    sims[:] = [known(m, 0.0) for m in ids]
-    if not others:
-        return sims
-    other_ids = [ids[n] for n in others]
-    found, matrix = src.side.lookup(other_ids)
-    if found:
-        sims[[others[n] for n in found]] = matrix @ vec
+        return np.zeros(len(ids), dtype=np.float32)
+    sims = np.fromiter(map(cands.ann.get, ids, repeat(np.nan)), np.float32, len(ids))
+    others = np.flatnonzero(np.isnan(sims)).tolist()
+    sims[others] = 0.0
+    if others:
+        found, matrix = src.side.lookup([ids[n] for n in others])
+        if found:
+            sims[[others[n] for n in found]] = matrix @ vec
     return sims  # items in neither (continue watching) rank on their own features

@@ -15,7 +15,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -117,17 +117,20 @@ class MemoryCatalogue:
     def __init__(self, dim: int, version: str = "memory.1") -> None:
         self._index = ExactIndex(dim)
         self._records: dict[str, ItemRecord] = {}
+        self.listeners: list[Callable[[list[ItemRecord]], None]] = []
         self._version, self._dim = version, dim
 
     def put(self, record: ItemRecord, vector: npt.ArrayLike) -> None:
-        """Publish (or update) an item; a `removed` record takes it out."""
+        """Publish (or update) an item; a `removed` record takes it out. Listeners hear it."""
         self._records[record.media_id] = record
         if record.removed:
             self._index.remove([record.media_id])
-            return
-        v = np.asarray(vector, dtype=np.float32)
-        v = v / np.float32(np.linalg.norm(v))
-        self._index.upsert([record.media_id], v.reshape(1, -1))
+        else:
+            v = np.asarray(vector, dtype=np.float32)
+            v = v / np.float32(np.linalg.norm(v))
+            self._index.upsert([record.media_id], v.reshape(1, -1))
+        for listener in self.listeners:
+            listener([record])
 
     @property
     def ready(self) -> bool:

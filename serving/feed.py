@@ -27,11 +27,13 @@ from typing import Any, Final
 
 import numpy as np
 
+from operators.content import ItemRecord
 from operators.metrics import FEED_ERRORS, FEED_FALLBACK, FEED_REQUEST, timed
 from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache
 from serving.candidates import Sources, apply_filters, last_resort, retrieve
 from serving.catalogue import Catalogue
 from serving.features import CACHED, MISSING, FeatureFetcher
+from serving.item_table import ItemTable
 from serving.model import FEATURES, RankerModel
 from serving.ranking import ANN, EXPLORE, Matrix, Pool, UserContext, feature_matrix, freshness
 from serving.rules import Placed, RuleParams, apply_rules, reason
@@ -95,10 +97,12 @@ class FeedService:
         models: ModelHolder,
         clock_ms: Callable[[], float] | None = None,
         side: SideVectors | None = None,
+        table: ItemTable | None = None,
     ) -> None:
         self.config, self.catalogue, self.fetcher = config, catalogue, fetcher
         self.stats, self.trending, self.fresh, self.models = stats, trending, fresh, models
-        self.sources = Sources(catalogue, trending, fresh, side or SideVectors())
+        self.table = table if table is not None else ItemTable()
+        self.sources = Sources(catalogue, self.table, trending, fresh, side or SideVectors())
         self._clock_ms = clock_ms or (lambda: time.time() * 1000)
         self._rng = random.Random()
 
@@ -121,7 +125,7 @@ class FeedService:
         with _stage("ranking", trace):
             scores, fresh = self._rank(ctx, pool, model, trace)
         with _stage("rules", trace):
-            placed = apply_rules(ctx, pool, scores, fresh, self._rule_params(req))
+            placed = apply_rules(ctx, pool, scores, fresh, self._rule_params(req), self.table.vocab)
             items = self._items(ctx, pool, placed)
         for rung in trace.rungs:
             FEED_FALLBACK.labels(reason=rung).inc()
@@ -163,8 +167,9 @@ class FeedService:
     ) -> tuple[Matrix, Matrix]:
         now_ms = int(self._clock_ms())
         try:
-            stats = self.stats.lookup(pool.ids)
-            matrix = feature_matrix(ctx, pool, stats, now_ms, self.config.fresh_ms)
+            stats = self.stats.lookup(pool.ids, pool.cols)
+            vocab = self.table.vocab
+            matrix = feature_matrix(ctx, pool, stats, now_ms, self.config.fresh_ms, vocab)
             scores = model.score(matrix)
             if not np.all(np.isfinite(scores)):
                 raise ValueError(f"ranker {model.version} produced non-finite scores")
@@ -173,7 +178,7 @@ class FeedService:
             FEED_ERRORS.labels(stage="ranking").inc()
             trace.rungs.append("retrieval_order")
             scores = -np.arange(len(pool), dtype=np.float32)
-            return scores, freshness(pool.records, now_ms, self.config.fresh_ms)
+            return scores, freshness(pool.cols.published, now_ms, self.config.fresh_ms)
         return scores, matrix[:, FRESHNESS]
 
     def _rule_params(self, req: FeedRequest) -> RuleParams:
@@ -189,24 +194,27 @@ class FeedService:
         )
 
     def _items(self, ctx: UserContext, pool: Pool, placed: list[Placed]) -> list[dict[str, Any]]:
-        anchors = self._anchors(ctx, pool, placed)
+        """The page as JSON-ready dicts (an item removed a moment ago is left out)."""
+        records = self.catalogue.items([pool.ids[p.row] for p in placed])
+        page = [(p, r) for p, r in zip(placed, records, strict=True) if r is not None]
+        anchors = self._anchors(ctx, [(pool.source(p.row), r) for p, r in page])
         out = []
-        for p in placed:
-            media_id, record, source = pool.ids[p.row], pool.records[p.row], pool.sources[p.row]
+        for p, record in page:
+            source = pool.source(p.row)
             out.append(
                 {
-                    "media_id": media_id,
+                    "media_id": record.media_id,
                     "content_type": record.content_type,
                     "category": record.category,
                     "creator_id": record.creator_id,
                     "score": round(p.score, 4),
                     "source": source,
-                    "reason": reason(source, media_id, anchors.get(media_id)),
+                    "reason": reason(source, record.media_id, anchors.get(record.media_id)),
                 }
             )
         return out
 
-    def _anchors(self, ctx: UserContext, pool: Pool, placed: list[Placed]) -> dict[str, str]:
+    def _anchors(self, ctx: UserContext, page: list[tuple[str, ItemRecord]]) -> dict[str, str]:
         """For ANN items: the recently watched item they are "because of".
 
         The one of the same category, else the most recent: the ANN query ran on the whole
@@ -214,16 +222,13 @@ class FeedService:
         """
         if not ctx.recent:
             return {}
-        records = self.catalogue.items(ctx.recent)
         by_category: dict[str, str] = {}
-        for media_id, record in zip(ctx.recent, records, strict=True):
+        for media_id, record in zip(ctx.recent, self.catalogue.items(ctx.recent), strict=True):
             if record is not None:
                 by_category.setdefault(record.category, media_id)
         newest = ctx.recent[0]
         return {
-            pool.ids[p.row]: by_category.get(pool.records[p.row].category, newest)
-            for p in placed
-            if pool.sources[p.row] == ANN
+            r.media_id: by_category.get(r.category, newest) for source, r in page if source == ANN
         }
 
 

@@ -1,25 +1,26 @@
 """Ranking features: the user × item matrix the model scores, built once per request.
 
 Pure functions over a :class:`UserContext` (derived once from the stored user features) and
-a :class:`Pool` of filtered candidates with their records; no I/O. Column order is
+a :class:`Pool` of filtered candidates with their metadata columns
+(:class:`serving.item_table.Columns`); no I/O, no per-item Python. Column order is
 :data:`serving.model.FEATURES`; the learning flow trains on the same code.
 
 Example:
     >>> from operators.content import ItemRecord, Stamp
     >>> from operators.user_features import UserFeatures
+    >>> vocab = Vocab()
     >>> ctx = UserContext.of(UserFeatures(engagements=9, top_categories=("news",)))
     >>> rec = ItemRecord(media_id="m1", stamp=Stamp(0, 0), category="news")
-    >>> pool = Pool(["m1"], [rec], ["ann"], np.array([0.5], dtype=np.float32))
-    >>> row = feature_matrix(ctx, pool, default_stats(1), now_ms=0, fresh_ms=86_400_000)[0]
+    >>> pool = Pool.of([rec], [ANN], [0.5], vocab)
+    >>> row = feature_matrix(ctx, pool, default_stats(1), 0, 86_400_000, vocab)[0]
     >>> float(row[0]), float(row[1])
     (0.5, 1.0)
 """
 
 from __future__ import annotations
 
-import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Final
 
 import numpy as np
@@ -27,21 +28,29 @@ import numpy.typing as npt
 
 from operators.content import ItemRecord
 from operators.user_features import UserFeatures, vector_of
+from serving.item_table import STATS_PRIOR, TYPE_CODES, Columns, Vocab
 from serving.model import FEATURES
 
 Matrix = npt.NDArray[np.float32]
+Hashes = npt.NDArray[np.uint32]
 CATEGORY_AFFINITY: Final = (1.0, 0.6, 0.35)
 TYPES: Final = ("VIDEO", "AUDIO")
-STATS_PRIOR: Final = (0.5, 0.5, 0.0)  # completion rate, like ratio, trending score
 TRENDING_SCALE: Final = float(np.log1p(1000.0))
 
-# Candidate sources, in the order a duplicate is attributed.
+# Candidate sources, in the order a duplicate is attributed; codes index SOURCES.
 CONTINUE: Final = "continue_watching"
 ANN: Final = "ann"
 FRESH: Final = "fresh"
 TRENDING: Final = "trending"
 POPULAR: Final = "popular"
 EXPLORE: Final = "explore"
+SOURCES: Final = (CONTINUE, ANN, FRESH, TRENDING, POPULAR, EXPLORE)
+SOURCE_CODE: Final = {s: n for n, s in enumerate(SOURCES)}
+_EMPTY: Final = np.zeros(0, dtype=np.uint32)
+
+
+def _hashes(raw: bytes) -> Hashes:
+    return np.frombuffer(raw, dtype="<u4").astype(np.uint32) if raw else _EMPTY
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +63,8 @@ class UserContext:
     creators: dict[int, float] = field(default_factory=dict)
     content_type: str | None = None
     language: str | None = None
-    excluded: frozenset[int] = frozenset()
-    disliked: frozenset[int] = frozenset()
+    excluded: Hashes = field(default_factory=lambda: _EMPTY)  # consumed + disliked (CRC-32)
+    disliked: Hashes = field(default_factory=lambda: _EMPTY)
     continue_ids: tuple[str, ...] = ()
     recent: tuple[str, ...] = ()
     cold: bool = True
@@ -74,43 +83,50 @@ class UserContext:
             creators={h: 1.0 / (1 + n) for n, h in enumerate(creators)},
             content_type=kind,
             language=features.language,
-            excluded=frozenset(features.consumed_hashes()) | frozenset(features.disliked_hashes()),
-            disliked=frozenset(features.disliked_hashes()),
+            excluded=_hashes(features.consumed + features.disliked),
+            disliked=_hashes(features.disliked),
             continue_ids=tuple(m for m, _ in features.continue_watching),
             recent=features.recent,
             cold=features.cold_start,
         )
 
+    def category_codes(self, vocab: Vocab) -> npt.NDArray[np.int32]:
+        """Codes of the user's known categories (those the catalogue has)."""
+        found = (vocab.known_category(c) for c in self.categories)
+        return np.asarray([c for c in found if c is not None], dtype=np.int32)
+
 
 @dataclass(slots=True)
 class Pool:
-    """Filtered candidates: ids, live records, the source each came from, similarities.
-
-    `similarity` is the cosine with the user vector (0 when the user has none).
-    """
+    """Filtered candidates: ids, source codes, similarity to the user, metadata columns."""
 
     ids: list[str]
-    records: list[ItemRecord]
-    sources: list[str]
+    sources: npt.NDArray[np.int8]
     similarity: Matrix
+    cols: Columns
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def take(self, rows: list[int]) -> Pool:
-        """The sub-pool of `rows`, in that order."""
-        return Pool(
-            [self.ids[i] for i in rows],
-            [self.records[i] for i in rows],
-            [self.sources[i] for i in rows],
-            self.similarity[rows] if rows else self.similarity[:0],
+    @classmethod
+    def of(
+        cls,
+        records: Sequence[ItemRecord],
+        sources: Sequence[str],
+        similarity: Sequence[float],
+        vocab: Vocab,
+    ) -> Pool:
+        """A pool from records (tests, small catalogues)."""
+        return cls(
+            [r.media_id for r in records],
+            np.asarray([SOURCE_CODE[s] for s in sources], dtype=np.int8),
+            np.asarray(similarity, dtype=np.float32),
+            Columns.of(records, vocab),
         )
 
-
-@lru_cache(maxsize=1 << 18)
-def creator_hash(creator_id: str) -> int:
-    """:func:`operators.dedup.id_hash32` of a creator id, memoised (creators repeat a lot)."""
-    return zlib.crc32(creator_id.encode())
+    def source(self, row: int) -> str:
+        """The source name of one row."""
+        return SOURCES[int(self.sources[row])]
 
 
 def default_stats(n: int) -> Matrix:
@@ -118,52 +134,52 @@ def default_stats(n: int) -> Matrix:
     return np.tile(np.asarray(STATS_PRIOR, dtype=np.float32), (n, 1))
 
 
-def freshness(records: list[ItemRecord], now_ms: int, fresh_ms: float) -> Matrix:
+def freshness(published: npt.NDArray[np.float64], now_ms: int, fresh_ms: float) -> Matrix:
     """exp(-age / fresh window) per item; 0 when the publication time is unknown.
 
     Example:
-        >>> from operators.content import ItemRecord, Stamp
-        >>> r = ItemRecord(media_id="m", stamp=Stamp(0, 0), published_at=1_000)
-        >>> [round(float(x), 3) for x in freshness([r], 1_000 + 86_400_000, 86_400_000)]
-        [0.368]
+        >>> [round(float(x), 3) for x in freshness(np.array([1_000.0, 0.0]), 86_401_000, 864e5)]
+        [0.368, 0.0]
     """
-    published = np.asarray([r.published_at for r in records], dtype=np.float64)
     age = np.maximum(now_ms - published, 0.0)
     out = np.where(published > 0, np.exp(-age / fresh_ms), 0.0)
     return out.astype(np.float32)
 
 
+def _by_code(weights: dict[str, float], vocab: Vocab, codes: npt.NDArray[np.int32]) -> Matrix:
+    """`weights[category of each row]`, 0 where absent."""
+    table = np.zeros(vocab.categories + 1, dtype=np.float32)
+    for name, weight in weights.items():
+        code = vocab.known_category(name)
+        if code is not None:
+            table[code] = weight
+    return table[np.minimum(codes, vocab.categories)]
+
+
 def feature_matrix(
-    ctx: UserContext, pool: Pool, stats: Matrix, now_ms: int, fresh_ms: float
+    ctx: UserContext, pool: Pool, stats: Matrix, now_ms: int, fresh_ms: float, vocab: Vocab
 ) -> Matrix:
     """Rows: candidates; columns: :data:`serving.model.FEATURES`.
 
     `stats` has one row per candidate: completion rate, like ratio, raw trending score.
     """
-    n = len(pool)
+    n, cols = len(pool), pool.cols
     out = np.zeros((n, len(FEATURES)), dtype=np.float32)
     if n == 0:
         return out
-    records = pool.records
-    cats = [r.category for r in records]
     out[:, 0] = pool.similarity
     if ctx.categories:
-        get = ctx.categories.get
-        out[:, 1] = [get(c, 0.0) for c in cats]
+        out[:, 1] = _by_code(ctx.categories, vocab, cols.category)
     if ctx.session:
-        session = ctx.session
-        out[:, 2] = [c in session for c in cats]
-    if ctx.creators:
-        get_c = ctx.creators.get
-        out[:, 3] = [get_c(creator_hash(r.creator_id), 0.0) for r in records]
+        out[:, 2] = _by_code(dict.fromkeys(ctx.session, 1.0), vocab, cols.category)
+    for creator, weight in ctx.creators.items():
+        out[cols.creator == creator, 3] = weight
     if ctx.content_type is not None:
-        pref = ctx.content_type
-        out[:, 4] = [1.0 if r.content_type == pref else -1.0 for r in records]
+        out[:, 4] = np.where(cols.ctype == TYPE_CODES[ctx.content_type], 1.0, -1.0)
     if ctx.language:
-        lang = ctx.language
-        out[:, 5] = [r.language == lang for r in records]
+        out[:, 5] = cols.language == vocab.language(ctx.language)
     out[:, 6:8] = stats[:, 0:2]
     out[:, 8] = np.minimum(np.log1p(np.maximum(stats[:, 2], 0.0)) / TRENDING_SCALE, 1.0)
-    out[:, 9] = freshness(records, now_ms, fresh_ms)
-    out[:, 10] = [s == CONTINUE for s in pool.sources]
+    out[:, 9] = freshness(cols.published, now_ms, fresh_ms)
+    out[:, 10] = pool.sources == SOURCE_CODE[CONTINUE]
     return out

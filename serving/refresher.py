@@ -24,6 +24,7 @@ from serving.caches import Board, FreshItems, ItemStatsCache, SideVectors, Trend
 from serving.catalogue import Catalogue
 from serving.errors import ModelFormatError
 from serving.feed import ModelHolder
+from serving.item_table import ItemTable
 from serving.model import ACTIVE_KEY, parse_model, version_key
 from state.feature_store import ITEM, TRENDING, feature_key
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 STAMP: Final = 8
 CHUNK: Final = 256  # small MGETs: decoding holds the GIL that requests need
 MAX_FRESH_VECTORS: Final = 50_000
+PRELOAD_CHUNK: Final = 2_000
 _FAILURES = (redis.RedisError, OSError)
 
 
@@ -46,6 +48,7 @@ class Refresher:
         fresh: FreshItems,
         models: ModelHolder,
         side: SideVectors,
+        table: ItemTable,
         interval_s: float = 1.0,
         stats_interval_s: float = 0.05,
         start_reader: Callable[[], None] | None = None,
@@ -53,7 +56,7 @@ class Refresher:
     ) -> None:
         self._client, self._catalogue = client, catalogue
         self._stats, self._trending, self._fresh, self._models = stats, trending, fresh, models
-        self._side = side
+        self._side, self._table = side, table
         self._interval, self._stats_interval = interval_s, stats_interval_s
         self._start_reader, self._after_round = start_reader, after_round
         self._scanned: str | None = None
@@ -90,13 +93,15 @@ class Refresher:
 
     def refresh_stats(self) -> int:
         """Fetch the item stats requests asked for; returns how many were read."""
-        pending = self._stats.take_pending()
-        for start in range(0, len(pending), CHUNK):
-            ids = pending[start : start + CHUNK]
-            raw: list[Any] = self._client.mget([feature_key(ITEM, i) for i in ids])  # type: ignore[assignment]
-            self._stats.store(ids, [_item_stats(v) for v in raw])
+        return self._fetch_stats(self._stats.take_pending())
+
+    def _fetch_stats(self, ids: list[str], chunk: int = CHUNK) -> int:
+        for start in range(0, len(ids), chunk):
+            part = ids[start : start + chunk]
+            raw: list[Any] = self._client.mget([feature_key(ITEM, i) for i in part])  # type: ignore[assignment]
+            self._stats.store(part, [_item_stats(v) for v in raw])
             time.sleep(0)  # let a waiting request have the GIL between chunks
-        return len(pending)
+        return len(ids)
 
     def _scan_if_new_version(self) -> None:
         version = self._catalogue.version
@@ -106,8 +111,11 @@ class Refresher:
         categories: set[str] = set()
         records = list(self._catalogue.live_records())
         categories.update(r.category for r in records)
+        self._table.upsert(records)
         self._fresh.add(records)
         self._trending.want(categories)
+        # Every item's stats once, so requests start warm (before /readyz, at start-up).
+        self._fetch_stats([r.media_id for r in records], chunk=PRELOAD_CHUNK)
         self._scanned = version
         log.info(
             "catalogue %s: %d items, %d categories, %d fresh (scanned in %.2fs)",

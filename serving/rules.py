@@ -18,9 +18,11 @@ Example:
     >>> from operators.content import ItemRecord, Stamp
     >>> recs = [ItemRecord(media_id=f"m{i}", stamp=Stamp(0, i), category="news",
     ...                    creator_id=f"c{i}") for i in range(3)]
-    >>> pool = Pool([r.media_id for r in recs], recs, ["ann"] * 3, np.zeros(3, np.float32))
+    >>> vocab = Vocab()
+    >>> pool = Pool.of(recs, ["ann"] * 3, [0.0] * 3, vocab)
     >>> params = RuleParams(limit=2, max_per_category=1)
-    >>> placed = apply_rules(UserContext(), pool, np.array([1.0, 3.0, 2.0]), np.zeros(3), params)
+    >>> scores = np.array([1.0, 3.0, 2.0])
+    >>> placed = apply_rules(UserContext(), pool, scores, np.zeros(3), params, vocab)
     >>> [pool.ids[p.row] for p in placed]
     ['m1', 'm2']
 """
@@ -34,7 +36,18 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from serving.ranking import ANN, CONTINUE, EXPLORE, FRESH, POPULAR, TRENDING, Pool, UserContext
+from serving.item_table import TYPE_CODES, Vocab
+from serving.ranking import (
+    ANN,
+    CONTINUE,
+    EXPLORE,
+    FRESH,
+    POPULAR,
+    SOURCE_CODE,
+    TRENDING,
+    Pool,
+    UserContext,
+)
 
 NEW_THRESHOLD: Final = math.exp(-1.0)  # freshness above this: published within the window
 CONTINUE_SLOTS: Final = 2
@@ -73,12 +86,12 @@ class _Page:
 
     def __init__(self, pool: Pool, params: RuleParams, cross: list[bool], cross_cap: int):
         self.params, self.cross, self.cross_cap = params, cross, cross_cap
-        self.categories = [r.category for r in pool.records]
-        self.creators = [r.creator_id for r in pool.records]
+        self.categories: list[int] = pool.cols.category.tolist()
+        self.creators: list[int] = pool.cols.creator.tolist()
         self.rows: list[int] = []
         self.taken: set[int] = set()
-        self.per_category: dict[str, int] = {}
-        self.per_creator: dict[str, int] = {}
+        self.per_category: dict[int, int] = {}
+        self.per_creator: dict[int, int] = {}
         self.cross_count = 0
 
     def fill(self, order: list[int], want: int, capped: bool = True) -> None:
@@ -111,25 +124,25 @@ def cross_type(ctx: UserContext, pool: Pool, params: RuleParams) -> npt.NDArray[
     """Items of the content type the user does not prefer (none when no preference)."""
     if ctx.content_type is None or params.content_type is not None:
         return np.zeros(len(pool), dtype=bool)
-    pref = ctx.content_type
-    return np.asarray([r.content_type != pref for r in pool.records], dtype=bool)
+    out: npt.NDArray[np.bool_] = pool.cols.ctype != TYPE_CODES[ctx.content_type]
+    return out
 
 
-def exploratory(ctx: UserContext, pool: Pool) -> npt.NDArray[np.bool_]:
+def exploratory(ctx: UserContext, pool: Pool, vocab: Vocab) -> npt.NDArray[np.bool_]:
     """Items that widen the user's horizon: explore sources, or outside known categories."""
-    known = ctx.categories
-    if not known:
-        return np.asarray([s == EXPLORE for s in pool.sources], dtype=bool)
-    pairs = zip(pool.sources, pool.records, strict=True)
-    return np.asarray([s == EXPLORE or r.category not in known for s, r in pairs], dtype=bool)
+    out: npt.NDArray[np.bool_] = pool.sources == SOURCE_CODE[EXPLORE]
+    if ctx.categories:
+        out |= ~np.isin(pool.cols.category, ctx.category_codes(vocab))
+    return out
 
 
-def _new_releases(ctx: UserContext, pool: Pool, fresh: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+def _new_releases(
+    ctx: UserContext, pool: Pool, fresh: npt.NDArray[Any], vocab: Vocab
+) -> npt.NDArray[np.bool_]:
     """Items published within the fresh window, in the user's categories when known."""
-    new = np.asarray(fresh) > NEW_THRESHOLD
+    new: npt.NDArray[np.bool_] = np.asarray(fresh) > NEW_THRESHOLD
     if ctx.categories and new.any():
-        known = ctx.categories
-        new &= np.asarray([r.category in known for r in pool.records], dtype=bool)
+        new &= np.isin(pool.cols.category, ctx.category_codes(vocab))
     return new
 
 
@@ -145,6 +158,7 @@ def apply_rules(
     scores: npt.NDArray[Any],
     fresh: npt.NDArray[Any],
     params: RuleParams,
+    vocab: Vocab,
 ) -> list[Placed]:
     """The page: rows of `pool` with final scores, best first (see module doc)."""
     if len(pool) == 0 or params.limit <= 0:
@@ -154,12 +168,12 @@ def apply_rules(
     cross = cross_type(ctx, pool, params)
     cross_cap = round(params.diversity * params.limit / 2) if cross.any() else params.limit
     page = _Page(pool, params, cross.tolist(), cross_cap)
-    resume = np.asarray([s == CONTINUE for s in pool.sources], dtype=bool)
+    resume = pool.sources == SOURCE_CODE[CONTINUE]
     page.fill(_head(order, resume, CONTINUE_SLOTS), CONTINUE_SLOTS, capped=False)
-    page.fill(_head(order, _new_releases(ctx, pool, fresh), NEW_SLOTS), NEW_SLOTS)
+    page.fill(_head(order, _new_releases(ctx, pool, fresh, vocab), NEW_SLOTS), NEW_SLOTS)
     page.fill(_head(order, cross, cross_cap), cross_cap)
     explore_n = max(1, round(params.explore_share * params.limit)) if params.explore_share else 0
-    page.fill(_head(order, exploratory(ctx, pool), explore_n), explore_n)
+    page.fill(_head(order, exploratory(ctx, pool, vocab), explore_n), explore_n)
     everything: list[int] = order.tolist()
     page.fill(everything, params.limit)
     page.fill(everything, params.limit, capped=False)  # caps left the page short

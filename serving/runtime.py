@@ -12,7 +12,8 @@ from __future__ import annotations
 import gc
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
@@ -21,15 +22,17 @@ from redis.retry import Retry
 
 from operators.errors import ConfigError
 from operators.settings import Settings
-from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache
+from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache, records_of
 from serving.catalogue import Catalogue, ServingIndex
 from serving.features import FeatureFetcher, RedisUserSource, request_client
 from serving.feed import FeedConfig, FeedService, ModelHolder
+from serving.item_table import ItemTable
 from serving.model import default_model
 from serving.params import Limits
 from serving.refresher import Refresher
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams, snapshot_store
+from state.update_log import LogEntry
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +93,8 @@ class Runtime:
             "trending_loaded": self.trending.loaded,
             "redis_reachable": redis_ok and self.service.fetcher.healthy,
             "model_version": self.service.models.model.version,
+            "item_stats_cached": len(self.service.stats),
+            "fresh_items": len(self.service.fresh),
         }
         ready = bool(detail["index_loaded"] and detail["trending_loaded"] and redis_ok)
         return ready, detail
@@ -103,6 +108,7 @@ def check_settings(s: Settings) -> None:
     """
     checks = [
         (s.feed_candidates >= 50, "feed_candidates must be ≥ 50"),
+        (s.feed_ef_search >= 0, "feed_ef_search must be ≥ 0 (0: the index's own)"),
         (1 <= s.feed_limit_default <= s.feed_limit_max, "need 1 ≤ feed_limit_default ≤ max"),
         (s.feed_max_per_category >= 1 and s.feed_max_per_creator >= 1, "caps must be ≥ 1"),
         (0.0 <= s.feed_diversity <= 1.0, "feed_diversity must be in [0, 1]"),
@@ -110,7 +116,7 @@ def check_settings(s: Settings) -> None:
         (s.feed_fresh_hours > 0, "feed_fresh_hours must be > 0"),
         (s.redis_timeout_ms >= 1, "redis_timeout_ms must be ≥ 1"),
         (s.serving_refresh_ms >= 50, "serving_refresh_ms must be ≥ 50"),
-        (s.item_stats_cache_items >= 1000, "item_stats_cache_items must be ≥ 1000"),
+        (s.item_stats_ttl_s > 0, "item_stats_ttl_s must be > 0"),
     ]
     for ok, message in checks:
         if not ok:
@@ -141,27 +147,38 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
     log_client = redis.Redis.from_url(
         url, socket_timeout=5.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
     )
-    fresh = FreshItems(settings.feed_fresh_hours * 3_600_000)
+    fresh, table = FreshItems(settings.feed_fresh_hours * 3_600_000), ItemTable()
+
+    def on_entries(entries: Sequence[LogEntry], now: float) -> None:
+        del now
+        records = records_of(entries)
+        table.upsert(records)
+        fresh.add(records)
+
     reader = ServingIndex(
         log_client,
         snapshot_store(settings),
         keys or IndexKeys(),
-        IndexParams.from_settings(settings),
-        listener=fresh.on_entries,
+        replace(
+            IndexParams.from_settings(settings),
+            ef_search=settings.feed_ef_search or settings.index_ef_search,
+        ),
+        listener=on_entries,
     )
-    stats = ItemStatsCache(settings.item_stats_cache_items, settings.item_stats_ttl_s)
+    stats = ItemStatsCache(table, settings.item_stats_ttl_s)
     trending, models = TrendingCache(), ModelHolder(default_model())
     fetcher = FeatureFetcher(
         RedisUserSource(fast), settings.features_cache_users, settings.redis_retry_ms / 1000
     )
     side = SideVectors()
     service = FeedService(
-        feed_config(settings), reader, fetcher, stats, trending, fresh, models, side=side
-    )
+        feed_config(settings), reader, fetcher, stats, trending, fresh, models,
+        side=side, table=table,
+    )  # fmt: skip
     limits = Limits(settings.feed_limit_default, settings.feed_limit_max, settings.feed_diversity)
     runtime = Runtime(service, limits, reader=reader, clients=[fast, slow, log_client])
     runtime.refresher = Refresher(
-        slow, reader, stats, trending, fresh, models, side,
+        slow, reader, stats, trending, fresh, models, side, table,
         interval_s=settings.serving_refresh_ms / 1000,
         start_reader=reader.start,
         after_round=runtime.after_round,

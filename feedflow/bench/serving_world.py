@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import redis
@@ -26,7 +27,7 @@ import redis
 from feedflow.bench.index_bench import catalogue
 from feedflow.simulator.vocabulary import CATEGORY_NAMES
 from feedflow.stack import free_port, redis_answers, redis_binary
-from operators.content import ItemRecord, Stamp
+from operators.content import ItemRecord, Stamp, pack_record
 from operators.feature_codecs import encode_item_stats, encode_trending
 from operators.item_stats import ItemStatsRecord
 from operators.trending import TrendingList
@@ -34,11 +35,12 @@ from operators.user_features import UserFeatures, encode_user_features, vector_b
 from state.feature_store import ITEM, TRENDING, USER, feature_key, stamp
 from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry, VersionInfo
-from state.index_replica import IndexParams, IndexReplica
+from state.index_replica import RECORDS_FILE, IndexParams, IndexReplica
 from state.snapshots import DirSnapshotStore
 from state.update_log import ADD, LogEntry, UpdateLog
 
 DIM: Final = 64
+_records_decoder = msgspec.msgpack.Decoder(list[ItemRecord])
 DAY_MS: Final = 86_400_000
 LANGUAGES: Final = ("en", "en", "en", "es", "de", "fr")
 TYPES: Final = ("VIDEO", "AUDIO")
@@ -144,13 +146,30 @@ def publish_fresh(
             published_at=published,
         )
         log.append(pipe, LogEntry(ADD, record, vectors[i].tobytes(), b""))
+        pipe.set(keys.item(mid), pack_record(record))
         ids.append(mid)
     pipe.execute()
     return ids
 
 
-def populate(client: redis.Redis, items: int, users: int, seed: int) -> list[str]:
-    """Users, item stats and trending boards of a world; returns the user ids."""
+def write_item_records(client: redis.Redis, root: Path, version: str) -> int:
+    """The item store's records (`ff:item:{m}`), as the content flow writes them."""
+    found = DirSnapshotStore(root).latest(version)
+    if found is None:
+        return 0
+    records = _records_decoder.decode((found[1] / RECORDS_FILE).read_bytes())
+    keys, pipe = IndexKeys(), client.pipeline(transaction=False)
+    for record in records:
+        pipe.set(keys.item(record.media_id), pack_record(record))
+        if len(pipe) >= 10_000:
+            pipe.execute()
+    pipe.execute()
+    return len(records)
+
+
+def populate(client: redis.Redis, items: int, users: int, seed: int, root: Path) -> list[str]:
+    """Item records, users, item stats and trending boards; returns the user ids."""
+    write_item_records(client, root, _version(items, seed))
     vectors, topics = catalogue(items, DIM, seed)
     ids = write_users(client, vectors, topics, users, seed)
     write_item_stats(client, topics, seed)

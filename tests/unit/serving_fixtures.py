@@ -16,6 +16,7 @@ from serving.caches import FreshItems, ItemStatsCache, TrendingCache
 from serving.catalogue import MemoryCatalogue
 from serving.features import FeatureFetcher, MemoryUserSource
 from serving.feed import FeedConfig, FeedRequest, FeedService, ModelHolder
+from serving.item_table import ItemTable
 from serving.model import default_model
 
 NOW_MS = 1_700_000_000_000
@@ -102,18 +103,23 @@ def service_for(
 ) -> tuple[FeedService, MemoryUserSource]:
     source = MemoryUserSource(world.users)
     fresh = FreshItems(DAY_MS, clock_ms=lambda: NOW_MS)
-    fresh.add(world.catalogue.live_records())
+    table = ItemTable()
+    records = list(world.catalogue.live_records())
+    fresh.add(records)
+    table.upsert(records)
+    world.catalogue.listeners += [table.upsert, fresh.add]
     trending = TrendingCache()
     trending.want(CATEGORIES)
     service = FeedService(
         config or FeedConfig(),
         world.catalogue,
         FeatureFetcher(source, cache_users=100, retry_s=60.0),
-        ItemStatsCache(capacity=10_000, ttl_s=60.0),
+        ItemStatsCache(table, ttl_s=60.0),
         trending,
         fresh,
         ModelHolder(default_model()),
         clock_ms=lambda: NOW_MS,
+        table=table,
     )
     return service, source
 

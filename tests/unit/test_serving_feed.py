@@ -103,7 +103,6 @@ def test_cold_start_leans_on_trending_and_new_items() -> None:
     world = build_world()
     world.publish("fresh-1", "comedy", "VIDEO", age_ms=3_600_000)
     service, _ = service_for(world)
-    service.fresh.add(world.catalogue.live_records())
     service.trending.update({"all": (("news-V1", 9.0), ("music-A2", 8.0))})
     body = service.feed(request("nobody"))
     sources = {i["media_id"]: i["reason"]["type"] for i in body["items"]}
@@ -117,7 +116,6 @@ def test_a_new_release_in_a_liked_category_reaches_the_feed() -> None:
     service, _ = service_for(world)
     assert "brand-new" not in ids(service.feed(request("u1")))
     world.publish("brand-new", "science", "AUDIO", age_ms=60_000)
-    service.fresh.add(world.catalogue.live_records())
     assert "brand-new" in ids(service.feed(request("u1")))
 
 

@@ -10,6 +10,7 @@ import pytest
 from operators.content import ItemRecord, Stamp
 from operators.user_features import UserFeatures
 from serving.errors import ModelFormatError
+from serving.item_table import Vocab
 from serving.model import FEATURES, RankerModel, default_model, encode_model, parse_model
 from serving.ranking import ANN, CONTINUE, EXPLORE, FRESH, Pool, UserContext, feature_matrix
 from serving.rules import RuleParams, apply_rules, reason
@@ -28,11 +29,14 @@ def record(media_id: str, category: str = "news", kind: str = "VIDEO", **kw: obj
     return ItemRecord(**fields)  # type: ignore[arg-type]
 
 
-def pool_of(records: list[ItemRecord], sources: list[str] | None = None) -> Pool:
+VOCAB = Vocab()
+
+
+def pool_of(
+    records: list[ItemRecord], sources: list[str] | None = None, sims: list[float] | None = None
+) -> Pool:
     n = len(records)
-    return Pool(
-        [r.media_id for r in records], records, sources or [ANN] * n, np.zeros(n, np.float32)
-    )
+    return Pool.of(records, sources or [ANN] * n, sims or [0.0] * n, VOCAB)
 
 
 def test_feature_matrix_reads_user_and_item_features() -> None:
@@ -46,10 +50,9 @@ def test_feature_matrix_reads_user_and_item_features() -> None:
         record("b", "music", "VIDEO", language="de", published_at=9 * DAY),
         record("c", "sports", "AUDIO"),
     ]
-    pool = pool_of(recs, [ANN, FRESH, CONTINUE])
-    pool.similarity[:] = (0.9, 0.1, 0.0)
+    pool = pool_of(recs, [ANN, FRESH, CONTINUE], [0.9, 0.1, 0.0])
     stats = np.asarray([[0.8, 0.9, 1000.0], [0.5, 0.5, 0.0], [0.1, 0.2, 1e9]], np.float32)
-    m = feature_matrix(ctx, pool, stats, now_ms=10 * DAY, fresh_ms=DAY)
+    m = feature_matrix(ctx, pool, stats, 10 * DAY, DAY, VOCAB)
     assert m.shape == (3, len(FEATURES)) and m.dtype == np.float32
     assert m[:, COL["similarity"]].tolist() == pytest.approx([0.9, 0.1, 0.0])
     assert m[:, COL["category_affinity"]].tolist() == pytest.approx([1.0, 0.6, 0.0])
@@ -64,9 +67,8 @@ def test_feature_matrix_reads_user_and_item_features() -> None:
 
 
 def test_unknown_user_has_neutral_personal_features() -> None:
-    m = feature_matrix(
-        UserContext.of(None), pool_of([record("a")]), np.zeros((1, 3), np.float32), 0, DAY
-    )
+    pool = pool_of([record("a")])
+    m = feature_matrix(UserContext.of(None), pool, np.zeros((1, 3), np.float32), 0, DAY, VOCAB)
     for name in ("similarity", "category_affinity", "creator_affinity", "type_match"):
         assert m[0, COL[name]] == 0.0
 
@@ -110,7 +112,7 @@ def ranked(
     pool = pool_of(records, sources)
     scores = -np.arange(len(records), dtype=np.float64)  # input order is score order
     fresh_arr = np.asarray(fresh if fresh is not None else [0.0] * len(records))
-    placed = apply_rules(ctx or UserContext(), pool, scores, fresh_arr, params)
+    placed = apply_rules(ctx or UserContext(), pool, scores, fresh_arr, params, VOCAB)
     return [pool.ids[p.row] for p in placed]
 
 
