@@ -1,8 +1,9 @@
 """`feedflow demo`: the whole system at once on the embedded default; Ctrl-C stops it all.
 
-It starts the local stack, then every component as a child process of its own (flows,
-serving, the simulator), prints where things are, and on Ctrl-C (or `--duration`) stops
-the children and then the stack, leaving no process behind.
+It starts the local stack, then every component as a child process of its own (the content
+and engagement flows, the serving process, the simulator), waits until a simulated user's
+feed is personalised, prints the feed URL and that feed with its reasons, and on Ctrl-C (or
+`--duration`) stops the children and then the stack, leaving no process behind.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from feedflow.stack import LocalStack, StackInfo
+from feedflow.demo_feed import DEMO_WAIT_S, show_sample_feed
+from feedflow.stack import LocalStack, StackInfo, free_port
 from operators.settings import Settings
 
 
@@ -29,6 +32,7 @@ class Component:
     name: str
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +46,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--rate", type=int, default=500, help="simulated events per second")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--duration", type=float, default=0, help="stop after S seconds (0: Ctrl-C)")
+    p.add_argument("--port", type=int, help="serving port (default 8080, or a free one)")
 
 
 def components(args: argparse.Namespace, settings: Settings) -> list[Component]:
@@ -50,7 +55,15 @@ def components(args: argparse.Namespace, settings: Settings) -> list[Component]:
     # A compressed replay that ends at "now": users build histories quickly, and the newest
     # events are fresh when the simulator finishes (then the demo keeps serving).
     span = int(args.duration) if args.duration else 600
+    port = serving_port(args.port or settings.port, settings.host)
     return [
+        Component("content", [*me, "flow", "content", "--no-recovery"]),
+        Component("engagement", [*me, "flow", "engagement", "--no-recovery"]),
+        Component(
+            "serve",
+            [*me, "serve", "--host", settings.host, "--port", str(port)],
+            url=f"http://{settings.host}:{port}",
+        ),
         Component(
             "simulator",
             [
@@ -62,6 +75,16 @@ def components(args: argparse.Namespace, settings: Settings) -> list[Component]:
     ]  # fmt: skip
 
 
+def serving_port(wanted: int, host: str) -> int:
+    """`wanted` when nothing listens there, else a free port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, wanted))
+        except OSError:
+            return free_port()
+    return wanted
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     state = Path(settings.state_dir)
     stack = LocalStack(state / "demo-stack", settings.partitions, settings.redis_url or None)
@@ -69,11 +92,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     logs = state / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
     parts = components(args, settings)
+    started = time.monotonic()
     try:
         with _interrupts():
-            _start(parts, info, logs)
+            _start(parts, info, logs, state)
             _announce(info, parts, logs)
-            _watch(parts, args.duration)
+            serve = next(c for c in parts if c.name == "serve")
+            show_sample_feed(parts, serve.url, info.redis_url, DEMO_WAIT_S)
+            left = args.duration - (time.monotonic() - started) if args.duration else 0
+            if not args.duration or left > 0:
+                _watch(parts, left)
     finally:
         _stop(parts)
         stopped = stack.down()
@@ -81,11 +109,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _start(parts: list[Component], info: StackInfo, logs: Path) -> None:
+def _start(parts: list[Component], info: StackInfo, logs: Path, state: Path) -> None:
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": info.bootstrap,
         "REDIS_URL": info.redis_url,
+        # The content flow writes index snapshots here and serving loads them from here.
+        "FEEDFLOW_INDEX_DIR": str(state / "demo-index"),
     }
     for comp in parts:
         with (logs / f"{comp.name}.log").open("ab") as out:
@@ -99,7 +129,10 @@ def _announce(info: StackInfo, parts: list[Component], logs: Path) -> None:
     sys.stdout.write(info.env_lines())
     for comp in parts:
         pid = comp.proc.pid if comp.proc else "-"
-        sys.stdout.write(f"started {comp.name} (pid {pid}), log {logs / (comp.name + '.log')}\n")
+        at = f", {comp.url}" if comp.url else ""
+        sys.stdout.write(
+            f"started {comp.name} (pid {pid}{at}), log {logs / (comp.name + '.log')}\n"
+        )
     sys.stdout.write("Ctrl-C stops everything.\n")
     sys.stdout.flush()
 
