@@ -103,8 +103,7 @@ def _get(summary: str, parameters: list[Any], ok: dict[str, Any], **more: Any) -
                     "responses": {"200": ok, **_ERRORS, **more}}}  # fmt: skip
 
 
-def openapi_document() -> dict[str, Any]:
-    """The document."""
+def _paths() -> dict[str, Any]:
     feed_params = [
         {"name": "user_id", "in": "query", "required": True, "schema": _ID},
         _LIMIT,
@@ -122,30 +121,31 @@ def openapi_document() -> dict[str, Any]:
     ]
     probe = {"description": "JSON status", "content": {"application/json": {}}}
     return {
+        "/api/v1/content/feed": _get("A personalised feed", feed_params, _json("Feed", "The feed")),
+        "/api/v1/content/{media_id}/similar": _get(
+            "More like this",
+            [media, _LIMIT],
+            _json("Listing", "Similar items"),
+            **{"404": _json("Error", "Unknown or removed item")},
+        ),
+        "/api/v1/trending": _get("Trending items", trending, _json("Listing", "Trending items")),
+        "/healthz": {"get": {"summary": "Alive", "responses": {"200": probe}}},
+        "/readyz": {
+            "get": {
+                "summary": "Index loaded, boards read, Redis reachable",
+                "responses": {"200": probe, "503": probe},
+            }
+        },
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": probe}}},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document."""
+    return {
         "openapi": "3.1.0",
         "info": {"title": "Feedflow serving", "version": "1"},
-        "paths": {
-            "/api/v1/content/feed": _get(
-                "A personalised feed", feed_params, _json("Feed", "The feed")
-            ),
-            "/api/v1/content/{media_id}/similar": _get(
-                "More like this",
-                [media, _LIMIT],
-                _json("Listing", "Similar items"),
-                **{"404": _json("Error", "Unknown or removed item")},
-            ),
-            "/api/v1/trending": _get(
-                "Trending items", trending, _json("Listing", "Trending items")
-            ),
-            "/healthz": {"get": {"summary": "Alive", "responses": {"200": probe}}},
-            "/readyz": {
-                "get": {
-                    "summary": "Index loaded, boards read, Redis reachable",
-                    "responses": {"200": probe, "503": probe},
-                }
-            },
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": probe}}},
-        },
+        "paths": _paths(),
         "components": {
             "schemas": {
                 "Feed": _FEED,

@@ -370,16 +370,21 @@ def _environment() -> dict[str, Any]:
 def markdown(result: dict[str, Any]) -> str:
     """The BENCHMARKS.md section of one run."""
     env = result["environment"]
+    intro = (
+        "Feed API, 500 candidates, one serving process (`feedflow serve`: Starlette on"
+        " uvicorn), measured by `python -m feedflow.bench.serving_bench` on"
+        f" {time.strftime('%Y-%m-%d')}: {env['cpus']} cores shared with the load generator,"
+        " Redis and whatever else ran (1-minute load average at the end:"
+        f" {env['load_avg_1m_at_end']}). Item vectors: {env['vectors']}; users shaped like the"
+        f" engagement flow's records. Budget: P99 ≤ {BUDGET_P99_MS:g} ms and P50 ≤"
+        f" {BUDGET_P50_MS:g} ms at 1M items."
+    )
+    lines = [SECTION, "", intro, "", *_http_table(result), "", *_stage_table(result)]
+    return "\n".join([*lines, "", *_notes(result), ""])
+
+
+def _http_table(result: dict[str, Any]) -> list[str]:
     lines = [
-        SECTION,
-        "",
-        "Feed API, 500 candidates, one serving process (`feedflow serve`: Starlette on uvicorn),"
-        " measured by `python -m feedflow.bench.serving_bench` on "
-        f"{time.strftime('%Y-%m-%d')}: {env['cpus']} cores shared with the load generator and"
-        f" Redis (1-minute load average at the end: {env['load_avg_1m_at_end']}). Item vectors:"
-        f" {env['vectors']}; users shaped like the engagement flow's records. Budget: P99 ≤"
-        f" {BUDGET_P99_MS:g} ms and P50 ≤ {BUDGET_P50_MS:g} ms at 1M items.",
-        "",
         "Over HTTP (closed loop, keep-alive connections on loopback; client-side latency):",
         "",
         "| items | clients | req/s | P50 ms | P99 ms | max ms | fallbacks | server mean ms"
@@ -401,12 +406,15 @@ def markdown(result: dict[str, Any]) -> str:
                 f" (P50 {best['p50_ms']:.2f} ms, P99 {best['p99_ms']:.2f} ms)"
                 if best else "no level held the budget")  # fmt: skip
         lines.append(f"- {size['items']:,} items: {held}.")
-    lines += [
-        "",
+    return lines
+
+
+def _stage_table(result: dict[str, Any]) -> list[str]:
+    lines = [
         "In process, per stage (sequential requests, the pipeline called directly), next to the"
         " naive reference measured on the same requests in the same run: item metadata and"
         " stats read from Redis per candidate (one pipelined GET per key) instead of the"
-        " in-process mirrors:",
+        " in-process columns:",
         "",
         "| items | variant | " + " | ".join(f"{s} P50 / P99 ms" for s in STAGES) + " |",
         "|---:|---|" + "---:|" * len(STAGES),
@@ -417,8 +425,7 @@ def markdown(result: dict[str, Any]) -> str:
             st = ip[key]["stages"]
             cells = " | ".join(f"{st[s]['p50_ms']:.2f} / {st[s]['p99_ms']:.2f}" for s in STAGES)
             lines.append(f"| {size['items']:,} | {name} | {cells} |")
-    lines += ["", *_notes(result), ""]
-    return "\n".join(lines)
+    return lines
 
 
 def _notes(result: dict[str, Any]) -> list[str]:
