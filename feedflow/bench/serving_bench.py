@@ -237,6 +237,12 @@ def _load(port: int, paths: Path, concurrency: int, duration_s: float) -> dict[s
     }
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, all threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 _METRIC = re.compile(r'feedflow_feed_request_seconds_(sum|count)\{stage="(\w+)"\} ([0-9.e+-]+)')
 
 
@@ -275,11 +281,15 @@ def over_http(
             _load(port, paths, 2, warm_s)
             levels_out = []
             for c in levels:
-                before = _stage_totals(port)
+                before, cpu = _stage_totals(port), _cpu_s(proc.pid)
                 result = _load(port, paths, c, duration_s)
                 result["server_stage_mean_ms"] = _stage_means(before, _stage_totals(port))
+                used = _cpu_s(proc.pid) - cpu
+                result["server_cpu_ms_per_request"] = round(used / result["requests"] * 1000, 3)
+                result["load_avg_1m"] = round(os.getloadavg()[0], 2)
                 log(f"  http: c={c}: {result['req_per_s']} req/s, "
-                    f"P50 {result['p50_ms']} ms, P99 {result['p99_ms']} ms")  # fmt: skip
+                    f"P50 {result['p50_ms']} ms, P99 {result['p99_ms']} ms, "
+                    f"server CPU {result['server_cpu_ms_per_request']} ms/request")  # fmt: skip
                 levels_out.append(result)
         finally:
             proc.terminate()
@@ -387,9 +397,9 @@ def _http_table(result: dict[str, Any]) -> list[str]:
     lines = [
         "Over HTTP (closed loop, keep-alive connections on loopback; client-side latency):",
         "",
-        "| items | clients | req/s | P50 ms | P99 ms | max ms | fallbacks | server mean ms"
-        " (features / retrieval / filters / ranking / rules / total) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| items | clients | req/s | P50 ms | P99 ms | max ms | server CPU ms/req | load avg |"
+        " fallbacks | server mean ms (features / retrieval / filters / ranking / rules / total) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for size in result["sizes"]:
         for lv in size["http"]["levels"]:
@@ -397,6 +407,7 @@ def _http_table(result: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {size['items']:,} | {lv['concurrency']} | {lv['req_per_s']:,.0f} |"
                 f" {lv['p50_ms']:.2f} | {lv['p99_ms']:.2f} | {lv['max_ms']:.1f} |"
+                f" {lv['server_cpu_ms_per_request']:.2f} | {lv['load_avg_1m']:.1f} |"
                 f" {lv['fallbacks']} | {means} |"
             )
     lines += ["", "Held within the P99 budget (highest throughput whose P99 ≤ 15 ms):", ""]
