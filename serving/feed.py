@@ -6,7 +6,10 @@ Each stage is timed into `feedflow_feed_request_seconds{stage}`. The degradation
 - `trending`: Redis is slow or down and this process never saw the user: in-process
   trending, fresh items and exploration;
 - `cached_features`: Redis is slow or down; the user's last features seen by this process;
-- `retrieval_order`: the ranker failed; candidates in retrieval order, rules still apply;
+- `retrieval_order`: the ranker raised or scored non-finite numbers (a bad published model);
+  candidates in retrieval order, rules still apply. The model is one matrix-vector product
+  over features computed in the same pass, so it has no way to hang: a timeout needs no rung
+  of its own;
 - `cold_start`: fewer than 5 engagements, or an unknown user: cohort trending, fresh items
   and exploration.
 
