@@ -108,10 +108,14 @@ class BenchConfig:
 
 
 class _Log:
+    """Progress lines on stderr; also samples the 1-minute load average along the way."""
+
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
+        self.loads = [os.getloadavg()[0]]
 
     def __call__(self, message: str) -> None:
+        self.loads.append(os.getloadavg()[0])
         sys.stderr.write(f"[engagement-bench {time.perf_counter() - self.t0:6.1f}s] {message}\n")
         sys.stderr.flush()
 
@@ -161,7 +165,7 @@ def load_catalogue(stack: StackInfo, work: Path, client: redis.Redis, items: int
         "content", work / "content", _flow_env(stack), "flow", "content", "--no-recovery"
     )
     try:
-        wait_catalogue(client, items, 120, content)
+        wait_catalogue(client, items, 120, [content])
     finally:
         content.stop()
 
@@ -292,7 +296,7 @@ def _start_live(
             str(start_ms), "--pace"]  # fmt: skip
     procs.append(FlowProcess.start("simulate", work / "live-sim", env, *args))
     log(f"freshness: background at {cfg.rate} events/s; loading {initial} catalogue items")
-    wait_catalogue(client, initial, 120, procs[0])
+    wait_catalogue(client, initial, 120, procs, settle_s=0.0)  # items keep arriving
     extra = () if recovery else ("--no-recovery",)
     procs.append(FlowProcess.start("engagement", work / "live-flow", env, "flow", "engagement",
                                    *extra))  # fmt: skip
@@ -423,6 +427,7 @@ def run_engagement_bench(
     log("logic: pure-logic CPU and snapshot sizes")
     result["logic"] = bench_logic(quick)
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    result["load_1min_max"] = round(max(log.loads), 2)  # sampled at each progress line
     result["budgets"] = budget_rows(result)
     log("done")
     return result

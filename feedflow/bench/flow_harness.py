@@ -137,17 +137,22 @@ def clear_features(client: redis.Redis) -> int:
 
 
 def wait_catalogue(
-    client: redis.Redis, at_least: int, timeout_s: float, content: FlowProcess
+    client: redis.Redis,
+    at_least: int,
+    timeout_s: float,
+    procs: Sequence[FlowProcess],
+    settle_s: float = 1.0,
 ) -> int:
-    """Wait until the item store holds `at_least` items and stopped growing for a second."""
+    """Wait until the item store holds `at_least` items and stopped growing for `settle_s`."""
     last, stable_since = -1, time.perf_counter()
     deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
-        content.check_alive()
+        for p in procs:
+            p.check_alive()
         n = count_keys(client, "ff:item:*")
         if n != last:
             last, stable_since = n, time.perf_counter()
-        elif n >= at_least and time.perf_counter() - stable_since >= 1.0:
+        if n >= at_least and time.perf_counter() - stable_since >= settle_s:
             return n
         time.sleep(0.25)
     raise BenchError(f"the catalogue did not load: {last} of {at_least} items in {timeout_s} s")

@@ -26,6 +26,7 @@ def test_quick_mode_reports_every_figure(tmp_path: Path) -> None:
     machine = result["machine"]
     assert machine["cpu"] and machine["cores"] and machine["python"]
     assert result["command"] and len(result["load_before"]) == len(result["load_after"]) == 3
+    assert _finite(result["load_1min_max"])
 
     ingest = result["ingest"]
     assert ingest["reference"]["messages"] == ingest["preload"]["events"]
