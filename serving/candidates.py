@@ -146,22 +146,22 @@ def apply_filters(
     """
     rows = src.table.lookup(cands.ids)
     cols = src.table.columns()  # after the lookup: every row found is inside these arrays
-    if len(cols.live) == 0:
+    if len(cols) == 0:
         rows[:] = -1
         cols = Columns.empty(1)
-    at = np.maximum(rows, 0)
-    keep = (rows >= 0) & cols.live[at]
+    found = cols.take(np.maximum(rows, 0))  # the one gather from the big table
+    keep = (rows >= 0) & found.live
     if content_type is not None:
-        keep &= cols.ctype[at] == TYPE_CODES[content_type]
+        keep &= found.ctype == TYPE_CODES[content_type]
     sources = np.asarray(cands.sources, dtype=np.int8)
     if ctx.excluded.size:
-        hashes = cols.item_hash[at]
+        hashes = found.item_hash
         resumable = (sources == SOURCE_CODE[CONTINUE]) & ~np.isin(hashes, ctx.disliked)
         keep &= resumable | ~np.isin(hashes, ctx.excluded)
     kept = np.flatnonzero(keep)
     all_ids = cands.ids
     ids = [all_ids[i] for i in kept.tolist()]
-    return Pool(ids, sources[kept], _similarity(ctx, ids, cands, src), cols.take(at[kept]))
+    return Pool(ids, sources[kept], _similarity(ctx, ids, cands, src), found.take(kept))
 
 
 def _similarity(ctx: UserContext, ids: list[str], cands: Candidates, src: Sources) -> Matrix:

@@ -350,8 +350,14 @@ def run_serving_bench(
     opts = {"levels": list(levels), "duration_s": duration_s, "requests": requests,
             "warm_s": warm_s}  # fmt: skip
     results = [bench_size(n, users, root, seed, opts, say) for n in sizes]
+    params = IndexParams()
     return {
         "environment": _environment(),
+        "index": {
+            "m": params.m,
+            "ef_construction": params.ef_construction,
+            "ef_search": Settings().feed_ef_search,
+        },
         "budget": {"p50_ms": BUDGET_P50_MS, "p99_ms": BUDGET_P99_MS},
         "candidates": Settings().feed_candidates,
         "sizes": results,
@@ -442,14 +448,16 @@ def _stage_table(result: dict[str, Any]) -> list[str]:
 def _notes(result: dict[str, Any]) -> list[str]:
     sizes = result["sizes"]
     mean_pool = sizes[-1]["in_process"]["pipeline"]["candidates_mean"] if sizes else 0
+    idx = result.get("index", {})
     return [
-        f"Candidates per request averaged {mean_pool:.0f} before filters (ANN k=400 on the user"
-        " vector at ef 800, continue watching, fresh items, cohort trending, exploration)."
-        " Item metadata is mirrored by the index reader and item stats are cached in the"
-        " process (refreshed off the request path every 30 s), so the request's only network"
-        " trip is the user's features. With concurrent clients the latency includes queueing:"
-        " one process answers one request at a time (the work is CPU-bound under the GIL);"
-        " capacity scales with serving processes, each holding its own index replica.",
+        f"Candidates per request averaged {mean_pool:.0f} before filters: ANN k=400 on the"
+        f" user vector (hnswlib M={idx.get('m')}, ef_construction={idx.get('ef_construction')},"
+        f" query ef={idx.get('ef_search')}), continue watching, fresh items, cohort trending,"
+        " exploration. Item metadata and stats are numpy rows in the process (stats refreshed"
+        " off the request path every 30 s), so the request's only network trip is the user's"
+        " features. With concurrent clients the latency includes queueing: one process"
+        " answers one request at a time (the work is CPU-bound under the GIL); capacity"
+        " scales with serving processes, each holding its own index replica.",
     ]
 
 
@@ -470,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Serving benchmark (issue 5).")
     p.add_argument("--quick", action="store_true", help="100k items only, shorter runs")
     p.add_argument("--sizes", help="comma-separated catalogue sizes")
+    p.add_argument("--levels", help="comma-separated client counts (default 1,2,4,8)")
     p.add_argument("--json", help="write the results here")
     p.add_argument("--write-md", action="store_true", help="update BENCHMARKS.md")
     args = p.parse_args(argv)
@@ -478,7 +487,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    duration_s=5.0, requests=500, warm_s=5.0)  # fmt: skip
     else:
         sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (100_000, 1_000_000)
-        result = run_serving_bench(sizes=sizes)
+        levels = tuple(int(x) for x in args.levels.split(",")) if args.levels else (1, 2, 4, 8)
+        result = run_serving_bench(sizes=sizes, levels=levels)
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     if args.write_md:
