@@ -68,6 +68,10 @@ class Catalogue(Protocol):
         """Every live record (a start-up scan; not for the request path)."""
         ...
 
+    def live_ids(self) -> list[str]:
+        """Every live id, as the very string objects ANN answers carry."""
+        ...
+
 
 class ServingIndex(IndexReader):
     """The index reader of a serving replica, plus batch reads under the reader's lock."""
@@ -102,6 +106,16 @@ class ServingIndex(IndexReader):
                 return {}
             rows = index.vectors(live)
         return dict(zip(live, rows, strict=True))
+
+    def live_ids(self) -> list[str]:
+        """Every live id of the served version, the index's own string objects.
+
+        Keying in-process tables by these objects lets a lookup with an ANN answer match by
+        identity, one memory access fewer per candidate at millions of items.
+        """
+        with self._lock:
+            replica = self._replica
+            return list(replica.index.ids()) if replica else []
 
     def live_records(self) -> Iterator[ItemRecord]:
         """Every live record of the served version (a copy taken under the lock)."""
@@ -169,3 +183,6 @@ class MemoryCatalogue:
 
     def live_records(self) -> Iterator[ItemRecord]:
         return (r for r in list(self._records.values()) if not r.removed)
+
+    def live_ids(self) -> list[str]:
+        return list(self._index.ids())

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Final
 
@@ -197,17 +197,24 @@ class ItemTable:
         """Row of each id, -1 where unknown."""
         return np.fromiter(map(self._rows.get, ids, repeat(-1)), np.int64, len(ids))
 
-    def upsert(self, records: Iterable[ItemRecord]) -> None:
-        """Insert or overwrite rows (a removed record marks its row not live)."""
+    def upsert(
+        self, records: Iterable[ItemRecord], canonical: Mapping[str, str] | None = None
+    ) -> None:
+        """Insert or overwrite rows (a removed record marks its row not live).
+
+        New rows are keyed by `canonical[media_id]` where given: the index's own id objects,
+        which ANN answers carry, so their lookups match by identity.
+        """
         batch = list(records)
         if not batch:
             return
+        canon = canonical.get if canonical is not None else None
         with self._lock:
             rows = self._rows
             new = [m for m in dict.fromkeys(r.media_id for r in batch) if m not in rows]
             self._grow(len(rows) + len(new))
             for media_id in new:
-                rows[media_id] = len(rows)
+                rows[canon(media_id, media_id) if canon else media_id] = len(rows)
             at = np.asarray([rows[r.media_id] for r in batch], np.int64)
             values = Columns.of(batch, self.vocab).data
             data = self._cols.data

@@ -111,7 +111,7 @@ class Refresher:
         categories: set[str] = set()
         records = list(self._catalogue.live_records())
         categories.update(r.category for r in records)
-        self._table.upsert(records)
+        self._table.upsert(records, {m: m for m in self._catalogue.live_ids()})
         self._fresh.add(records)
         self._trending.want(categories)
         # Every item's stats once, so requests start warm (before /readyz, at start-up).
