@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -311,7 +312,7 @@ def bench_size(
 ) -> dict[str, Any]:
     """Everything measured at one catalogue size."""
     log(f"serving world: {items:,} items")
-    info, build = ensure_snapshot(cache, items, seed, IndexParams(threads=2))
+    info, build = ensure_snapshot(cache, items, seed, opts["params"])
     with (
         tempfile.TemporaryDirectory(prefix="serving-redis-") as tmp,
         PrivateRedis(Path(tmp)) as private,
@@ -319,7 +320,7 @@ def bench_size(
         client = redis.Redis.from_url(private.url)
         register(client, IndexKeys(), info)
         started = time.perf_counter()
-        ids = populate(client, items, users, seed, cache)
+        ids = populate(client, items, users, seed, cache, info.version)
         fresh = publish_fresh(
             client, IndexKeys(), info.version, items, max(items // 200, 200), seed
         )
@@ -343,14 +344,19 @@ def run_serving_bench(
     cache: Path | None = None,
     seed: int = 7,
     log: Log | None = None,
+    graph: IndexParams | None = None,
 ) -> dict[str, Any]:
-    """Measure every size; returns plain data (see the module doc)."""
+    """Measure every size; returns plain data (see the module doc).
+
+    `graph` sets the hnswlib build (default: the settings' `index_m` and
+    `index_ef_construction`); the query ef is serving's `feed_ef_search`.
+    """
     say = log or _stderr
     root = cache or ROOT / ".feedflow" / "bench" / "serving-world"
+    params = graph or replace(IndexParams.from_settings(Settings()), threads=2)
     opts = {"levels": list(levels), "duration_s": duration_s, "requests": requests,
-            "warm_s": warm_s}  # fmt: skip
+            "warm_s": warm_s, "params": params}  # fmt: skip
     results = [bench_size(n, users, root, seed, opts, say) for n in sizes]
-    params = IndexParams()
     return {
         "environment": _environment(),
         "index": {
@@ -479,6 +485,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="100k items only, shorter runs")
     p.add_argument("--sizes", help="comma-separated catalogue sizes")
     p.add_argument("--levels", help="comma-separated client counts (default 1,2,4,8)")
+    p.add_argument("--m", type=int, help="hnswlib M of the world's index (default: settings)")
+    p.add_argument(
+        "--ef-construction", type=int, help="hnswlib ef_construction (default: settings)"
+    )
     p.add_argument("--json", help="write the results here")
     p.add_argument("--write-md", action="store_true", help="update BENCHMARKS.md")
     args = p.parse_args(argv)
@@ -488,7 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         sizes = tuple(int(x) for x in args.sizes.split(",")) if args.sizes else (100_000, 1_000_000)
         levels = tuple(int(x) for x in args.levels.split(",")) if args.levels else (1, 2, 4, 8)
-        result = run_serving_bench(sizes=sizes, levels=levels)
+        base = replace(IndexParams.from_settings(Settings()), threads=2)
+        graph = replace(base, m=args.m or base.m,
+                        ef_construction=args.ef_construction or base.ef_construction)  # fmt: skip
+        result = run_serving_bench(sizes=sizes, levels=levels, graph=graph)
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     if args.write_md:

@@ -61,8 +61,14 @@ def media_id(i: int) -> str:
     return f"m{i:07d}"
 
 
-def _version(items: int, seed: int) -> str:
-    return f"bench-n{items}-s{seed}.1"
+def world_version(items: int, seed: int, params: IndexParams) -> str:
+    """The index version (and snapshot directory) of one world and graph.
+
+    Example:
+        >>> world_version(1000, 7, IndexParams(m=16, ef_construction=200))
+        'bench-n1000-s7-m16-c200.1'
+    """
+    return f"bench-n{items}-s{seed}-m{params.m}-c{params.ef_construction}.1"
 
 
 def _records(n: int, topics: npt.NDArray[Any], seed: int, now_ms: int) -> list[ItemRecord]:
@@ -92,7 +98,7 @@ def ensure_snapshot(
 ) -> tuple[VersionInfo, dict[str, Any]]:
     """The cached snapshot of a world of `items` items, built first when missing."""
     store = DirSnapshotStore(root)
-    version = _version(items, seed)
+    version = world_version(items, seed, params)
     info = VersionInfo(version=version, encoder="hashing-v1", dim=DIM, state="ready")
     found = store.latest(version)
     if found is not None and found[0].items == items:
@@ -167,9 +173,11 @@ def write_item_records(client: redis.Redis, root: Path, version: str) -> int:
     return len(records)
 
 
-def populate(client: redis.Redis, items: int, users: int, seed: int, root: Path) -> list[str]:
+def populate(
+    client: redis.Redis, items: int, users: int, seed: int, root: Path, version: str
+) -> list[str]:
     """Item records, users, item stats and trending boards; returns the user ids."""
-    write_item_records(client, root, _version(items, seed))
+    write_item_records(client, root, version)
     vectors, topics = catalogue(items, DIM, seed)
     ids = write_users(client, vectors, topics, users, seed)
     write_item_stats(client, topics, seed)
