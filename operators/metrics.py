@@ -49,7 +49,7 @@ STORE_RETRIES = Counter(
 )
 FEED_REQUEST = Histogram(
     "feedflow_feed_request_seconds",
-    "Feed request latency by stage (features, retrieval, ranking, rules, total).",
+    "Feed request latency by stage (features, retrieval, filters, ranking, rules, total).",
     ["stage"],
     buckets=_FAST,
 )
