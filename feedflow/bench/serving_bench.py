@@ -356,9 +356,11 @@ def run_serving_bench(
     params = graph or replace(IndexParams.from_settings(Settings()), threads=2)
     opts = {"levels": list(levels), "duration_s": duration_s, "requests": requests,
             "warm_s": warm_s, "params": params}  # fmt: skip
+    before = calibrate()
     results = [bench_size(n, users, root, seed, opts, say) for n in sizes]
+    speed = {"before_ms": before, "after_ms": calibrate()}
     return {
-        "environment": _environment(),
+        "environment": {**_environment(), "calibration": speed},
         "index": {
             "m": params.m,
             "ef_construction": params.ef_construction,
@@ -368,6 +370,22 @@ def run_serving_bench(
         "candidates": Settings().feed_candidates,
         "sizes": results,
     }
+
+
+def calibrate(rounds: int = 7) -> float:
+    """Median ms of a fixed CPU- and memory-bound Python workload (dict lookups at random
+    over 1M string keys, as a request does): compares the machine's speed between runs."""
+    keys = [f"m{i:07d}" for i in range(1_000_000)]
+    table = {k: i for i, k in enumerate(keys)}
+    rng = random.Random(3)
+    probes = [[keys[rng.randrange(len(keys))] for _ in range(2_000)] for _ in range(rounds)]
+    times = []
+    for probe in probes:
+        started = time.thread_time()
+        for key in probe:
+            table.get(key)
+        times.append(time.thread_time() - started)
+    return round(float(np.median(times)) * 1000, 3)
 
 
 def _stderr(line: str) -> None:
@@ -397,12 +415,23 @@ def markdown(result: dict[str, Any]) -> str:
         " uvicorn), measured by `python -m feedflow.bench.serving_bench` on"
         f" {time.strftime('%Y-%m-%d')}: {env['cpus']} cores shared with the load generator,"
         " Redis and whatever else ran (1-minute load average at the end:"
-        f" {env['load_avg_1m_at_end']}). Item vectors: {env['vectors']}; users shaped like the"
+        f" {env['load_avg_1m_at_end']}; calibration{_speed(env)}). Item vectors:"
+        f" {env['vectors']}; users shaped like the"
         f" engagement flow's records. Budget: P99 ≤ {BUDGET_P99_MS:g} ms and P50 ≤"
         f" {BUDGET_P50_MS:g} ms at 1M items."
     )
     lines = [SECTION, "", intro, "", *_verdict(result), "", *_http_table(result), ""]
     return "\n".join([*lines, *_stage_table(result), "", *_notes(result), ""])
+
+
+def _speed(env: dict[str, Any]) -> str:
+    cal = env.get("calibration")
+    if not cal:
+        return ": not measured"
+    return (
+        f" (2,000 random lookups in a 1M-key dict, a slower machine takes longer):"
+        f" {cal['before_ms']:.2f} ms before the run, {cal['after_ms']:.2f} ms after"
+    )
 
 
 def _verdict(result: dict[str, Any]) -> list[str]:
