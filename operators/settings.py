@@ -99,7 +99,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     redis_retry_ms: int = 1000
     serving_refresh_ms: int = 1000
     features_cache_users: int = 100_000
-    item_stats_ttl_s: float = 30.0
+    item_stats_ttl_s: float = 600.0
 
     def masked(self) -> dict[str, Any]:
         """Settings as a dict with credentials in URLs replaced by `***`."""

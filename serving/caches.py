@@ -41,7 +41,9 @@ class ItemStatsCache:
 
     A request reads them with the rest of its candidates' columns; rows never read, or read
     more than `ttl_s` ago, answer what they hold (the prior at first) and are queued for the
-    refresher, which reads them from Redis off the request path.
+    refresher, which reads them from Redis off the request path at a bounded rate. Ratios
+    move slowly, so the TTL is long; trending scores move fast, and the items that trend are
+    on the boards, which carry their scores every round.
     """
 
     def __init__(
@@ -62,10 +64,26 @@ class ItemStatsCache:
         out: Matrix = np.column_stack((cols.completion, cols.like_ratio, cols.trending))
         return out
 
-    def take_pending(self) -> list[str]:
-        """The ids waiting for a refresh (emptied)."""
-        pending, self._pending = self._pending, set()
-        return sorted(pending)
+    def take_pending(self, limit: int | None = None) -> list[str]:
+        """Up to `limit` of the ids waiting for a refresh (all by default), removed."""
+        pending = self._pending
+        if limit is None or len(pending) <= limit:
+            self._pending = set()
+            return sorted(pending)
+        return sorted(pending.pop() for _ in range(limit))
+
+    def store_trending(self, boards: Iterable[Board]) -> None:
+        """Trending scores from the boards (fresher than any per-item read, every round)."""
+        best: dict[str, float] = {}
+        for board in boards:
+            best.update(board)
+        if not best:
+            return
+        ids = list(best)
+        rows = self._table.lookup(ids)
+        known = rows >= 0
+        scores = np.fromiter(best.values(), np.float32, len(ids))
+        self._table.write_trending(rows[known], scores[known])
 
     def store(self, ids: Sequence[str], records: Sequence[ItemStatsRecord | None]) -> None:
         """Fresh values from the store; None means the item has no stats yet (the prior)."""

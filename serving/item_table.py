@@ -229,6 +229,10 @@ class ItemTable:
         data["trending"][rows] = values[:, 2]
         data["stats_until"][rows] = until
 
+    def write_trending(self, rows: Ints, scores: npt.NDArray[np.float32]) -> None:
+        """Set the trending score of `rows` (from the trending boards)."""
+        self._cols.data["trending"][rows] = scores
+
     def _grow(self, need: int) -> None:
         cols = self._cols
         size = len(cols)

@@ -33,6 +33,8 @@ STAMP: Final = 8
 CHUNK: Final = 256  # small MGETs: decoding holds the GIL that requests need
 MAX_FRESH_VECTORS: Final = 50_000
 PRELOAD_CHUNK: Final = 2_000
+# Bounds the refresher's share of the process: ~20k item stats a second at the default tick.
+REFRESH_PER_TICK: Final = 1_000
 _FAILURES = (redis.RedisError, OSError)
 
 
@@ -92,8 +94,8 @@ class Refresher:
             self._after_round()
 
     def refresh_stats(self) -> int:
-        """Fetch the item stats requests asked for; returns how many were read."""
-        return self._fetch_stats(self._stats.take_pending())
+        """Fetch item stats requests found stale (at most REFRESH_PER_TICK); how many read."""
+        return self._fetch_stats(self._stats.take_pending(REFRESH_PER_TICK))
 
     def _fetch_stats(self, ids: list[str], chunk: int = CHUNK) -> int:
         for start in range(0, len(ids), chunk):
@@ -142,6 +144,7 @@ class Refresher:
             else:
                 boards[name] = ()
         self._trending.update(boards)
+        self._stats.store_trending(boards.values())
 
     def _refresh_model(self) -> None:
         active = self._client.get(ACTIVE_KEY)

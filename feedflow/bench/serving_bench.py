@@ -509,11 +509,12 @@ def _notes(result: dict[str, Any]) -> list[str]:
         f"Candidates per request averaged {mean_pool:.0f} before filters: ANN k=400 on the"
         f" user vector (hnswlib M={idx.get('m')}, ef_construction={idx.get('ef_construction')},"
         f" query ef={idx.get('ef_search')}), continue watching, fresh items, cohort trending,"
-        " exploration. Item metadata and stats are numpy rows in the process (stats refreshed"
-        " off the request path every 30 s), so the request's only network trip is the user's"
-        " features. With concurrent clients the latency includes queueing: one process"
-        " answers one request at a time (the work is CPU-bound under the GIL); capacity"
-        " scales with serving processes, each holding its own index replica.",
+        " exploration. Item metadata and stats are numpy rows in the process (trending scores"
+        " from the boards every second, ratios re-read off the request path when older than"
+        " 10 min), so the request's only network trip is the user's features. With"
+        " concurrent clients the latency includes queueing: one process answers one request"
+        " at a time (the work is CPU-bound under the GIL); capacity scales with serving"
+        " processes, each holding its own index replica.",
     ]
 
 

@@ -59,6 +59,18 @@ def test_item_stats_are_queued_when_missing_or_stale() -> None:
     assert stats.take_pending() == ["a", "b"]
 
 
+def test_trending_scores_come_from_the_boards_and_refreshes_are_bounded() -> None:
+    table = ItemTable()
+    table.upsert([rec(f"m{i}") for i in range(5)])
+    stats = ItemStatsCache(table, ttl_s=10.0, clock=lambda: 0.0)
+    stats.store_trending([(("m1", 4.0), ("zz", 9.0)), (("m3", 2.0),)])
+    assert table.columns().trending[:5].tolist() == [0.0, 4.0, 0.0, 2.0, 0.0]
+    ids = [f"m{i}" for i in range(5)]
+    stats.lookup(ids, table.columns().take(table.lookup(ids)))
+    first = stats.take_pending(limit=2)
+    assert len(first) == 2 and sorted(first + stats.take_pending()) == ids
+
+
 def test_side_vectors_fetch_only_what_is_new_and_drop_the_rest() -> None:
     side, asked = SideVectors(), []
 
