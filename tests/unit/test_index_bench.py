@@ -21,5 +21,8 @@ def test_small_bench_reports_every_figure_and_recalls():
     assert small["recall_at_500"] >= 0.95
     for key in ("build_s", "snapshot_bytes_per_item", "snapshot_load_s", "hnsw_k500"):
         assert key in small
-    report = run_index_bench([3000], quick=True, queries=10, dim=16, ef=500)
-    assert report["retrieval"][0]["items"] == 3000 and "freshness_kafka" not in report
+    assert small["recall_at_500_min"] <= small["recall_at_500_p5"] <= small["recall_at_500"]
+    report = run_index_bench([3000], quick=True, queries=10, dim=16, ms=[8, 12], efs=[500, 600])
+    rows = report["retrieval"]
+    assert [(r["m"], r["ef_search"]) for r in rows] == [(8, 500), (8, 600), (12, 500), (12, 600)]
+    assert rows[0]["items"] == 3000 and "freshness_kafka" not in report
