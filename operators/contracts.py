@@ -103,13 +103,22 @@ class MediaPublished(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     embedding_model: Id | None = None
 
 
-class ImpressionItem(msgspec.Struct, frozen=True, kw_only=True):
-    """One served slot of a feed."""
+MAX_RANK_FEATURES: Final = 64
+
+
+class ImpressionItem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One served slot of a feed.
+
+    `features` is the ranking feature row serving scored the item with, in the column order
+    of `serving.model.FEATURES` (optional, an extension of the design's fields): the learning
+    flow trains on exactly what serving computed, so training and serving cannot drift.
+    """
 
     media_id: Id
     position: Annotated[int, msgspec.Meta(ge=0)]
     score: float
     source: Id
+    features: Annotated[list[float], msgspec.Meta(max_length=MAX_RANK_FEATURES)] = []
 
 
 class Impression(msgspec.Struct, frozen=True, kw_only=True):
