@@ -25,6 +25,7 @@ COMMANDS = {
     "demo": "feedflow.demo",
     "inspect": "feedflow.inspect_command",
     "serve": "feedflow.serve_command",
+    "bench": "feedflow.bench_command",
 }
 
 # Flags that map one-to-one onto Settings fields.

@@ -40,6 +40,7 @@ import numpy.typing as npt
 import orjson
 import redis
 
+from feedflow.bench.markdown import write_section
 from feedflow.bench.serving_world import (
     PrivateRedis,
     ensure_snapshot,
@@ -516,19 +517,6 @@ def _notes(result: dict[str, Any]) -> list[str]:
         " at a time (the work is CPU-bound under the GIL); capacity scales with serving"
         " processes, each holding its own index replica.",
     ]
-
-
-def write_section(path: Path, section: str) -> None:
-    """Replace (or append) this benchmark's section, leaving every other section alone."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    start = text.find(SECTION + "\n")
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
-    else:
-        nxt = text.find("\n## ", start + len(SECTION))
-        end = len(text) if nxt < 0 else nxt + 1
-        text = text[:start] + section.rstrip("\n") + "\n" + ("\n" if nxt >= 0 else "") + text[end:]
-    path.write_text(text, encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from feedflow.bench.serving_bench import SECTION, STAGES, markdown, write_section
+from feedflow.bench.markdown import write_section
+from feedflow.bench.serving_bench import SECTION, STAGES, markdown
 
 
 def level(c: int) -> dict[str, Any]:

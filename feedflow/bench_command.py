@@ -1,0 +1,71 @@
+"""`feedflow bench`: the benchmarks behind BENCHMARKS.md (see :mod:`feedflow.bench.suite`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import orjson
+
+from operators.settings import Settings
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from feedflow.bench.suite import PARTS
+
+    p = sub.add_parser(
+        "bench",
+        help="measure every budget next to a same-run reference; write BENCHMARKS.md",
+        description="Run the benchmarks on private local stacks (loopback only). The full run "
+        "takes over an hour on 2 cores (index builds at 1M and 3M items) and rewrites the "
+        "summary and serving sections of BENCHMARKS.md; --quick takes a few minutes and "
+        "writes nothing unless --write-md. Progress goes to stderr, the table to stdout.",
+    )
+    p.add_argument("--quick", action="store_true", help="small sizes and short runs")
+    p.add_argument("--json", metavar="FILE", help="also write every measurement here")
+    p.add_argument(
+        "--only", metavar="PARTS", help=f"comma-separated parts to run (of {', '.join(PARTS)})"
+    )
+    p.add_argument("--index-sizes", metavar="N,N", help="retrieval catalogue sizes (1M,3M)")
+    p.add_argument("--serving-sizes", metavar="N,N", help="feed catalogue sizes (100k,1M)")
+    p.add_argument("--keep", type=Path, help="keep and reuse index snapshots in this folder")
+    md = p.add_mutually_exclusive_group()
+    md.add_argument("--write-md", action="store_true", help="update BENCHMARKS.md (quick too)")
+    md.add_argument("--no-write-md", action="store_true", help="leave BENCHMARKS.md alone")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from feedflow.bench.suite import (
+        PARTS,
+        ROOT,
+        SuiteConfig,
+        markdown,
+        parse_sizes,
+        run_suite,
+        write_benchmarks,
+    )
+
+    del settings  # every part starts its own private stack
+    parts = tuple(p.strip() for p in args.only.split(",")) if args.only else None
+    unknown = set(parts or ()) - set(PARTS)
+    if unknown:
+        sys.stderr.write(f"feedflow bench: unknown part(s) {sorted(unknown)}; parts: {PARTS}\n")
+        return 2
+    cfg = SuiteConfig.for_mode(
+        args.quick,
+        parts=parts,
+        index_sizes=parse_sizes(args.index_sizes) if args.index_sizes else None,
+        serving_sizes=parse_sizes(args.serving_sizes) if args.serving_sizes else None,
+        keep=args.keep,
+    )
+    shown = " ".join(sys.argv[1:]) if sys.argv[0].endswith("feedflow") else "bench"
+    result = run_suite(cfg, f"feedflow {shown}".strip())
+    if args.json:
+        Path(args.json).write_bytes(
+            orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+        )
+    if args.write_md or (not args.quick and not args.no_write_md):
+        write_benchmarks(result, ROOT / "BENCHMARKS.md")
+    sys.stdout.write(markdown(result))
+    return 1 if result["errors"] else 0
