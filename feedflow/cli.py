@@ -25,6 +25,7 @@ COMMANDS = {
     "demo": "feedflow.demo",
     "inspect": "feedflow.inspect_command",
     "serve": "feedflow.serve_command",
+    "eval": "feedflow.evaluation.command",
     "bench": "feedflow.bench_command",
 }
 

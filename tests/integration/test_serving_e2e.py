@@ -22,6 +22,7 @@ import orjson
 import pytest
 import redis
 
+from feedflow.asgi_client import AsgiClient
 from feedflow.bench.serving_world import PrivateRedis
 from feedflow.simulator.engine import SimConfig, Simulation
 from feedflow.simulator.writers import KafkaSink
@@ -33,7 +34,6 @@ from operators.user_features import UserFeatures, decode_user_features
 from serving.app import create_app
 from serving.runtime import Runtime, build_runtime
 from state.feature_store import USER, RedisFeatureStore
-from tests.unit.serving_fixtures import AsgiClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]

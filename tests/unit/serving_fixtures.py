@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import zlib
 from dataclasses import dataclass, field
-from typing import Any
 
-import httpx
 import numpy as np
 
 from operators.content import ItemRecord, Stamp
@@ -128,29 +125,3 @@ def request(
     user_id: str, limit: int = 20, kind: str | None = None, diversity: float = 0.2
 ) -> FeedRequest:
     return FeedRequest(user_id=user_id, limit=limit, content_type=kind, diversity=diversity)
-
-
-class AsgiClient:
-    """A synchronous client for an ASGI app, running its lifespan (start-up and shutdown)."""
-
-    def __init__(self, app: Any) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._lifespan = app.router.lifespan_context(app)
-        self._http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://serving.test"
-        )
-        self._loop.run_until_complete(self._lifespan.__aenter__())
-
-    def get(self, url: str, params: Any = None) -> httpx.Response:
-        return self._loop.run_until_complete(self._http.get(url, params=params))
-
-    def close(self) -> None:
-        self._loop.run_until_complete(self._http.aclose())
-        self._loop.run_until_complete(self._lifespan.__aexit__(None, None, None))
-        self._loop.close()
-
-    def __enter__(self) -> AsgiClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

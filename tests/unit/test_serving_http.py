@@ -7,11 +7,12 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from feedflow.asgi_client import AsgiClient
 from serving.app import create_app
 from serving.errors import BadParameterError, NotReadyError, ServingError, http_status
 from serving.params import Limits
 from serving.runtime import Runtime
-from tests.unit.serving_fixtures import AsgiClient, build_world, service_for
+from tests.unit.serving_fixtures import build_world, service_for
 
 
 @pytest.fixture
