@@ -47,6 +47,30 @@ INDEX_VERSION = Gauge(
 STORE_RETRIES = Counter(
     "feedflow_store_retries_total", "Retried store operations, by store.", ["store"]
 )
+LABELS = Counter(
+    "feedflow_labels_total",
+    "Impression items labelled by the learning flow, by label (positive, negative) and reason.",
+    ["label", "reason"],
+)
+RANKER_EXAMPLES = Counter(
+    "feedflow_ranker_examples_total",
+    "Labelled items offered to the online ranker, by outcome (learned, unusable: no or "
+    "malformed feature row).",
+    ["outcome"],
+)
+RANKER_LOG_LOSS = Gauge(
+    "feedflow_ranker_log_loss",
+    "Online ranker, progressive validation (predict before learn): log loss over the last "
+    "10,000 examples.",
+)
+RANKER_AUC = Gauge(
+    "feedflow_ranker_roc_auc",
+    "Online ranker, progressive validation (predict before learn): ROC AUC over the last "
+    "10,000 examples.",
+)
+RANKER_VERSIONS = Counter(
+    "feedflow_ranker_versions_published_total", "Ranker versions published to Redis."
+)
 FEED_REQUEST = Histogram(
     "feedflow_feed_request_seconds",
     "Feed request latency by stage (features, retrieval, filters, ranking, rules, total).",

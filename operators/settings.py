@@ -66,6 +66,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     signal_disliked: float = -0.5
     signal_skipped: float = -0.5
     signal_watch: float = 0.5
+    # Learning flow: labels in event time (operators/labels.py), the online ranker
+    label_window_s: int = 1800  # engagement this long after an impression counts for it
+    label_lateness_s: int = 600  # how far an input may trail the user's newest one
+    label_long_watch_s: float = 60.0  # furthest position that makes a play a positive
+    label_idle_s: int = 3600  # processing time without input before a user's feeds close
+    ranker_learning_rate: float = 0.05
+    ranker_publish_every_s: int = 300  # event time between published versions
+    ranker_min_examples: int = 500  # no version before this many examples
     # Content and index
     encoder: str = "hashing-v1"
     embedding_dim: int = 64
