@@ -53,6 +53,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     item_ttl_days: int = 35
     trending_half_life_h: float = 24.0
     trending_top_k: int = 100
+    # Weekly per-user weights: shrinkage towards the week's prior (in units of positive
+    # engagement mass, about one completed view each) and how long a version's data is kept
+    weights_prior_strength: float = 10.0
+    weights_ttl_days: int = 35
     # Signal table (DESIGN.md): weight of each engagement signal in user vectors and affinities
     signal_completed: float = 1.0
     signal_replay: float = 0.8
