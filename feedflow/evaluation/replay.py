@@ -88,6 +88,7 @@ def eval_settings(base: Settings, redis_url: str, index_dir: Path) -> Settings:
     """The process's settings on the private Redis and index, with the eval's overrides."""
     return msgspec.structs.replace(
         base,
+        kafka_bootstrap_servers="",  # the replay never talks to a broker
         redis_url=redis_url,
         index_dir=str(index_dir),
         feed_limit_max=max(base.feed_limit_max, MAX_PAGE),

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import doctest
 import math
 import random
+from types import ModuleType
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feedflow.evaluation import baselines
+from feedflow.evaluation import baselines, movielens, protocol
 from feedflow.evaluation.protocol import (
     Interaction,
     Judge,
@@ -164,3 +166,9 @@ def test_ease_matches_its_closed_form_on_a_tiny_matrix() -> None:
     b = np.eye(3) - p / np.diag(p)[None, :]
     got = baselines.ease(m, lam)(m.x)
     assert np.allclose(got, x @ b, atol=1e-5)
+
+
+@pytest.mark.parametrize("module", [protocol, baselines, movielens])
+def test_the_docstring_examples_hold(module: ModuleType) -> None:
+    # The feedflow package is outside pytest's doctest paths; these are pure, so run them here.
+    assert doctest.testmod(module).failed == 0
