@@ -1,9 +1,10 @@
 """Candidate retrieval and filters: ~500 items blended from several sources, then cleaned.
 
 Sources, in the order a duplicate is attributed: continue watching, ANN on the user's
-behavioural vector, fresh items (< 24 h) in the user's categories and type, trending in the
-user's cohort (their categories and content type), the global board, and exploration
-(boards and new items of categories the user has not shown interest in). Filters drop what
+behavioural vector, the cold-start model's list for a cold user's cohort, fresh items
+(< 24 h) in the user's categories and type, trending in the user's cohort (their categories
+and content type), the global board, and exploration (boards and new items of categories the
+user has not shown interest in). Filters drop what
 must never be shown (removed or unknown items, consumed and disliked items, the wrong
 content type when the request asked for one) and compute each survivor's similarity to the
 user vector. Everything here reads in-process state only.
@@ -12,7 +13,7 @@ user vector. Everything here reads in-process state only.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Final
@@ -24,6 +25,7 @@ from serving.catalogue import Catalogue
 from serving.item_table import TYPE_CODES, Columns, ItemTable
 from serving.ranking import (
     ANN,
+    COHORT,
     CONTINUE,
     EXPLORE,
     FRESH,
@@ -95,12 +97,14 @@ def retrieve(
     budget: int,
     content_type: str | None,
     rng: random.Random,
+    cohort: Sequence[str] = (),
 ) -> Candidates:
     """Blend the sources into at most ~`budget` candidates (see module doc)."""
     out = Candidates()
     out.add(ctx.continue_ids, CONTINUE)
     if ctx.vector is not None:
         out.add_hits(src.catalogue.query(ctx.vector, int(budget * ANN_SHARE)))
+    out.add(cohort, COHORT)
     kind = content_type or ctx.content_type
     scale = 1 if ctx.vector is not None else 3  # without a vector, lean on the boards
     for category in ctx.categories:

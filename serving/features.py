@@ -1,5 +1,8 @@
 """User features for a request: one pipelined Redis round trip, bounded by a short timeout.
 
+The same round trip reads the user's weekly weights of the active version
+(:mod:`serving.weekly`), a second key in the user's hash slot.
+
 When Redis is slow or down, the request does not wait: it answers from the last features
 this process saw for the user, kept in a bounded LRU cache. `trip_after` failures in a row
 open a breaker for `retry_s` (no request tries Redis meanwhile; one probe when it expires),
@@ -22,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 import msgspec
 import redis
@@ -30,7 +33,10 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from operators.user_features import UserFeatures, decode_user_features
+from operators.weekly_weights import UserWeights, decode_weights
+from serving.weekly import WeeklyState
 from state.feature_store import USER, StoreUnavailableError, feature_key
+from state.weights_registry import user_key
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +47,18 @@ STAMP_BYTES: Final = 8
 _FAILURES = (redis.RedisError, OSError, StoreUnavailableError)
 
 
-class UserSource(Protocol):
-    """Where a request reads one user's packed features."""
+class UserRaw(NamedTuple):
+    """A user's packed features (stamp removed) and weekly weights, None where absent."""
 
-    def fetch(self, user_id: str) -> bytes | None:
-        """The packed features (stamp removed), None when absent; raises when unreachable."""
+    features: bytes | None
+    weights: bytes | None = None
+
+
+class UserSource(Protocol):
+    """Where a request reads one user's packed features and weekly weights."""
+
+    def fetch_user(self, user_id: str) -> UserRaw:
+        """Both values of one user; raises when unreachable."""
         ...
 
 
@@ -62,36 +75,52 @@ def request_client(url: str, timeout_ms: int, max_connections: int = 32) -> redi
 
 
 class RedisUserSource:
-    """The user's feature key in one pipelined round trip (room for per-user weights)."""
+    """The user's feature key and weekly weights in one pipelined round trip."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
+    def __init__(self, client: redis.Redis, weekly: WeeklyState | None = None) -> None:
+        self._client, self._weekly = client, weekly
 
-    def fetch(self, user_id: str) -> bytes | None:
+    def fetch_user(self, user_id: str) -> UserRaw:
         pipe = self._client.pipeline(transaction=False)
         pipe.get(feature_key(USER, user_id))
-        (raw,) = pipe.execute()
-        return raw[STAMP_BYTES:] if isinstance(raw, bytes) else None
+        version = self._weekly.version if self._weekly is not None else None
+        if version is not None:
+            pipe.get(user_key(user_id, version))
+        replies = pipe.execute()
+        raw = replies[0]
+        weights = replies[1] if len(replies) > 1 and isinstance(replies[1], bytes) else None
+        return UserRaw(raw[STAMP_BYTES:] if isinstance(raw, bytes) else None, weights)
+
+    def fetch(self, user_id: str) -> bytes | None:
+        """The packed features alone."""
+        return self.fetch_user(user_id).features
 
 
 class MemoryUserSource:
-    """A mapping of user id → packed features, for unit tests; `down` makes it fail."""
+    """Mappings of user id → packed features (and weights), for tests; `down` makes it fail."""
 
-    def __init__(self, values: Mapping[str, bytes]) -> None:
+    def __init__(
+        self, values: Mapping[str, bytes], weights: Mapping[str, bytes] | None = None
+    ) -> None:
         self.values, self.down = values, False
+        self.weights: Mapping[str, bytes] = weights if weights is not None else {}
 
     def fetch(self, user_id: str) -> bytes | None:
         if self.down:
             raise redis.ConnectionError("memory source is down")
         return self.values.get(user_id)
 
+    def fetch_user(self, user_id: str) -> UserRaw:
+        return UserRaw(self.fetch(user_id), self.weights.get(user_id))
+
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
-    """A user's features and the rung that produced them (OK, CACHED or MISSING)."""
+    """A user's features, the rung that produced them (OK, CACHED or MISSING), and weights."""
 
     features: UserFeatures | None
     status: str
+    weights: UserWeights | None = None
 
 
 class FeatureFetcher:
@@ -108,7 +137,9 @@ class FeatureFetcher:
         self._source, self._cache_users, self._retry_s = source, cache_users, retry_s
         self._clock, self._trip_after = clock, trip_after
         self._failures = 0
-        self._cache: OrderedDict[str, UserFeatures | None] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[UserFeatures | None, UserWeights | None]] = (
+            OrderedDict()
+        )
         self._open_until = 0.0
         self.last_error = ""
 
@@ -122,7 +153,7 @@ class FeatureFetcher:
         if self._clock() < self._open_until:
             return self._cached(user_id)
         try:
-            raw = self._source.fetch(user_id)
+            raw = self._source.fetch_user(user_id)
         except _FAILURES as exc:
             self._failures += 1
             if self._failures >= self._trip_after:
@@ -132,9 +163,10 @@ class FeatureFetcher:
             self.last_error = str(exc)
             return self._cached(user_id)
         self.last_error, self._failures = "", 0
-        features = self._decode(user_id, raw)
-        self._remember(user_id, features)
-        return Fetched(features, OK)
+        features = self._decode(user_id, raw.features)
+        weights = self._weights(raw.weights)
+        self._remember(user_id, features, weights)
+        return Fetched(features, OK, weights)
 
     def _decode(self, user_id: str, raw: bytes | None) -> UserFeatures | None:
         if raw is None:
@@ -145,15 +177,27 @@ class FeatureFetcher:
             log.warning("unreadable features of one user (%d bytes): %s", len(raw), exc)
             return None
 
+    def _weights(self, raw: bytes | None) -> UserWeights | None:
+        if raw is None:
+            return None
+        try:
+            return decode_weights(raw)
+        except ValueError as exc:
+            log.warning("unreadable weekly weights of one user (%d bytes): %s", len(raw), exc)
+            return None
+
     def _cached(self, user_id: str) -> Fetched:
         if user_id in self._cache:
             self._cache.move_to_end(user_id)
-            return Fetched(self._cache[user_id], CACHED)
+            features, weights = self._cache[user_id]
+            return Fetched(features, CACHED, weights)
         return Fetched(None, MISSING)
 
-    def _remember(self, user_id: str, features: UserFeatures | None) -> None:
+    def _remember(
+        self, user_id: str, features: UserFeatures | None, weights: UserWeights | None
+    ) -> None:
         cache = self._cache
-        cache[user_id] = features
+        cache[user_id] = (features, weights)
         cache.move_to_end(user_id)
         if len(cache) > self._cache_users:
             cache.popitem(last=False)

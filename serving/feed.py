@@ -10,8 +10,12 @@ Each stage is timed into `feedflow_feed_request_seconds{stage}`. The degradation
   candidates in retrieval order, rules still apply. The model is one matrix-vector product
   over features computed in the same pass, so it has no way to hang: a timeout needs no rung
   of its own;
-- `cold_start`: fewer than 5 engagements, or an unknown user: cohort trending, fresh items
-  and exploration.
+- `cold_start`: fewer than 5 engagements, or an unknown user: the cold-start model's list
+  for the user's cohort (language, content type, device; see :mod:`serving.weekly`), cohort
+  trending, fresh items and exploration.
+
+Weekly per-user weights of the active version, when the user has some, adjust ranking and
+the rules (:mod:`serving.weekly`).
 
 The page is never empty while the catalogue is not: when every source comes back empty (a
 new system with no engagement yet), the neighbours of a random direction fill it.
@@ -40,6 +44,7 @@ from serving.item_table import ItemTable
 from serving.model import FEATURES, RankerModel
 from serving.ranking import ANN, EXPLORE, Matrix, Pool, UserContext, feature_matrix, freshness
 from serving.rules import Placed, RuleParams, apply_rules, reason
+from serving.weekly import WeeklyState, cohort_similarity
 
 log = logging.getLogger(__name__)
 LADDER: Final = ("trending", "cached_features", "retrieval_order", "cold_start")
@@ -55,6 +60,7 @@ class FeedRequest:
     limit: int
     content_type: str | None  # VIDEO or AUDIO; None for MIXED
     diversity: float
+    device: str | None = None  # the client's device class, for a cold user's cohort
 
 
 @dataclass
@@ -101,11 +107,13 @@ class FeedService:
         clock_ms: Callable[[], float] | None = None,
         side: SideVectors | None = None,
         table: ItemTable | None = None,
+        weekly: WeeklyState | None = None,
     ) -> None:
         self.config, self.catalogue, self.fetcher = config, catalogue, fetcher
         self.stats, self.trending, self.fresh, self.models = stats, trending, fresh, models
         self.table = table if table is not None else ItemTable()
         self.sources = Sources(catalogue, self.table, trending, fresh, side or SideVectors())
+        self.weekly = weekly if weekly is not None else WeeklyState()
         self._clock_ms = clock_ms or (lambda: time.time() * 1000)
         self._rng = random.Random()
 
@@ -119,7 +127,7 @@ class FeedService:
             trace.rungs.append("trending")
         elif fetched.status == CACHED:
             trace.rungs.append("cached_features")
-        ctx = UserContext.of(fetched.features)
+        ctx = UserContext.of(fetched.features, fetched.weights)
         if ctx.cold and fetched.status != MISSING:
             trace.rungs.append("cold_start")
         self.trending.want(ctx.categories)
@@ -128,7 +136,8 @@ class FeedService:
         with _stage("ranking", trace):
             scores, fresh = self._rank(ctx, pool, model, trace)
         with _stage("rules", trace):
-            placed = apply_rules(ctx, pool, scores, fresh, self._rule_params(req), self.table.vocab)
+            params = self._rule_params(req, ctx)
+            placed = apply_rules(ctx, pool, scores, fresh, params, self.table.vocab)
             items = self._items(ctx, pool, placed)
         for rung in trace.rungs:
             FEED_FALLBACK.labels(reason=rung).inc()
@@ -147,13 +156,19 @@ class FeedService:
         }
 
     def _candidates(self, ctx: UserContext, req: FeedRequest, trace: Trace) -> Pool:
+        kind = req.content_type or ctx.content_type
+        cohort = self.weekly.cohort_items(ctx.language, kind, req.device) if ctx.cold else ()
         with _stage("retrieval", trace):
-            cands = retrieve(ctx, self.sources, self.config.candidates, req.content_type, self._rng)
+            cands = retrieve(
+                ctx, self.sources, self.config.candidates, req.content_type, self._rng, cohort
+            )
         with _stage("filters", trace):
             pool = apply_filters(ctx, cands, self.sources, req.content_type)
             if len(pool) < req.limit and len(self.catalogue):
                 cands.add(self._any_items(4 * req.limit), EXPLORE)
                 pool = apply_filters(ctx, cands, self.sources, req.content_type)
+            if cohort:  # the cohort's order stands in for a taste the user has not shown yet
+                pool.similarity = np.maximum(pool.similarity, cohort_similarity(pool.ids, cohort))
         trace.candidates, trace.pool = len(cands), len(pool)
         return pool
 
@@ -184,15 +199,19 @@ class FeedService:
             return scores, freshness(pool.cols.published, now_ms, self.config.fresh_ms)
         return scores, matrix[:, FRESHNESS]
 
-    def _rule_params(self, req: FeedRequest) -> RuleParams:
+    def _rule_params(self, req: FeedRequest, ctx: UserContext) -> RuleParams:
         c = self.config
+        explore, new_boost = c.explore_share, c.new_boost
+        if ctx.weekly is not None:  # the user's weekly appetite for exploration and news
+            explore = min(explore * ctx.weekly.explore, 0.5)
+            new_boost *= ctx.weekly.fresh
         return RuleParams(
             limit=req.limit,
             max_per_category=c.max_per_category,
             max_per_creator=c.max_per_creator,
             diversity=req.diversity,
-            explore_share=c.explore_share,
-            new_boost=c.new_boost,
+            explore_share=explore,
+            new_boost=new_boost,
             content_type=req.content_type,
         )
 

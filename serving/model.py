@@ -34,11 +34,13 @@ DEFAULT_VERSION: Final = "default"
 
 # Column order of the feature matrix (see serving.ranking.feature_matrix).
 FEATURES: Final = (
-    "similarity",  # cosine of user vector and item vector
+    "similarity",  # cosine of user vector and item vector (cold users: cohort list place)
     "category_affinity",  # 1, 0.6, 0.35 for the user's first, second, third category
+    # (with weekly weights: half that, half the week's share / the user's top share)
     "session_genre",  # the item's category was watched in the last 30 minutes
     "creator_affinity",  # 1 / (1 + rank) among the user's top creators
     "type_match",  # +1 the user's preferred content type, -1 the other one, 0 mixed
+    # (with weekly weights: half that, half the week's video lean 2·video − 1, signed by type)
     "language_match",  # the item is in the user's language
     "completion_rate",  # item completion rate (prior 0.5 before any view)
     "like_ratio",  # smoothed likes / (likes + dislikes)

@@ -112,6 +112,9 @@ def _paths() -> dict[str, Any]:
         {"name": "diversity", "in": "query",
          "description": "0..1: share of cross-type discovery (default from settings)",
          "schema": {"type": "number", "minimum": 0, "maximum": 1}},
+        {"name": "device", "in": "query",
+         "description": "the client's device class (a new user's cohort, for cold start)",
+         "schema": _ID},
     ]  # fmt: skip
     media = {"name": "media_id", "in": "path", "required": True, "schema": _ID}
     trending = [

@@ -7,7 +7,7 @@ configured maximum is capped, not rejected; anything else out of range is a 422.
 
 Example:
     >>> feed_request({"user_id": "u1", "limit": "500"}, Limits(default=20, maximum=100))
-    FeedRequest(user_id='u1', limit=100, content_type=None, diversity=0.2)
+    FeedRequest(user_id='u1', limit=100, content_type=None, diversity=0.2, device=None)
     >>> feed_request({"user_id": "u1", "limit": "0"}, Limits(20, 100))
     Traceback (most recent call last):
     ...
@@ -54,6 +54,16 @@ def identifier(value: str | None, name: str) -> str:
     if _CONTROL.search(value):
         raise BadParameterError(name, "may not contain control characters")
     return value
+
+
+def optional_identifier(value: str | None, name: str) -> str | None:
+    """An identifier when given, else None.
+
+    Example:
+        >>> optional_identifier("", "device"), optional_identifier("tv", "device")
+        (None, 'tv')
+    """
+    return None if value is None or value == "" else identifier(value, name)
 
 
 def limit(value: str | None, limits: Limits) -> int:
@@ -107,4 +117,5 @@ def feed_request(query: Mapping[str, str], limits: Limits) -> FeedRequest:
         limit=limit(query.get("limit"), limits),
         content_type=content_type(query.get("content_type")),
         diversity=diversity(query.get("diversity"), limits.diversity),
+        device=optional_identifier(query.get("device"), "device"),
     )

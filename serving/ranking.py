@@ -28,8 +28,10 @@ import numpy.typing as npt
 
 from operators.content import ItemRecord
 from operators.user_features import UserFeatures, vector_of
+from operators.weekly_weights import UserWeights
 from serving.item_table import STATS_PRIOR, TYPE_CODES, Columns, Vocab
 from serving.model import FEATURES
+from serving.weekly import BLEND, WeeklyAdjust
 
 Matrix = npt.NDArray[np.float32]
 Hashes = npt.NDArray[np.uint32]
@@ -44,7 +46,8 @@ FRESH: Final = "fresh"
 TRENDING: Final = "trending"
 POPULAR: Final = "popular"
 EXPLORE: Final = "explore"
-SOURCES: Final = (CONTINUE, ANN, FRESH, TRENDING, POPULAR, EXPLORE)
+COHORT: Final = "cohort"  # the cold-start model's list for the user's cohort
+SOURCES: Final = (CONTINUE, ANN, FRESH, TRENDING, POPULAR, EXPLORE, COHORT)
 SOURCE_CODE: Final = {s: n for n, s in enumerate(SOURCES)}
 _EMPTY: Final = np.zeros(0, dtype=np.uint32)
 
@@ -68,12 +71,14 @@ class UserContext:
     continue_ids: tuple[str, ...] = ()
     recent: tuple[str, ...] = ()
     cold: bool = True
+    weekly: WeeklyAdjust | None = None
 
     @classmethod
-    def of(cls, features: UserFeatures | None) -> UserContext:
-        """The context of stored features; an unknown user gets the empty (cold) context."""
+    def of(cls, features: UserFeatures | None, weights: UserWeights | None = None) -> UserContext:
+        """The context of stored features (and weekly weights); an unknown user's is cold."""
+        weekly = WeeklyAdjust.of(weights) if weights is not None else None
         if features is None:
-            return cls()
+            return cls(weekly=weekly)
         kind = features.content_type if features.content_type in TYPES else None
         creators = features.creator_hashes()
         return cls(
@@ -88,6 +93,7 @@ class UserContext:
             continue_ids=tuple(m for m, _ in features.continue_watching),
             recent=features.recent,
             cold=features.cold_start,
+            weekly=weekly,
         )
 
     def category_codes(self, vocab: Vocab) -> npt.NDArray[np.int32]:
@@ -182,4 +188,17 @@ def feature_matrix(
     out[:, 8] = np.minimum(np.log1p(np.maximum(stats[:, 2], 0.0)) / TRENDING_SCALE, 1.0)
     out[:, 9] = freshness(cols.published, now_ms, fresh_ms)
     out[:, 10] = pool.sources == SOURCE_CODE[CONTINUE]
+    if ctx.weekly is not None:
+        _blend_weekly(out, ctx.weekly, cols, vocab)
     return out
+
+
+def _blend_weekly(out: Matrix, weekly: WeeklyAdjust, cols: Columns, vocab: Vocab) -> None:
+    """Category affinity and type match, half the flows' value and half the week's."""
+    if weekly.categories:
+        week = _by_code(weekly.categories, vocab, cols.category)
+        out[:, 1] = BLEND * out[:, 1] + (1.0 - BLEND) * week
+    sign = (cols.ctype == TYPE_CODES["VIDEO"]).astype(np.float32) - (
+        cols.ctype == TYPE_CODES["AUDIO"]
+    )
+    out[:, 4] = BLEND * out[:, 4] + (1.0 - BLEND) * weekly.type_lean * sign

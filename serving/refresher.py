@@ -1,8 +1,9 @@
 """The serving process's background thread: keeps in-process state fresh, off the request path.
 
 Every `interval_s` it reads the trending boards (one MGET), the ranker pointer (and the new
-weights when it moved) and rescans the catalogue when the index version changed; every
-`stats_interval_s` it fetches the item stats that requests found missing or stale. Redis
+weights when it moved), the weekly weights pointer (and the new version's cohort lists when
+it moved) and rescans the catalogue when the index version changed; every `stats_interval_s`
+it fetches the item stats that requests found missing or stale. Redis
 errors are logged once per outage and leave the caches as they were; `redis_ok` says whether
 the last round trip worked (for /readyz).
 """
@@ -26,6 +27,7 @@ from serving.errors import ModelFormatError
 from serving.feed import ModelHolder
 from serving.item_table import ItemTable
 from serving.model import ACTIVE_KEY, parse_model, version_key
+from serving.weekly import WeeklyState
 from state.feature_store import ITEM, TRENDING, feature_key
 
 log = logging.getLogger(__name__)
@@ -55,12 +57,14 @@ class Refresher:
         stats_interval_s: float = 0.05,
         start_reader: Callable[[], None] | None = None,
         after_round: Callable[[], None] | None = None,
+        weekly: WeeklyState | None = None,
     ) -> None:
         self._client, self._catalogue = client, catalogue
         self._stats, self._trending, self._fresh, self._models = stats, trending, fresh, models
         self._side, self._table = side, table
         self._interval, self._stats_interval = interval_s, stats_interval_s
         self._start_reader, self._after_round = start_reader, after_round
+        self._weekly = weekly
         self._scanned: str | None = None
         self._rejected: str | None = None
         self._stop = threading.Event()
@@ -83,6 +87,8 @@ class Refresher:
             self._scan_if_new_version()
             self._refresh_boards()
             self._refresh_model()
+            if self._weekly is not None:
+                self._weekly.refresh(self._client)
             self._fresh.rebuild()
             self._trending.want(self._fresh.categories())
             self._sync_side_vectors()

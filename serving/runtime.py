@@ -30,6 +30,7 @@ from serving.item_table import ItemTable
 from serving.model import default_model
 from serving.params import Limits
 from serving.refresher import Refresher
+from serving.weekly import WeeklyState
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams, snapshot_store
 from state.update_log import LogEntry
@@ -93,6 +94,7 @@ class Runtime:
             "trending_loaded": self.trending.loaded,
             "redis_reachable": redis_ok and self.service.fetcher.healthy,
             "model_version": self.service.models.model.version,
+            "weights_version": self.service.weekly.version,
             "item_stats_cached": len(self.service.stats),
             "fresh_items": len(self.service.fresh),
         }
@@ -166,14 +168,16 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
         listener=on_entries,
     )
     stats = ItemStatsCache(table, settings.item_stats_ttl_s)
-    trending, models = TrendingCache(), ModelHolder(default_model())
+    trending, models, weekly = TrendingCache(), ModelHolder(default_model()), WeeklyState()
     fetcher = FeatureFetcher(
-        RedisUserSource(fast), settings.features_cache_users, settings.redis_retry_ms / 1000
+        RedisUserSource(fast, weekly),
+        settings.features_cache_users,
+        settings.redis_retry_ms / 1000,
     )
     side = SideVectors()
     service = FeedService(
         feed_config(settings), reader, fetcher, stats, trending, fresh, models,
-        side=side, table=table,
+        side=side, table=table, weekly=weekly,
     )  # fmt: skip
     limits = Limits(settings.feed_limit_default, settings.feed_limit_max, settings.feed_diversity)
     runtime = Runtime(service, limits, reader=reader, clients=[fast, slow, log_client])
@@ -182,5 +186,6 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
         interval_s=settings.serving_refresh_ms / 1000,
         start_reader=reader.start,
         after_round=runtime.after_round,
+        weekly=weekly,
     )  # fmt: skip
     return runtime
