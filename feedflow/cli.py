@@ -22,6 +22,7 @@ COMMANDS = {
     "flow": "feedflow.flow_command",
     "simulate": "feedflow.simulator.command",
     "index": "feedflow.index_command",
+    "weights": "feedflow.weights_command",
     "demo": "feedflow.demo",
     "inspect": "feedflow.inspect_command",
     "serve": "feedflow.serve_command",

@@ -4,10 +4,11 @@ Sources, in the order a duplicate is attributed: continue watching, ANN on the u
 behavioural vector, the cold-start model's list for a cold user's cohort, fresh items
 (< 24 h) in the user's categories and type, trending in the user's cohort (their categories
 and content type), the global board, and exploration (boards and new items of categories the
-user has not shown interest in). Filters drop what
-must never be shown (removed or unknown items, consumed and disliked items, the wrong
-content type when the request asked for one) and compute each survivor's similarity to the
-user vector. Everything here reads in-process state only.
+user has not shown interest in). The user's categories are the flows' top categories plus up
+to three more from the weekly weights. Filters drop what must never be shown (removed or
+unknown items, consumed and disliked items, the wrong content type when the request asked
+for one) and compute each survivor's similarity to the user vector. Everything here reads
+in-process state only.
 """
 
 from __future__ import annotations
@@ -107,16 +108,17 @@ def retrieve(
     out.add(cohort, COHORT)
     kind = content_type or ctx.content_type
     scale = 1 if ctx.vector is not None else 3  # without a vector, lean on the boards
-    for category in ctx.categories:
+    categories = ctx.retrieval_categories()
+    for category in categories:
         out.add(src.fresh.newest(f"category:{category}"), FRESH, FRESH_PER_CATEGORY * scale)
     fresh_all = src.fresh.newest(f"type:{kind}") if kind else src.fresh.newest()
     out.add(fresh_all, FRESH, FRESH_OVERALL * scale)
-    for category in ctx.categories:
+    for category in categories:
         out.add(_board(src, f"category:{category}"), TRENDING, PER_CATEGORY * scale)
     if kind:
         out.add(_board(src, f"type:{kind}"), TRENDING, PER_TYPE * scale)
     out.add(_board(src, "all"), POPULAR, PER_TYPE * scale)
-    _explore(ctx, src, out, rng, scale)
+    _explore(categories, src, out, rng, scale)
     return out
 
 
@@ -125,11 +127,11 @@ def _board(src: Sources, name: str) -> Iterable[str]:
 
 
 def _explore(
-    ctx: UserContext, src: Sources, out: Candidates, rng: random.Random, scale: int
+    known: Sequence[str], src: Sources, out: Candidates, rng: random.Random, scale: int
 ) -> None:
     """Items from a few categories the user has not shown interest in."""
     names = [n for n in src.trending.names() if n.startswith("category:")]
-    others = [n for n in names if n[len("category:") :] not in ctx.categories]
+    others = [n for n in names if n[len("category:") :] not in known]
     for name in rng.sample(others, min(len(others), EXPLORE_BOARDS * scale)):
         out.add(_board(src, name), EXPLORE, EXPLORE_PER_BOARD)
         out.add(src.fresh.newest(name), EXPLORE, 2)

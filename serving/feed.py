@@ -130,7 +130,7 @@ class FeedService:
         ctx = UserContext.of(fetched.features, fetched.weights)
         if ctx.cold and fetched.status != MISSING:
             trace.rungs.append("cold_start")
-        self.trending.want(ctx.categories)
+        self.trending.want(ctx.retrieval_categories())
         pool = self._candidates(ctx, req, trace)
         model = self.models.model
         with _stage("ranking", trace):

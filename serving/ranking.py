@@ -38,6 +38,7 @@ Hashes = npt.NDArray[np.uint32]
 CATEGORY_AFFINITY: Final = (1.0, 0.6, 0.35)
 TYPES: Final = ("VIDEO", "AUDIO")
 TRENDING_SCALE: Final = float(np.log1p(1000.0))
+WEEKLY_RETRIEVAL: Final = 3  # weekly top categories retrieval adds to the user's own
 
 # Candidate sources, in the order a duplicate is attributed; codes index SOURCES.
 CONTINUE: Final = "continue_watching"
@@ -95,6 +96,14 @@ class UserContext:
             cold=features.cold_start,
             weekly=weekly,
         )
+
+    def retrieval_categories(self) -> tuple[str, ...]:
+        """The user's categories, then up to three more from the weekly weights."""
+        own = tuple(self.categories)
+        if self.weekly is None:
+            return own
+        extra = [c for c in self.weekly.categories if c not in self.categories]
+        return own + tuple(extra[:WEEKLY_RETRIEVAL])
 
     def category_codes(self, vocab: Vocab) -> npt.NDArray[np.int32]:
         """Codes of the user's known categories (those the catalogue has)."""

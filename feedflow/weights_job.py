@@ -1,0 +1,127 @@
+"""The weekly run: one week of engagement → a new version of per-user weights and cohort lists.
+
+In order: register the version (`writing`), read and tally the week
+(:class:`~operators.week_aggregate.WeekAggregator`), compute the week's prior, train the
+cold-start model, write every user's shrunk weights and the cohort lists, mark the version
+`complete` with its counts, and only then (unless told not to) move the active pointer. Any
+exception on the way marks the version `failed` with the error and re-raises; the pointer
+never moves to a version that did not finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from feedflow.week_events import Counts, decoded
+from operators.cold_start import CohortModel
+from operators.item_info import ItemLookup
+from operators.settings import Settings
+from operators.week_aggregate import WeekAggregator
+from operators.weekly_weights import (
+    UserWeights,
+    WeekPrior,
+    WeekTally,
+    shrink,
+    week_prior,
+    week_span,
+)
+from state.weights_registry import WeightsRegistry
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY = 10_000
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run did."""
+
+    version: str
+    week: str
+    users: int
+    events: int
+    invalid: int
+    late: int
+    outside_week: int
+    cohorts: int
+    published: bool
+    previous: str | None
+    took_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data for `feedflow.output.emit`."""
+        return asdict(self)
+
+
+def run_week(
+    registry: WeightsRegistry,
+    settings: Settings,
+    week: str,
+    payloads: Iterator[bytes],
+    items: ItemLookup,
+    source: str,
+    publish: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Compute, write and (optionally) publish the weights of `week` (see module doc)."""
+    started = time.monotonic()
+    start_ms, end_ms = week_span(week)
+    manifest = registry.begin(week, source, settings.weights_prior_strength)
+    version = manifest.version
+    log.info("weights %s: reading %s from %s", version, week, source)
+    try:
+        counts = Counts()
+        week_agg = WeekAggregator(settings, items, start_ms, end_ms)
+        n = 0
+        for n, event in enumerate(decoded(payloads, counts), 1):
+            week_agg.add(event)
+            if progress is not None and n % PROGRESS_EVERY == 0:
+                progress(PROGRESS_EVERY)
+        if progress is not None:
+            progress(n % PROGRESS_EVERY)
+        tallies = week_agg.finish()
+        prior = week_prior(tallies.values())
+        lists = CohortModel(seed=manifest.seq).fit(week_agg.cohorts).top_lists()
+        users = registry.write_users(version, _shrunk(tallies, prior, settings))
+        cohorts = registry.write_cohorts(version, lists)
+        registry.complete(version, users, week_agg.events, cohorts, prior)
+    except BaseException as exc:
+        _fail(registry, version, exc)
+        raise
+    previous = registry.publish(version) if publish else None
+    log.info(
+        "weights %s: %d users, %d cohort lists, published=%s", version, users, cohorts, publish
+    )
+    return RunResult(
+        version=version,
+        week=week,
+        users=users,
+        events=week_agg.events,
+        invalid=counts.invalid,
+        late=week_agg.late,
+        outside_week=week_agg.outside,
+        cohorts=cohorts,
+        published=publish,
+        previous=previous,
+        took_s=round(time.monotonic() - started, 2),
+    )
+
+
+def _shrunk(
+    tallies: dict[str, WeekTally], prior: WeekPrior, settings: Settings
+) -> Iterator[tuple[str, UserWeights]]:
+    strength = settings.weights_prior_strength
+    for user_id, tally in tallies.items():
+        if tally.mass > 0.0:  # nothing positive: the user keeps the defaults
+            yield user_id, shrink(tally, prior, strength)
+
+
+def _fail(registry: WeightsRegistry, version: str, exc: BaseException) -> None:
+    """Mark the run failed if Redis lets us; the original error is what the caller sees."""
+    try:
+        registry.fail(version, f"{type(exc).__name__}: {exc}")
+    except Exception as marking:  # Redis itself may be the failure
+        log.error("weights %s: could not record the failure: %s", version, marking)
