@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
 
     del settings  # every part starts its own private stack
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     parts = tuple(p.strip() for p in args.only.split(",")) if args.only else None
     unknown = set(parts or ()) - set(PARTS)
     if unknown:

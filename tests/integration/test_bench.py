@@ -1,4 +1,4 @@
-"""The engagement benchmark's quick mode runs end to end and reports every figure.
+"""`feedflow bench --quick` runs end to end on private stacks and reports every figure.
 
 A smoke test, not a benchmark: it checks the shape of the summary, never a number or a time.
 """
@@ -6,22 +6,58 @@ A smoke test, not a benchmark: it checks the shape of the summary, never a numbe
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
-from feedflow.bench.engagement_bench import run_engagement_bench
+from feedflow import cli
 from feedflow.bench.engagement_report import markdown_table
+from feedflow.bench.suite import PARTS, ROOT
 
 pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One `feedflow bench --quick --json FILE` run for the module; BENCHMARKS.md before/after."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    before = (ROOT / "BENCHMARKS.md").read_bytes()
+    assert cli.main(["bench", "--quick", "--json", str(out)]) == 0
+    result: dict[str, Any] = orjson.loads(out.read_bytes())
+    result["_md_unchanged"] = (ROOT / "BENCHMARKS.md").read_bytes() == before
+    return result
 
 
 def _finite(*values: object) -> bool:
     return all(isinstance(v, int | float) and math.isfinite(v) for v in values)
 
 
-def test_quick_mode_reports_every_figure(tmp_path: Path) -> None:
-    result = run_engagement_bench(quick=True, workdir=tmp_path)
+def test_every_part_reports_budget_rows_with_a_reference(quick: dict[str, Any]) -> None:
+    assert not quick["errors"] and set(quick["parts"]) == set(PARTS)
+    assert quick["_md_unchanged"], "a quick run leaves BENCHMARKS.md alone"
+    rows = quick["budgets"]
+    assert {r["part"] for r in rows} == set(PARTS)
+    for row in rows:
+        assert _finite(row["measured"]), row
+        assert row["reference"] is None or _finite(row["reference"]), row
+        assert row["met"] in (True, False, None)
+    judged = {r["what"].split(",")[0] for r in rows if r["met"] is not None}
+    assert {"recall@500 mean", "stage ranking P99 in process"} <= judged
+    assert any(w.startswith("publish → searchable") for w in judged)
+    assert quick["machine"]["cpu"] and quick["machine"]["cores"]
+
+
+def test_serving_reports_stages_and_throughput(quick: dict[str, Any]) -> None:
+    (size,) = quick["parts"]["serving"]["sizes"]
+    assert size["in_process"]["pipeline"]["fallbacks"] == 0
+    levels = size["http"]["levels"]
+    assert [lv["concurrency"] for lv in levels] == [1, 2]
+    assert all(lv["non_200"] == 0 and lv["requests"] > 0 for lv in levels)
+
+
+def test_engagement_reports_every_figure(quick: dict[str, Any]) -> None:
+    result = quick["parts"]["engagement"]
 
     machine = result["machine"]
     assert machine["cpu"] and machine["cores"] and machine["python"]
@@ -55,7 +91,6 @@ def test_quick_mode_reports_every_figure(tmp_path: Path) -> None:
         assert _finite(row["measured"], row["reference"], row["ratio"])
         assert row["met"] in (True, False, None)
     assert len(markdown_table(result).splitlines()) == len(rows) + 2
-    assert not list(tmp_path.iterdir()), "the bench leaves nothing behind"
 
 
 def _kind(what: str) -> str:
