@@ -26,6 +26,7 @@ COMMANDS = {
     "demo": "feedflow.demo",
     "inspect": "feedflow.inspect_command",
     "serve": "feedflow.serve_command",
+    "ab": "feedflow.ab_command",
     "eval": "feedflow.evaluation.command",
     "bench": "feedflow.bench_command",
 }

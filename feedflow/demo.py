@@ -22,6 +22,7 @@ from pathlib import Path
 
 from feedflow.demo_feed import DEMO_WAIT_S, show_sample_feed
 from feedflow.stack import LocalStack, StackInfo, free_port
+from operators.ab import Assigner, load_config
 from operators.settings import Settings
 
 
@@ -86,6 +87,7 @@ def serving_port(wanted: int, host: str) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    arms = Assigner(load_config(settings.ab_config))  # the one serving will use
     state = Path(settings.state_dir)
     stack = LocalStack(state / "demo-stack", settings.partitions, settings.redis_url or None)
     info = stack.up()
@@ -98,7 +100,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             _start(parts, info, logs, state)
             _announce(info, parts, logs)
             serve = next(c for c in parts if c.name == "serve")
-            show_sample_feed(parts, serve.url, info.redis_url, DEMO_WAIT_S)
+            show_sample_feed(parts, serve.url, info.redis_url, DEMO_WAIT_S,
+                             keep=lambda user: arms.assign(user).personalised)  # fmt: skip
             left = args.duration - (time.monotonic() - started) if args.duration else 0
             if not args.duration or left > 0:
                 _watch(parts, left)

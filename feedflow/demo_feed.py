@@ -2,7 +2,8 @@
 
 A feed is personalised when serving answers it without falling back (the user has enough
 engagement, Redis answered) and at least one item is there because of something the user
-watched. The user is the most engaged one among the first simulated users found in Redis.
+watched. The user is the most engaged one among the first simulated users found in Redis
+whose A/B arm is personalised (the permanent holdback never gets a personalised feed).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, Protocol
 
 import httpx
@@ -32,8 +33,10 @@ class Child(Protocol):
     proc: Any
 
 
-def most_engaged_user(client: redis.Redis, scan: int = 300) -> tuple[str, UserFeatures] | None:
-    """A user with some history, the most engaged among the first `scan` found."""
+def most_engaged_user(
+    client: redis.Redis, scan: int = 300, keep: Callable[[str], bool] = lambda _: True
+) -> tuple[str, UserFeatures] | None:
+    """A user with some history, the most engaged among the first `scan` found and kept."""
     users = []
     for key in client.scan_iter("ff:{u:*", count=1000):
         users.append(key.decode()[len("ff:{u:") : -1])
@@ -41,7 +44,7 @@ def most_engaged_user(client: redis.Redis, scan: int = 300) -> tuple[str, UserFe
             break
     found = RedisFeatureStore(client).get_many(USER, users)
     warm = [(u, decode_user_features(raw)) for u, raw in zip(users, found, strict=True) if raw]
-    warm = [(u, f) for u, f in warm if f.engagements >= MIN_ENGAGEMENTS and f.vector]
+    warm = [(u, f) for u, f in warm if f.engagements >= MIN_ENGAGEMENTS and f.vector and keep(u)]
     return max(warm, key=lambda uf: uf[1].engagements) if warm else None
 
 
@@ -51,8 +54,17 @@ def personalised(body: dict[str, Any]) -> bool:
     return body.get("fallback") is None and "because_you_watched" in reasons
 
 
-def show_sample_feed(parts: Sequence[Child], url: str, redis_url: str, timeout_s: float) -> bool:
-    """Wait (bounded) until a feed is personalised and print it; False if it never was."""
+def show_sample_feed(
+    parts: Sequence[Child],
+    url: str,
+    redis_url: str,
+    timeout_s: float,
+    keep: Callable[[str], bool] = lambda _: True,
+) -> bool:
+    """Wait (bounded) until a feed is personalised and print it; False if it never was.
+
+    `keep`: which users may be shown (those whose A/B arm is personalised).
+    """
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise here
     client = redis.Redis.from_url(redis_url, socket_timeout=5)
     started = time.monotonic()
@@ -60,7 +72,7 @@ def show_sample_feed(parts: Sequence[Child], url: str, redis_url: str, timeout_s
     with contextlib.closing(client), httpx.Client(base_url=url, timeout=5.0) as http:
         while time.monotonic() - started < timeout_s:
             _check_children(parts)
-            last = _try_feed(client, http) or last
+            last = _try_feed(client, http, keep) or last
             if last is not None and personalised(last[2]):
                 sys.stdout.write(f"feeds are personalised ({time.monotonic() - started:.0f}s)\n")
                 _print_feed(url, *last)
@@ -80,12 +92,12 @@ def _check_children(parts: Sequence[Child]) -> None:
 
 
 def _try_feed(
-    client: redis.Redis, http: httpx.Client
+    client: redis.Redis, http: httpx.Client, keep: Callable[[str], bool]
 ) -> tuple[str, UserFeatures, dict[str, Any]] | None:
     try:
         if http.get("/readyz").status_code != 200:
             return None
-        found = most_engaged_user(client)
+        found = most_engaged_user(client, keep=keep)
         if found is None:
             return None
         user, features = found

@@ -73,17 +73,27 @@ RANKER_VERSIONS = Counter(
 )
 FEED_REQUEST = Histogram(
     "feedflow_feed_request_seconds",
-    "Feed request latency by stage (features, retrieval, filters, ranking, rules, total).",
-    ["stage"],
+    "Feed request latency by stage (features, retrieval, filters, ranking, rules, total) "
+    "and A/B arm.",
+    ["stage", "arm"],
     buckets=_FAST,
 )
 FEED_FALLBACK = Counter(
     "feedflow_feed_fallback_total",
-    "Feeds answered by a rung of the degradation ladder.",
-    ["reason"],
+    "Feeds answered by a rung of the degradation ladder, by A/B arm.",
+    ["reason", "arm"],
 )
 FEED_ERRORS = Counter(
-    "feedflow_feed_stage_errors_total", "Failures inside a timed stage.", ["stage"]
+    "feedflow_feed_stage_errors_total", "Failures inside a timed stage.", ["stage", "arm"]
+)
+IMPRESSIONS = Counter(
+    "feedflow_impressions_total",
+    "Served feeds published to feed.impressions, by outcome: delivered; dropped as overflow "
+    "(buffer full), failed (refused by the broker), unsent_at_stop or invalid.",
+    ["outcome"],
+)
+IMPRESSIONS_QUEUED = Gauge(
+    "feedflow_impressions_queued", "Impressions waiting for the broker (hand-off + producer)."
 )
 
 
@@ -92,7 +102,7 @@ def timed(histogram: Histogram, errors: Counter | None = None, **labels: str) ->
     """Record the block's duration; count it under `errors` too when it raises.
 
     Example:
-        >>> with timed(FEED_REQUEST, FEED_ERRORS, stage="ranking"):
+        >>> with timed(FEED_REQUEST, FEED_ERRORS, stage="ranking", arm="default"):
         ...     pass
     """
     start = time.perf_counter()

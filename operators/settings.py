@@ -75,7 +75,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     label_lateness_s: int = 600  # how far an input may trail the user's newest one
     label_long_watch_s: float = 60.0  # furthest position that makes a play a positive
     label_idle_s: int = 3600  # processing time without input before a user's feeds close
-    ranker_learning_rate: float = 0.05
+    ranker_learning_rate: float = 0.02
     ranker_publish_every_s: int = 300  # event time between published versions
     ranker_min_examples: int = 500  # no version before this many examples
     # Content and index
@@ -112,6 +112,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     serving_refresh_ms: int = 1000
     features_cache_users: int = 100_000
     item_stats_ttl_s: float = 600.0
+    # A/B arms (operators/ab.py): path of a JSON or TOML document; empty: one arm, "default".
+    # The permanent 2 % holdback applies whatever the document says.
+    ab_config: str = ""
+    # Served feeds the producer keeps for `feed.impressions` while the broker is away
+    impressions_buffer: int = 10_000
 
     def masked(self) -> dict[str, Any]:
         """Settings as a dict with credentials in URLs replaced by `***`."""

@@ -19,6 +19,12 @@ the rules (:mod:`serving.weekly`).
 
 The page is never empty while the catalogue is not: when every source comes back empty (a
 new system with no engagement yet), the neighbours of a random direction fill it.
+
+A/B: each request is served in the user's arm (:mod:`operators.ab`; the arm is in the
+response and a label of the feed metrics). A non-personalised arm (the permanent holdback, a
+"trending + rules" control) sees the user without personal signals: boards, fresh items and
+exploration ranked on item features, with only the never-show filters (consumed, disliked)
+kept. Every served feed goes to the impression sink with the feature rows it was ranked on.
 """
 
 from __future__ import annotations
@@ -34,12 +40,14 @@ from typing import Any, Final
 
 import numpy as np
 
+from operators.ab import Arm, Assigner
 from operators.content import ItemRecord
 from operators.metrics import FEED_ERRORS, FEED_FALLBACK, FEED_REQUEST, timed
 from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache
 from serving.candidates import Sources, apply_filters, last_resort, retrieve
 from serving.catalogue import Catalogue
 from serving.features import CACHED, MISSING, FeatureFetcher
+from serving.impressions import ImpressionSink, NoImpressions, Served
 from serving.item_table import ItemTable
 from serving.model import FEATURES, RankerModel
 from serving.ranking import ANN, EXPLORE, Matrix, Pool, UserContext, feature_matrix, freshness
@@ -49,6 +57,8 @@ from serving.weekly import WeeklyState, cohort_similarity
 log = logging.getLogger(__name__)
 LADDER: Final = ("trending", "cached_features", "retrieval_order", "cold_start")
 DEFAULT_ARM: Final = "default"
+EVERYONE_PERSONALISED: Final = Arm(DEFAULT_ARM, True)  # no experiment, no holdback
+NO_INDEX: Final = "none"  # an impression's index_version before any index is loaded
 FRESHNESS: Final = FEATURES.index("freshness")
 
 
@@ -108,7 +118,12 @@ class FeedService:
         side: SideVectors | None = None,
         table: ItemTable | None = None,
         weekly: WeeklyState | None = None,
+        arms: Assigner | None = None,
+        impressions: ImpressionSink | None = None,
     ) -> None:
+        """`arms`: the A/B assignment (serving's runtime passes the configured one, with the
+        permanent holdback); None serves everyone personalised in :data:`DEFAULT_ARM`.
+        `impressions`: where served feeds go; None publishes nothing."""
         self.config, self.catalogue, self.fetcher = config, catalogue, fetcher
         self.stats, self.trending, self.fresh, self.models = stats, trending, fresh, models
         self.table = table if table is not None else ItemTable()
@@ -116,12 +131,20 @@ class FeedService:
         self.weekly = weekly if weekly is not None else WeeklyState()
         self._clock_ms = clock_ms or (lambda: time.time() * 1000)
         self._rng = random.Random()
+        self.arms = arms
+        self.impressions = impressions or NoImpressions("no impression sink given")
+
+    def arm_of(self, user_id: str) -> Arm:
+        """The arm a user is served in."""
+        return self.arms.assign(user_id) if self.arms is not None else EVERYONE_PERSONALISED
 
     def feed(self, req: FeedRequest, trace: Trace | None = None) -> dict[str, Any]:
         """The response body of one feed request."""
         trace = trace if trace is not None else Trace()
         started = time.perf_counter()
-        with _stage("features", trace):
+        now_ms = int(self._clock_ms())
+        arm = self.arm_of(req.user_id)
+        with _stage("features", trace, arm.name):
             fetched = self.fetcher.get(req.user_id)
         if fetched.status == MISSING:
             trace.rungs.append("trending")
@@ -130,39 +153,48 @@ class FeedService:
         ctx = UserContext.of(fetched.features, fetched.weights)
         if ctx.cold and fetched.status != MISSING:
             trace.rungs.append("cold_start")
+        if not arm.personalised:
+            ctx = ctx.impersonal()
         self.trending.want(ctx.retrieval_categories())
-        pool = self._candidates(ctx, req, trace)
+        pool = self._candidates(ctx, req, trace, arm)
         model = self.models.model
-        with _stage("ranking", trace):
-            scores, fresh = self._rank(ctx, pool, model, trace)
-        with _stage("rules", trace):
+        with _stage("ranking", trace, arm.name):
+            scores, fresh, matrix = self._rank(ctx, pool, model, now_ms, trace, arm.name)
+        with _stage("rules", trace, arm.name):
             params = self._rule_params(req, ctx)
             placed = apply_rules(ctx, pool, scores, fresh, params, self.table.vocab)
-            items = self._items(ctx, pool, placed)
+            items, rows = self._items(ctx, pool, placed)
         for rung in trace.rungs:
-            FEED_FALLBACK.labels(reason=rung).inc()
+            FEED_FALLBACK.labels(reason=rung, arm=arm.name).inc()
+        request_id = uuid.uuid4().hex
+        self.impressions.publish(
+            Served(request_id, req.user_id, now_ms, arm.name, model.version,
+                   self.catalogue.version or NO_INDEX, items,
+                   None if matrix is None else matrix[rows])
+        )  # fmt: skip
         total = time.perf_counter() - started
-        FEED_REQUEST.labels(stage="total").observe(total)
+        FEED_REQUEST.labels(stage="total", arm=arm.name).observe(total)
         trace.stages["total"] = total
         return {
-            "request_id": uuid.uuid4().hex,
+            "request_id": request_id,
             "user_id": req.user_id,
             "items": items,
             "model_version": model.version,
             "index_version": self.catalogue.version,
-            "arm": DEFAULT_ARM,
+            "arm": arm.name,
             "fallback": next((r for r in LADDER if r in trace.rungs), None),
             "took_ms": round(total * 1000, 3),
         }
 
-    def _candidates(self, ctx: UserContext, req: FeedRequest, trace: Trace) -> Pool:
+    def _candidates(self, ctx: UserContext, req: FeedRequest, trace: Trace, arm: Arm) -> Pool:
         kind = req.content_type or ctx.content_type
-        cohort = self.weekly.cohort_items(ctx.language, kind, req.device) if ctx.cold else ()
-        with _stage("retrieval", trace):
+        cold = ctx.cold and arm.personalised  # the cohort model is personalisation too
+        cohort = self.weekly.cohort_items(ctx.language, kind, req.device) if cold else ()
+        with _stage("retrieval", trace, arm.name):
             cands = retrieve(
                 ctx, self.sources, self.config.candidates, req.content_type, self._rng, cohort
             )
-        with _stage("filters", trace):
+        with _stage("filters", trace, arm.name):
             pool = apply_filters(ctx, cands, self.sources, req.content_type)
             if len(pool) < req.limit and len(self.catalogue):
                 cands.add(self._any_items(4 * req.limit), EXPLORE)
@@ -181,9 +213,9 @@ class FeedService:
         return last_resort(self.catalogue, direction, k)
 
     def _rank(
-        self, ctx: UserContext, pool: Pool, model: RankerModel, trace: Trace
-    ) -> tuple[Matrix, Matrix]:
-        now_ms = int(self._clock_ms())
+        self, ctx: UserContext, pool: Pool, model: RankerModel, now_ms: int, trace: Trace, arm: str
+    ) -> tuple[Matrix, Matrix, Matrix | None]:
+        """(scores, freshness, the feature matrix scored — None when ranking failed)."""
         try:
             stats = self.stats.lookup(pool.ids, pool.cols)
             vocab = self.table.vocab
@@ -193,11 +225,11 @@ class FeedService:
                 raise ValueError(f"ranker {model.version} produced non-finite scores")
         except Exception as exc:  # a failing ranker must not fail the feed
             log.warning("ranking failed, serving retrieval order: %s", exc)
-            FEED_ERRORS.labels(stage="ranking").inc()
+            FEED_ERRORS.labels(stage="ranking", arm=arm).inc()
             trace.rungs.append("retrieval_order")
             scores = -np.arange(len(pool), dtype=np.float32)
-            return scores, freshness(pool.cols.published, now_ms, self.config.fresh_ms)
-        return scores, matrix[:, FRESHNESS]
+            return scores, freshness(pool.cols.published, now_ms, self.config.fresh_ms), None
+        return scores, matrix[:, FRESHNESS], matrix
 
     def _rule_params(self, req: FeedRequest, ctx: UserContext) -> RuleParams:
         c = self.config
@@ -215,8 +247,11 @@ class FeedService:
             content_type=req.content_type,
         )
 
-    def _items(self, ctx: UserContext, pool: Pool, placed: list[Placed]) -> list[dict[str, Any]]:
-        """The page as JSON-ready dicts (an item removed a moment ago is left out)."""
+    def _items(
+        self, ctx: UserContext, pool: Pool, placed: list[Placed]
+    ) -> tuple[list[dict[str, Any]], list[int]]:
+        """The page as JSON-ready dicts (an item removed a moment ago is left out), and the
+        pool row of each."""
         records = self.catalogue.items([pool.ids[p.row] for p in placed])
         page = [(p, r) for p, r in zip(placed, records, strict=True) if r is not None]
         anchors = self._anchors(ctx, [(pool.source(p.row), r) for p, r in page])
@@ -234,7 +269,7 @@ class FeedService:
                     "reason": reason(source, record.media_id, anchors.get(record.media_id)),
                 }
             )
-        return out
+        return out, [p.row for p, _ in page]
 
     def _anchors(self, ctx: UserContext, page: list[tuple[str, ItemRecord]]) -> dict[str, str]:
         """For ANN items: the recently watched item they are "because of".
@@ -255,11 +290,11 @@ class FeedService:
 
 
 @contextmanager
-def _stage(name: str, trace: Trace) -> Iterator[None]:
+def _stage(name: str, trace: Trace, arm: str) -> Iterator[None]:
     """`timed()` for one stage, also noting its duration in the request's trace."""
     start = time.perf_counter()
     try:
-        with timed(FEED_REQUEST, FEED_ERRORS, stage=name):
+        with timed(FEED_REQUEST, FEED_ERRORS, stage=name, arm=arm):
             yield
     finally:
         trace.stages[name] = time.perf_counter() - start

@@ -105,6 +105,11 @@ class UserContext:
         extra = [c for c in self.weekly.categories if c not in self.categories]
         return own + tuple(extra[:WEEKLY_RETRIEVAL])
 
+    def impersonal(self) -> UserContext:
+        """The user without personal signals (a non-personalised A/B arm): what must never
+        be shown (consumed, disliked) still is not; nothing else of theirs counts."""
+        return UserContext(excluded=self.excluded, disliked=self.disliked)
+
     def category_codes(self, vocab: Vocab) -> npt.NDArray[np.int32]:
         """Codes of the user's known categories (those the catalogue has)."""
         found = (vocab.known_category(c) for c in self.categories)

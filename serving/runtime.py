@@ -20,12 +20,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from operators.ab import Assigner, load_config
 from operators.errors import ConfigError
 from operators.settings import Settings
 from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache, records_of
 from serving.catalogue import Catalogue, ServingIndex
 from serving.features import FeatureFetcher, RedisUserSource, request_client
 from serving.feed import FeedConfig, FeedService, ModelHolder
+from serving.impressions import impression_sink
 from serving.item_table import ItemTable
 from serving.model import default_model
 from serving.params import Limits
@@ -60,6 +62,7 @@ class Runtime:
 
     def start(self) -> None:
         """One synchronous refresh round, then the background threads."""
+        self.service.impressions.start()
         if self.refresher is not None:
             self.refresher.refresh()
             self.refresher.start()
@@ -83,6 +86,7 @@ class Runtime:
             self.reader.stop()
         for client in self.clients:
             client.close()
+        self.service.impressions.stop()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """(ready, details): index loaded, boards read once, Redis reachable."""
@@ -97,6 +101,7 @@ class Runtime:
             "weights_version": self.service.weekly.version,
             "item_stats_cached": len(self.service.stats),
             "fresh_items": len(self.service.fresh),
+            "impressions": self.service.impressions.status(),  # not a readiness condition
         }
         ready = bool(detail["index_loaded"] and detail["trending_loaded"] and redis_ok)
         return ready, detail
@@ -119,6 +124,7 @@ def check_settings(s: Settings) -> None:
         (s.redis_timeout_ms >= 1, "redis_timeout_ms must be ≥ 1"),
         (s.serving_refresh_ms >= 50, "serving_refresh_ms must be ≥ 50"),
         (s.item_stats_ttl_s > 0, "item_stats_ttl_s must be > 0"),
+        (s.impressions_buffer >= 1, "impressions_buffer must be ≥ 1"),
     ]
     for ok, message in checks:
         if not ok:
@@ -141,6 +147,7 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
     """Every component of a serving process, not yet started."""
     settings.require("redis_url")
     check_settings(settings)
+    arms = Assigner(load_config(settings.ab_config))  # an invalid config stops start-up here
     url = settings.redis_url
     fast = request_client(url, settings.redis_timeout_ms)
     slow = redis.Redis.from_url(
@@ -177,7 +184,8 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
     side = SideVectors()
     service = FeedService(
         feed_config(settings), reader, fetcher, stats, trending, fresh, models,
-        side=side, table=table, weekly=weekly,
+        side=side, table=table, weekly=weekly, arms=arms,
+        impressions=impression_sink(settings),
     )  # fmt: skip
     limits = Limits(settings.feed_limit_default, settings.feed_limit_max, settings.feed_diversity)
     runtime = Runtime(service, limits, reader=reader, clients=[fast, slow, log_client])

@@ -245,12 +245,18 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-_METRIC = re.compile(r'feedflow_feed_request_seconds_(sum|count)\{stage="(\w+)"\} ([0-9.e+-]+)')
+_METRIC = re.compile(
+    r'feedflow_feed_request_seconds_(sum|count)\{(?:arm="\w+",)?stage="(\w+)"\} ([0-9.e+-]+)'
+)
 
 
 def _stage_totals(port: int) -> dict[tuple[str, str], float]:
+    """Sums and counts per stage, all A/B arms together."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0).text
-    return {(m[2], m[1]): float(m[3]) for m in _METRIC.finditer(text)}
+    out: dict[tuple[str, str], float] = {}
+    for m in _METRIC.finditer(text):
+        out[m[2], m[1]] = out.get((m[2], m[1]), 0.0) + float(m[3])
+    return out
 
 
 def _stage_means(before: dict[Any, float], after: dict[Any, float]) -> dict[str, float]:

@@ -175,7 +175,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 
 def warm_users(world: World, n: int = 30) -> list[str]:
-    warm = [u for u, f in world.features.items() if not f.cold_start and f.vector]
+    """Users with a history, served personalised (not in the permanent A/B holdback)."""
+    arm_of = world.runtime.service.arm_of
+    warm = [u for u, f in world.features.items()
+            if not f.cold_start and f.vector and arm_of(u).personalised]  # fmt: skip
     return warm[:n]
 
 

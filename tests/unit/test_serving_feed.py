@@ -28,7 +28,8 @@ def kinds(body: dict) -> list[str]:
 
 
 def fallbacks(reason: str) -> float:
-    value = REGISTRY.get_sample_value("feedflow_feed_fallback_total", {"reason": reason})
+    labels = {"reason": reason, "arm": "default"}
+    value = REGISTRY.get_sample_value("feedflow_feed_fallback_total", labels)
     return value or 0.0
 
 

@@ -100,7 +100,7 @@ def test_probes_metrics_and_openapi(client: AsgiClient) -> None:
     assert ready.status_code == 200 and ready.json()["ready"] is True
     client.get("/api/v1/content/feed", params={"user_id": "u1"})
     metrics = client.get("/metrics").text
-    assert 'feedflow_feed_request_seconds_count{stage="ranking"}' in metrics
+    assert 'feedflow_feed_request_seconds_count{arm="default",stage="ranking"}' in metrics
     doc = orjson.loads(client.get("/openapi.json").content)
     assert doc["openapi"].startswith("3.") and "/api/v1/content/feed" in doc["paths"]
     assert client.get("/no/such/path").json()["error"] == "not_found"
