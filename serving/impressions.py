@@ -185,7 +185,8 @@ class ImpressionPublisher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(flush_s)
-        while self.pump(len(self._queue) + 1):
+        # A thread still inside the producer owns it: never use it from two threads.
+        while not (self._thread and self._thread.is_alive()) and self.pump(len(self._queue) + 1):
             pass
         unsent = self.producer.flush(flush_s) + len(self._queue) + (self._pending is not None)
         if unsent:
