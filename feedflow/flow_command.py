@@ -21,7 +21,11 @@ from prometheus_client import start_http_server
 from operators.errors import ConfigError
 from operators.settings import Settings
 
-FLOWS = {"engagement": "flows.engagement", "content": "flows.content"}
+FLOWS = {
+    "engagement": "flows.engagement",
+    "content": "flows.content",
+    "learning": "flows.learning",
+}
 RECOVERY_PARTITIONS = 4
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ log = logging.getLogger(__name__)
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "flow",
-        help="run a dataflow (engagement, content)",
+        help="run a dataflow (engagement, content, learning)",
         description="Run one Bytewax dataflow until stopped. Scale with processes (-i/-a), "
         "not threads: workers in one process share the GIL.",
     )

@@ -1,0 +1,198 @@
+"""The learning flow: served feeds + engagement → labels → the online ranker → Redis.
+
+Wiring only; the logic is in `operators/labels.py` and `operators/online_ranker.py`:
+
+    kafka(feed.impressions, user.engagement.events)
+      └ decode ─┬─ rejected impressions ──────────────────────────────────→ dead letters
+                └─ key(user) ─ labels ─┬─ Dropped (late, duplicate) ──────→ counted
+                                       └─ LabelledImpression
+                        └─ key("ranker") ─ ranker ─ ModelVersion ─────────→ model registry
+
+Labels are per-user keyed state, so they spread over workers; the ranker is one model under
+one key (one worker), sized to fit one process. Both are Bytewax state with plain-data
+snapshots, so a restart resumes the model where the last epoch left it. Malformed
+impressions go to the dead-letter topic; malformed engagement events are only counted here,
+because the engagement flow, which owns that topic, already dead-letters them.
+
+Run: `feedflow flow learning` (or `python -m bytewax.run "flows.learning:build_flow()"`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Final
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from flows.kafka_in import FRONT_STEPS, decoded_input, kafka_source
+from flows.keyed_logic import KeyedLogic
+from flows.model_sink import ModelSink
+from flows.sinks import DeadLetterSink
+from operators.contracts import (
+    TOPIC_ENGAGEMENT,
+    TOPIC_IMPRESSIONS,
+    DeadLetter,
+    EngagementEvent,
+    Impression,
+    dead_letter,
+    decode_engagement,
+    decode_impression,
+)
+from operators.emissions import Dropped
+from operators.eventtime import Clock, utc_now
+from operators.labels import LabelConfig, LabelJoin, LabelledImpression
+from operators.metrics import (
+    EVENT_LAG,
+    EVENTS,
+    LABELS,
+    RANKER_AUC,
+    RANKER_EXAMPLES,
+    RANKER_LOG_LOSS,
+)
+from operators.online_ranker import ModelVersion, OnlineRanker, RankerConfig
+from operators.settings import Settings, load_settings
+from serving.model import FEATURES
+
+FLOW_ID: Final = "learning"
+STEP_INPUT: Final = "learning_in"
+STEP_KNOWN: Final = "known"
+STEP_KEY_USER: Final = "key_user"
+STEP_LABELS: Final = "labels"
+STEP_LABELLED: Final = "labelled"
+STEP_KEY_RANKER: Final = "key_ranker"
+STEP_RANKER: Final = "ranker"
+STEP_MODELS: Final = "models"
+STEP_MODELS_OUT: Final = "models_out"
+RANKER_KEY: Final = "ranker"
+# Recovery data is keyed by these: renaming a stateful step silently loses its state.
+STATEFUL_STEPS: Final = frozenset({STEP_LABELS, STEP_RANKER})
+STEP_IDS: Final = FRONT_STEPS | {
+    STEP_INPUT, STEP_KNOWN, STEP_KEY_USER, STEP_LABELS, STEP_LABELLED, STEP_KEY_RANKER,
+    STEP_RANKER, STEP_MODELS, STEP_MODELS_OUT,
+}  # fmt: skip
+
+Joined = Impression | EngagementEvent
+
+
+def decode(msg: KafkaSourceMessage[Any, Any]) -> Joined | DeadLetter | None:
+    """An impression or engagement event; a dead letter for a bad impression, else None."""
+    raw = msg.value if isinstance(msg.value, bytes) else b""
+    now_ms = time.time_ns() // 1_000_000
+    if msg.topic == TOPIC_ENGAGEMENT:
+        event: Joined | Any = decode_engagement(raw)
+    else:
+        event = decode_impression(raw)
+    if isinstance(event, Impression | EngagementEvent):
+        EVENT_LAG.observe(max(now_ms - event.ts, 0) / 1000)
+        return event
+    topic = msg.topic or TOPIC_IMPRESSIONS
+    EVENTS.labels(topic=topic, outcome="invalid").inc()
+    if topic == TOPIC_ENGAGEMENT:
+        return None
+    partition, offset = msg.partition or 0, msg.offset or 0
+    return dead_letter(topic, partition, offset, event.reason, raw, now_ms)
+
+
+def count_input(value: Joined, out: list[Any]) -> None:
+    """Count an input `ok` unless the label logic dropped it (then by its outcome)."""
+    topic = TOPIC_IMPRESSIONS if isinstance(value, Impression) else TOPIC_ENGAGEMENT
+    outcome = next((x.outcome for x in out if isinstance(x, Dropped)), "ok")
+    EVENTS.labels(topic=topic, outcome=outcome).inc()
+
+
+def labelled(key_value: tuple[str, Any]) -> list[LabelledImpression]:
+    """Closed impressions go on (their labels counted); drops were counted on input."""
+    _user, out = key_value
+    if not isinstance(out, LabelledImpression):
+        return []
+    for ex in out.examples:
+        LABELS.labels(label="positive" if ex.label else "negative", reason=ex.reason).inc()
+    return [out]
+
+
+class RankerReport:
+    """Exports the ranker's counters and progressive validation after each impression."""
+
+    def __init__(self, ranker: OnlineRanker) -> None:
+        self.ranker = ranker
+        self.learned, self.unusable = ranker.examples, ranker.unusable
+
+    def __call__(self, _value: Any, _out: list[Any]) -> None:
+        r = self.ranker
+        RANKER_EXAMPLES.labels(outcome="learned").inc(r.examples - self.learned)
+        RANKER_EXAMPLES.labels(outcome="unusable").inc(r.unusable - self.unusable)
+        self.learned, self.unusable = r.examples, r.unusable
+        if (loss := r.progress.log_loss) is not None:
+            RANKER_LOG_LOSS.set(loss)
+        if (auc := r.progress.auc) is not None:
+            RANKER_AUC.set(auc)
+
+
+def label_config(s: Settings) -> LabelConfig:
+    """Label windows from settings."""
+    return LabelConfig(
+        window_ms=s.label_window_s * 1000, lateness_ms=s.label_lateness_s * 1000,
+        long_watch_s=s.label_long_watch_s, idle_s=s.label_idle_s,
+    )  # fmt: skip
+
+
+def ranker_config(s: Settings) -> RankerConfig:
+    """The ranker over serving's feature columns, from settings."""
+    return RankerConfig(
+        features=FEATURES, learning_rate=s.ranker_learning_rate,
+        publish_every_ms=s.ranker_publish_every_s * 1000, min_examples=s.ranker_min_examples,
+    )  # fmt: skip
+
+
+def labelled_impressions(
+    flow: Dataflow,
+    settings: Settings,
+    source: Source[Any],
+    deadletters: Sink[DeadLetter],
+    clock: Clock = utc_now,
+) -> Stream[LabelledImpression]:
+    """Decode both topics, join per user and return the closed, labelled impressions.
+
+    Other consumers of labels (a weekly job, an evaluation) can build on this stream.
+    """
+    decoded = decoded_input(flow, STEP_INPUT, source, TOPIC_IMPRESSIONS, decode, deadletters)
+    known: Stream[Joined] = op.filter(STEP_KNOWN, decoded, lambda x: x is not None)  # type: ignore[arg-type]
+    by_user = op.key_on(STEP_KEY_USER, known, lambda x: x.user_id)
+    config = label_config(settings)
+    joined = op.stateful(
+        STEP_LABELS,
+        by_user,
+        lambda resume: KeyedLogic(LabelJoin(config, resume, clock), count_input),
+    )
+    return op.flat_map(STEP_LABELLED, joined, labelled)
+
+
+def build_flow(
+    settings: Settings | None = None,
+    *,
+    source: Source[Any] | None = None,
+    deadletters: Sink[DeadLetter] | None = None,
+    models: Sink[ModelVersion] | None = None,
+    clock: Clock = utc_now,
+) -> Dataflow:
+    """The learning dataflow; tests may swap the source, the sinks and the idle clock."""
+    s = settings or load_settings(os.environ)
+    flow = Dataflow(FLOW_ID)
+    src = source or kafka_source(s, [TOPIC_IMPRESSIONS, TOPIC_ENGAGEMENT])
+    dlq = deadletters or DeadLetterSink(s.kafka_bootstrap_servers)
+    closed = labelled_impressions(flow, s, src, dlq, clock)
+    keyed = op.key_on(STEP_KEY_RANKER, closed, lambda _: RANKER_KEY)
+    config = ranker_config(s)
+
+    def ranker_logic(resume: Any) -> KeyedLogic:
+        ranker = OnlineRanker(config, resume)
+        return KeyedLogic(ranker, RankerReport(ranker))
+
+    versions = op.stateful(STEP_RANKER, keyed, ranker_logic)
+    op.output(STEP_MODELS_OUT, op.key_rm(STEP_MODELS, versions), models or ModelSink(s.redis_url))
+    return flow
