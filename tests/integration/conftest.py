@@ -15,5 +15,7 @@ def private_stack(tmp_path: Path) -> Iterator[StackInfo]:
     """A broker and Redis of the test's own (topics with 2 partitions), stopped after it."""
     local = LocalStack(tmp_path / "stack", partitions=2)
     info = local.up()
-    yield info
-    local.down()
+    try:
+        yield info
+    finally:
+        local.down()

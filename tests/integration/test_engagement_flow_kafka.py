@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from feedflow.simulator.engine import SimConfig, Simulation
 from feedflow.simulator.writers import KafkaSink
-from feedflow.stack import LocalStack, StackInfo
+from feedflow.stack import StackInfo
 from operators.contracts import (
     TOPIC_DEADLETTER,
     TOPIC_ENGAGEMENT,
@@ -37,14 +37,6 @@ from state.feature_store import USER, RedisFeatureStore
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 START_MS = 1_600_000_000_000  # historical on purpose: a replay years old must still work
-
-
-@pytest.fixture
-def private_stack(tmp_path: Path) -> Iterator[StackInfo]:
-    local = LocalStack(tmp_path / "stack", partitions=2)
-    info = local.up()
-    yield info
-    local.down()
 
 
 def publish(stack: StackInfo, users: int, rate: int, duration: int, malformed: float) -> dict:
