@@ -33,14 +33,15 @@ from feedflow.evaluation.replay import FeedflowRun
 from operators.settings import Settings
 
 FEEDFLOW: Final = "Feedflow"
+# (key in Metrics.row(), column title, decimals)
 COLUMNS: Final = (
-    ("hr@10", "HR@10"),
-    ("ndcg@10", "NDCG@10"),
-    ("hr@20", "HR@20"),
-    ("ndcg@20", "NDCG@20"),
-    ("coverage", "coverage"),
-    ("genre_diversity", "genres@20"),
-    ("popular_share", "popular share"),
+    ("hr@10", "HR@10", 4),
+    ("ndcg@10", "NDCG@10", 4),
+    ("hr@20", "HR@20", 4),
+    ("ndcg@20", "NDCG@20", 4),
+    ("coverage", "coverage", 4),
+    ("genre_diversity", "genres@20", 2),
+    ("popular_share", "popular share", 4),
 )
 
 
@@ -169,8 +170,11 @@ def build_report(
 
 def table(results: Mapping[str, Metrics]) -> str:
     """The metric table, one row per model."""
-    header = ["model", *(title for _, title in COLUMNS)]
-    rows = [[name, *(str(m.row()[key]) for key, _ in COLUMNS)] for name, m in results.items()]
+    header = ["model", *(title for _, title, _ in COLUMNS)]
+    rows = [
+        [name, *(f"{m.row()[key]:.{places}f}" for key, _, places in COLUMNS)]
+        for name, m in results.items()
+    ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
     return "\n".join(line.rstrip() for line in lines)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedflow.evaluation import movielens
+from feedflow.evaluation.command import sample_users
 from feedflow.evaluation.movielens import DURATION_S, Rating
 from operators.contracts import (
     EngagementEvent,
@@ -143,3 +144,13 @@ def test_sessions_are_in_time_order_never_overlap_and_lose_no_event(ratings) -> 
         starts = sorted(spans[f"ml-{row}"][0] for _, row in expected)
         assert all(s >= ts * 1000 for s, (ts, _) in zip(starts, expected, strict=True))
         assert len([x for x in out if isinstance(x, Segment)]) == len(expected)
+
+
+def test_a_user_sample_is_seeded_and_keeps_only_the_sampled_users(tmp_path: Path) -> None:
+    data = movielens.load(write_data_set(tmp_path))
+    one = sample_users(data, 1, seed=5)
+    assert sample_users(data, 1, seed=5) == one
+    [user] = {r.user for r in one.ratings}
+    assert all(t.user == user for t in one.tags)
+    assert one.movies == data.movies
+    assert sample_users(data, 10, seed=5).ratings == data.ratings
