@@ -4,9 +4,11 @@ report finds a planted uplift (and no A/A difference) in traffic read back from 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -64,6 +66,20 @@ def test_served_feeds_arrive_on_the_topic_with_arm_and_versions(stack: StackInfo
     assert {imp.arm for imp in found.values()} == {"control", "treatment"}
 
 
+class WatchedProducer:
+    """The real producer, noting which threads call into it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.threads = inner, set[str]()
+
+    def __getattr__(self, name: str) -> Any:
+        self.threads.add(threading.current_thread().name)
+        return getattr(self.inner, name)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
 def test_a_dead_broker_never_fails_or_slows_a_feed() -> None:
     world = build_world()
     world.user("u1", "music", "AUDIO")
@@ -71,16 +87,20 @@ def test_a_dead_broker_never_fails_or_slows_a_feed() -> None:
     dead = Settings(kafka_bootstrap_servers=f"127.0.0.1:{free_port()}", impressions_buffer=20)
     publisher = impression_sink(dead)
     assert isinstance(publisher, ImpressionPublisher)
+    producer = publisher.producer = WatchedProducer(publisher.producer)
     service.impressions = publisher
     publisher.start()
     try:
-        slowest = 0.0
+        took = []
         for _ in range(60):
             started = time.perf_counter()
             assert len(service.feed(request("u1"))["items"]) == 20
-            slowest = max(slowest, time.perf_counter() - started)
+            took.append(time.perf_counter() - started)
             time.sleep(0.01)
-        assert slowest < 0.25
+        # Structure, not timing: the request thread never touches the producer. The bounds
+        # only catch a feed that waits for the broker (a connect timeout is seconds).
+        assert producer.threads == {"impressions"}
+        assert sorted(took)[30] < 0.1 and max(took) < 2.0, took
         deadline = time.monotonic() + 5
         while publisher.broker_reachable and time.monotonic() < deadline:
             time.sleep(0.05)
