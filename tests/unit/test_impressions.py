@@ -44,7 +44,7 @@ class FakeProducer:
     def produce(self, topic: str, *, value: bytes, key: bytes, on_delivery: Any) -> None:
         self.threads.add(threading.current_thread().name)
         if self.hang is not None:
-            self.hang.wait(2.0)  # long enough to fail a feed that would wait for it
+            self.hang.wait(5.0)  # long enough to fail a feed that would wait for it
         if len(self.queue) >= self.capacity:
             raise BufferError("Local: Queue full")
         self.queue.append((topic, key, value, on_delivery))
@@ -125,7 +125,7 @@ def test_a_hung_producer_never_slows_a_feed() -> None:
         for _ in range(30):
             started = time.perf_counter()
             assert len(service.feed(request("u1"))["items"]) == 20
-            assert time.perf_counter() - started < 0.5
+            assert time.perf_counter() - started < 2.0  # loose: a waiting feed takes 5 s
         wait_until(lambda: publisher.status()["queued"] >= 29)  # one is stuck in produce()
     finally:
         producer.hang.set()
