@@ -1,4 +1,4 @@
-"""The engagement flow: `user.engagement.events` → user features, item stats, trending.
+"""The engagement flow: `user.engagement.events` → user features, item stats, boards.
 
 Wiring only; the logic is in `operators/`. The shape:
 
@@ -11,7 +11,10 @@ Wiring only; the logic is in `operators/`. The shape:
                                                    └─ key(board) ─ trending ─ TrendingList → store
 
 Per-user and per-item state is keyed, so it spreads over workers with the partitions; the
-trending boards are keyed by ranking (global, per content type, per category). Item metadata
+trending boards are keyed by ranking (global, per content type, per category), and the
+long-horizon popularity boards (`popular:all`, `popular:type:<T>`, `popular:category:<c>`)
+are more keys of the same step: a popularity update carries its half-life, and a board
+ranks whatever kind of score it is fed (:mod:`operators.trending`). Item metadata
 (duration, category, vector) comes from the content flow's item store through a per-worker
 cache. Every write is a full value guarded by event time, so the epoch replayed after a
 crash rewrites the same values.
@@ -122,7 +125,8 @@ def user_outputs(
 def item_outputs(
     settings: Settings, key_value: tuple[str, ItemStatsRecord | ScoreUpdate]
 ) -> Iterable[FeatureWrite | tuple[str, ScoreUpdate]]:
-    """Item stats go to the store; score updates go to each of their trending boards."""
+    """Item stats go to the store; score updates go to each of their boards (trending or
+    popularity)."""
     media_id, out = key_value
     if isinstance(out, ItemStatsRecord):
         ttl = settings.item_ttl_days * 86_400
@@ -131,7 +135,7 @@ def item_outputs(
 
 
 def board_write(key_value: tuple[str, TrendingList]) -> FeatureWrite:
-    """A trending board as one full value."""
+    """A trending or popularity board as one full value."""
     board, top = key_value
     return FeatureWrite(TRENDING, board, top.ts, encode_trending(top))
 

@@ -8,6 +8,10 @@ give the same value at the same `now` (up to float rounding), and no decay step 
 run on a timer. `ref` moves forward (and the accumulators shrink with it) once
 `now − ref` exceeds :data:`REBASE_AFTER` time constants, before the exponent can overflow.
 
+Float sums are order-independent only up to rounding, which is enough for one user's state
+(a partition delivers it in order) but not for an item's, fed by many users interleaved
+differently on every run: :class:`DecayedCount` keeps integer sums for that.
+
 Example:
     >>> day = 86_400_000
     >>> s = DecayedScores(tau_ms=7 * day, cap=8)
@@ -27,8 +31,12 @@ import numpy.typing as npt
 
 REBASE_AFTER: Final = 30.0  # time constants; exp(30) ~ 1e13, far below float64 overflow
 
+COUNT_PERIOD: Final = 32  # half-lives between the landmarks of a DecayedCount
+COUNT_SCALE: Final = 1 << 20  # fixed-point unit of a DecayedCount's sums
+
 ScoresSnapshot = tuple[int, tuple[tuple[str, float], ...]]
 VectorSnapshot = tuple[int, bytes]
+CountSnapshot = tuple[tuple[int, int], ...]
 
 
 class DecayedScores:
@@ -153,3 +161,60 @@ class DecayedVector:
     def snapshot(self) -> VectorSnapshot:
         """Plain immutable state: (reference time, float32 bytes)."""
         return (self._ref, self._acc.tobytes())
+
+
+class DecayedCount:
+    """An exponentially decayed count, bit-identical whatever order the events arrive in.
+
+    Forward decay in integer fixed point: event time is cut into landmark periods of
+    :data:`COUNT_PERIOD` half-lives, and an event at `t` adds
+    `round(2 ** ((t − landmark) / half_life) × COUNT_SCALE)` to its period's integer sum.
+    Integer sums do not depend on the order of their terms, and each term depends on its
+    event alone, so a replay in another order or a snapshot and resume ends in the same
+    state and value. Only the newest two periods are kept: anything older weighs less than
+    2 ** −32 of a new event, and an event arriving for a dropped period is ignored, so what
+    is kept is a function of the newest event time, not of arrival order.
+
+    Example:
+        >>> week = 7 * 86_400_000
+        >>> c = DecayedCount(half_life_ms=week)
+        >>> c.add(0), c.add(week)
+        (True, True)
+        >>> round(c.value(now_ms=week), 3), round(c.value(now_ms=2 * week), 3)
+        (1.5, 0.75)
+    """
+
+    __slots__ = ("_sums", "half_life_ms", "period_ms")
+
+    def __init__(self, half_life_ms: float, resume: CountSnapshot | None = None):
+        if half_life_ms <= 0:
+            raise ValueError(f"DecayedCount: half_life_ms must be > 0, got {half_life_ms}")
+        self.half_life_ms = float(half_life_ms)
+        self.period_ms = max(round(COUNT_PERIOD * self.half_life_ms), 1)
+        self._sums: dict[int, int] = dict(resume or ())
+
+    def add(self, ts_ms: int, amount: int = 1) -> bool:
+        """Count `amount` events at `ts_ms`; False when older than the kept periods."""
+        period = ts_ms // self.period_ms
+        sums = self._sums
+        newest = max(sums, default=period)
+        if period < newest - 1:
+            return False
+        offset = (ts_ms - period * self.period_ms) / self.half_life_ms
+        sums[period] = sums.get(period, 0) + amount * round(2.0**offset * COUNT_SCALE)
+        if period > newest:
+            for old in [p for p in sums if p < period - 1]:
+                del sums[old]
+        return True
+
+    def value(self, now_ms: int) -> float:
+        """The decayed count at event time `now_ms` (events after it count > 1)."""
+        total = 0.0
+        for period, acc in sorted(self._sums.items()):
+            age = (now_ms - period * self.period_ms) / self.half_life_ms
+            total += acc * 2.0**-age
+        return total / COUNT_SCALE
+
+    def snapshot(self) -> CountSnapshot:
+        """Plain immutable state: (period, integer sum) pairs, oldest first."""
+        return tuple(sorted(self._sums.items()))

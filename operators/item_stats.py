@@ -14,8 +14,16 @@ one-hour buckets for the 24-hour counts; totals since the state was created (it 
 - `engagement_multiplier = clamp(1 + completion_rate_24h + (likes + shares − dislikes) /
   plays over 24 h, 0.5, 3)`.
 
+`popularity` is the long-horizon signal: qualified views (closed views that were not early
+abandons) counted with exponential decay, half-life `popular_half_life_h` (a week by default),
+in integer fixed point (:class:`operators.decay.DecayedCount`), so it is the same whatever
+order an item's views arrive in. Unlike `trending_score` it grows with the audience an item
+keeps over weeks.
+
 Every update emits the full :class:`ItemStatsRecord` record (idempotent, guarded by `ts`) and a
-:class:`ScoreUpdate` for the trending boards (:mod:`operators.trending`).
+:class:`ScoreUpdate` for the trending boards (:mod:`operators.trending`); a qualified view
+also emits one for the popularity boards (`popular:all`, `popular:type:<T>`,
+`popular:category:<c>`), which carries the half-life so the board ranks decayed scores.
 
 Example:
     >>> from operators.item_info import ItemInfo, lookup_from
@@ -36,6 +44,7 @@ from typing import Any, Final
 import msgspec
 
 from operators.buckets import BucketRing
+from operators.decay import DecayedCount
 from operators.emissions import Feedback, Segment, ViewStart
 from operators.eventtime import Clock, from_ms, to_ms, utc_now
 from operators.item_info import ItemLookup
@@ -46,8 +55,9 @@ HOUR_MS: Final = 3_600_000
 RECENCY_FLOOR: Final = 0.05
 RECENCY_UNKNOWN: Final = 0.5
 MULTIPLIER_RANGE: Final = (0.5, 3.0)
-ITEM_STATS_VERSION: Final = 1
-_SNAPSHOT_VERSION: Final = 1
+ITEM_STATS_VERSION: Final = 2  # 2: popularity
+_SNAPSHOT_VERSION: Final = 2  # 1: before popularity (resumed with none counted)
+POPULAR_PREFIX: Final = "popular:"
 
 PLAYS, SEGMENTS, COMPLETIONS, WF_SUM, WF_N, LIKES, DISLIKES, SHARES = range(8)
 _FIELDS: Final = 8
@@ -74,30 +84,40 @@ class ItemStatsRecord(msgspec.Struct, frozen=True, kw_only=True, array_like=True
     completion_rate: float | None
     mean_watch_fraction: float | None
     trending_score: float
+    popularity: float = 0.0  # decayed qualified views at `ts` (absent before version 2)
 
 
 class ScoreUpdate(msgspec.Struct, frozen=True, kw_only=True):
-    """An item's trending score at its event time `ts`, for the trending boards."""
+    """An item's score at its event time `ts`, for its boards.
+
+    `half_life_ms` 0: a trending score (comparable while fresh); > 0: a popularity that
+    decays with that half-life, so boards compare it as of a common time.
+    """
 
     media_id: str
     score: float
     ts: int
     content_type: str | None = None
     category: str | None = None
+    half_life_ms: float = 0.0
 
 
 def ranking_keys(update: ScoreUpdate) -> tuple[str, ...]:
-    """The trending boards an update belongs to: global, its content type, its category.
+    """The boards an update belongs to: global, its content type, its category; popularity
+    updates go to the `popular:` boards of the same.
 
     Example:
         >>> ranking_keys(ScoreUpdate(media_id="m1", score=1.0, ts=0, content_type="AUDIO"))
         ('all', 'type:AUDIO')
+        >>> ranking_keys(ScoreUpdate(media_id="m1", score=1.0, ts=0, half_life_ms=1.0))
+        ('popular:all',)
     """
-    keys = ["all"]
+    prefix = POPULAR_PREFIX if update.half_life_ms > 0 else ""
+    keys = [f"{prefix}all"]
     if update.content_type:
-        keys.append(f"type:{update.content_type}")
+        keys.append(f"{prefix}type:{update.content_type}")
     if update.category:
-        keys.append(f"category:{update.category}")
+        keys.append(f"{prefix}category:{update.category}")
     return tuple(keys)
 
 
@@ -105,7 +125,7 @@ class ItemStats:
     """Counters of one item in event-time buckets, with its features and trending score.
 
     Args:
-        settings: `trending_half_life_h`, `item_ttl_days`.
+        settings: `trending_half_life_h`, `popular_half_life_h`, `item_ttl_days`.
         items: item metadata lookup (publication time, content type, category).
         resume: a value returned by :meth:`snapshot`, or None for a new item.
     """
@@ -124,12 +144,14 @@ class ItemStats:
         self._arrival_ms = to_ms(clock())
         self._half_life_h = settings.trending_half_life_h
         self._ttl_ms = settings.item_ttl_days * 86_400_000
-        snap = resume or (_SNAPSHOT_VERSION, "", -1, None, None, b"")
-        if snap[0] != _SNAPSHOT_VERSION:
+        self._popular_half_life_ms = settings.popular_half_life_h * HOUR_MS
+        snap = resume or (_SNAPSHOT_VERSION, "", -1, None, None, b"", ())
+        if snap[0] not in (1, _SNAPSHOT_VERSION):
             raise ValueError(f"ItemStats: snapshot version {snap[0]} is not supported")
         self.media_id: str = snap[1]
         self._wm: int = snap[2]
-        minutes, hours, totals = snap[3:]
+        minutes, hours, totals = snap[3:6]
+        self._popular = DecayedCount(self._popular_half_life_ms, snap[6] if snap[0] > 1 else None)
         self._minutes = BucketRing(MINUTE_MS, 60, 1, minutes)
         self._hours = BucketRing(HOUR_MS, 24, _FIELDS, hours)
         self._totals = array("d", [0.0] * _FIELDS)
@@ -138,11 +160,12 @@ class ItemStats:
             self._totals.frombytes(totals)
 
     def on_event(self, x: ItemInput) -> list[ItemStatsRecord | ScoreUpdate]:
-        """Count one play, closed view or feedback; emit the record and the score."""
+        """Count one play, closed view or feedback; emit the record and the score(s)."""
         if not self.media_id and x.media_id:
             self.media_id = x.media_id
         self._arrival_ms = to_ms(self._clock())
         self._wm = max(self._wm, x.end_ts if isinstance(x, Segment) else x.ts)
+        qualified = False
         if isinstance(x, ViewStart):
             self._minutes.add(x.ts, 0)
             self._count(x.ts, PLAYS, 1.0)
@@ -152,6 +175,8 @@ class ItemStats:
             self._count(x.end_ts, SEGMENTS, 1.0)
             if x.completed:
                 self._count(x.end_ts, COMPLETIONS, 1.0)
+            if not x.early_abandon:  # completed views included
+                qualified = self._popular.add(x.end_ts)
             if x.watch_fraction is not None:
                 # Fixed point: float sums depend on the order views arrive in, and views of
                 # one item come from many users, interleaved differently on every run.
@@ -168,7 +193,11 @@ class ItemStats:
             content_type=item.content_type if item is not None else None,
             category=item.category if item is not None else None,
         )
-        return [features, update]
+        if not qualified:
+            return [features, update]
+        half_life = self._popular_half_life_ms
+        popular = msgspec.structs.replace(update, score=features.popularity, half_life_ms=half_life)
+        return [features, update, popular]
 
     def notify_at(self) -> datetime | None:
         """When the item's state expires: `item_ttl_days` of processing time without input."""
@@ -201,6 +230,7 @@ class ItemStats:
             completion_rate=_ratio(t[COMPLETIONS], t[SEGMENTS]),
             mean_watch_fraction=_ratio(t[WF_SUM] / WF_SCALE, t[WF_N]),
             trending_score=round(self.trending_score(day, views), 6),
+            popularity=round(self._popular.value(wm), 6),
         )
 
     def trending_score(
@@ -215,9 +245,10 @@ class ItemStats:
         return views * self._recency(wm) * engagement_multiplier(day)
 
     def snapshot(self) -> tuple[Any, ...]:
-        """Plain immutable state (about 2.5 KB: two bucket rings and the totals)."""
+        """Plain immutable state (about 2.5 KB: two bucket rings, the totals, popularity)."""
         minutes, hours = self._minutes.snapshot(), self._hours.snapshot()
-        return (_SNAPSHOT_VERSION, self.media_id, self._wm, minutes, hours, self._totals.tobytes())
+        totals, popular = self._totals.tobytes(), self._popular.snapshot()
+        return (_SNAPSHOT_VERSION, self.media_id, self._wm, minutes, hours, totals, popular)
 
     def _count(self, ts: int, field: int, amount: float) -> None:
         self._hours.add(ts, field, amount)

@@ -53,6 +53,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     item_ttl_days: int = 35
     trending_half_life_h: float = 24.0
     trending_top_k: int = 100
+    # Long-horizon popularity: qualified views decayed with this half-life (event time)
+    popular_half_life_h: float = 168.0
     # Weekly per-user weights: shrinkage towards the week's prior (in units of positive
     # engagement mass, about one completed view each) and how long a version's data is kept
     weights_prior_strength: float = 10.0

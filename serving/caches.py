@@ -12,11 +12,12 @@ Example:
     >>> stats = ItemStatsCache(table, ttl_s=60.0)
     >>> cols = table.columns().take(table.lookup(["m1"]))
     >>> stats.lookup(["m1"], cols).tolist(), stats.take_pending()
-    ([[0.5, 0.5, 0.0]], ['m1'])
+    ([[0.5, 0.5, 0.0, 0.0]], ['m1'])
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,30 +27,46 @@ from typing import Final
 import numpy as np
 
 from operators.content import UNKNOWN, ItemRecord
-from operators.item_stats import ItemStatsRecord
+from operators.item_stats import POPULAR_PREFIX, ItemStatsRecord
 from serving.item_table import STATS_PRIOR, Columns, ItemTable
-from serving.ranking import TYPES, Matrix
+from serving.ranking import TYPES, Matrix, popularity_feature
 from state.update_log import REMOVE, LogEntry
 
 MAX_PENDING: Final = 100_000
 MAX_BOARDS: Final = 4_096
+POPULAR_ALL: Final = f"{POPULAR_PREFIX}all"
+HOUR_MS: Final = 3_600_000
 Board = tuple[tuple[str, float], ...]
 
 
 class ItemStatsCache:
-    """Item stats (completion rate, like ratio, trending score) in the item table's rows.
+    """Item stats (completion rate, like ratio, trending score, popularity) in the item
+    table's rows.
 
     A request reads them with the rest of its candidates' columns; rows never read, or read
     more than `ttl_s` ago, answer what they hold (the prior at first) and are queued for the
     refresher, which reads them from Redis off the request path at a bounded rate. Ratios
     move slowly, so the TTL is long; trending scores move fast, and the items that trend are
-    on the boards, which carry their scores every round.
+    on the boards, which carry their scores every round. Popularity moves slowly too; it is
+    kept as a key that decays with event time (see :func:`serving.ranking.popularity_feature`),
+    brought to the time of the `popular:all` board the refresher last read.
+
+    Args:
+        table: the item table whose rows hold the stats.
+        ttl_s: how long a row's stats are used before a refresh is queued.
+        popular_half_life_h: the engagement flow's `popular_half_life_h`.
     """
 
     def __init__(
-        self, table: ItemTable, ttl_s: float, clock: Callable[[], float] = time.monotonic
+        self,
+        table: ItemTable,
+        ttl_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        popular_half_life_h: float = 168.0,
     ) -> None:
         self._table, self._ttl, self._clock = table, ttl_s, clock
+        self._half_life_ms = popular_half_life_h * HOUR_MS
+        self._popular_ref = (0.0, 0.0)  # (board time / half-life, board's top score)
         self._pending: set[str] = set()
         self.loaded = 0
 
@@ -57,12 +74,19 @@ class ItemStatsCache:
         return self.loaded
 
     def lookup(self, ids: Sequence[str], cols: Columns) -> Matrix:
-        """Rows of (completion, like ratio, trending) for a pool; stale ones are queued."""
+        """Rows of (completion, like ratio, trending, popularity feature) for a pool; stale
+        ones are queued."""
         stale = np.flatnonzero(cols.stats_until < self._clock())
         if stale.size and len(self._pending) < MAX_PENDING:
             self._pending.update(ids[i] for i in stale.tolist())
-        out: Matrix = np.column_stack((cols.completion, cols.like_ratio, cols.trending))
+        popular = popularity_feature(cols.popular, *self._popular_ref)
+        out: Matrix = np.column_stack((cols.completion, cols.like_ratio, cols.trending, popular))
         return out
+
+    def store_popular_reference(self, board_ts: int, board: Board) -> None:
+        """The `popular:all` board's time and top score: what popularity is scaled against."""
+        top = board[0][1] if board else 0.0
+        self._popular_ref = (board_ts / self._half_life_ms, top)
 
     def take_pending(self, limit: int | None = None) -> list[str]:
         """Up to `limit` of the ids waiting for a refresh (all by default), removed."""
@@ -92,6 +116,8 @@ class ItemStatsCache:
         if not known:
             return
         values = np.empty((len(known), 3), dtype=np.float32)
+        popular = np.full(len(known), -np.inf)
+        half_life = self._half_life_ms
         for n, i in enumerate(known):
             rec = records[i]
             if rec is None:
@@ -99,9 +125,11 @@ class ItemStatsCache:
             else:
                 completion = rec.completion_rate if rec.completion_rate is not None else 0.5
                 values[n] = (completion, rec.like_ratio, rec.trending_score)
+                if rec.popularity > 0.0:
+                    popular[n] = math.log2(rec.popularity) + rec.ts / half_life
         at = rows[known]
         first = int(np.count_nonzero(np.isneginf(self._table.columns().stats_until[at])))
-        self._table.write_stats(at, values, self._clock() + self._ttl)
+        self._table.write_stats(at, values, self._clock() + self._ttl, popular)
         self.loaded += first
 
 
@@ -151,11 +179,13 @@ class SideVectors:
 
 
 class TrendingCache:
-    """The trending boards (`all`, `type:<T>`, `category:<c>`), last known values kept."""
+    """The boards: trending (`all`, `type:<T>`, `category:<c>`) and long-horizon popularity
+    (the same names after `popular:`), last known values kept."""
 
     def __init__(self) -> None:
         self._boards: dict[str, Board] = {}
-        self._names: set[str] = {"all", *(f"type:{t}" for t in TYPES)}
+        everyone = ("all", *(f"type:{t}" for t in TYPES))
+        self._names: set[str] = {*everyone, *(POPULAR_PREFIX + n for n in everyone)}
         self.loaded = False
 
     def board(self, name: str) -> Board:
@@ -163,10 +193,11 @@ class TrendingCache:
         return self._boards.get(name, ())
 
     def want(self, categories: Iterable[str]) -> None:
-        """Refresh the boards of these categories too (bounded)."""
+        """Refresh the boards of these categories too, trending and popular (bounded)."""
         for category in categories:
-            if category != UNKNOWN and len(self._names) < MAX_BOARDS:
+            if category != UNKNOWN and len(self._names) < MAX_BOARDS - 1:
                 self._names.add(f"category:{category}")
+                self._names.add(f"{POPULAR_PREFIX}category:{category}")
 
     def known(self, name: str) -> bool:
         """Whether board `name` is one the refresher reads."""

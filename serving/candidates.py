@@ -3,13 +3,13 @@
 Sources, in the order a duplicate is attributed: continue watching, ANN on the user's
 behavioural vector, the cold-start model's list for a cold user's cohort, fresh items
 (< 24 h) in the user's categories and type, trending in the user's cohort (their categories
-and content type), the global board, and exploration (boards and new items of categories the
-user has not shown interest in). The user's categories are the flows' top categories plus up
-to three more from the weekly weights. Filters drop what must never be shown (removed or
-unknown items, consumed and disliked items, the wrong content type when the request asked
-for one) and compute each survivor's similarity to the user vector. Everything here reads
-in-process state only.
-"""
+and content type) and the global trending board, popular (the long-horizon popularity boards
+of the user's categories, and of their content type or else of everything), and exploration
+(boards and new items of categories the user has not shown interest in). The user's
+categories are the flows' top categories plus up to three more from the weekly weights.
+Filters drop what must never be shown (removed or unknown items, consumed and disliked
+items, the wrong content type when the request asked for one) and compute each survivor's
+similarity to the user vector. Everything here reads in-process state only."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from typing import Final
 
 import numpy as np
 
+from operators.item_stats import POPULAR_PREFIX
 from serving.caches import FreshItems, SideVectors, TrendingCache
 from serving.catalogue import Catalogue
 from serving.item_table import TYPE_CODES, Columns, ItemTable
@@ -43,6 +44,8 @@ PER_CATEGORY: Final = 20  # trending items per category board of the user
 PER_TYPE: Final = 30
 FRESH_PER_CATEGORY: Final = 10
 FRESH_OVERALL: Final = 20
+POPULAR_SHARE: Final = 0.2  # of the candidate budget: the long-horizon board of all / the type
+POPULAR_PER_CATEGORY: Final = 10
 EXPLORE_BOARDS: Final = 3
 EXPLORE_PER_BOARD: Final = 8
 
@@ -117,7 +120,12 @@ def retrieve(
         out.add(_board(src, f"category:{category}"), TRENDING, PER_CATEGORY * scale)
     if kind:
         out.add(_board(src, f"type:{kind}"), TRENDING, PER_TYPE * scale)
-    out.add(_board(src, "all"), POPULAR, PER_TYPE * scale)
+    out.add(_board(src, "all"), TRENDING, PER_TYPE * scale)
+    for category in categories:
+        board = f"{POPULAR_PREFIX}category:{category}"
+        out.add(_board(src, board), POPULAR, POPULAR_PER_CATEGORY * scale)
+    popular = f"{POPULAR_PREFIX}type:{kind}" if kind else f"{POPULAR_PREFIX}all"
+    out.add(_board(src, popular), POPULAR, int(budget * POPULAR_SHARE))
     _explore(categories, src, out, rng, scale)
     return out
 

@@ -86,6 +86,7 @@ ROW: Final = np.dtype(
         ("completion", np.float32),  # engagement stats: serving.caches.ItemStatsCache
         ("like_ratio", np.float32),
         ("trending", np.float32),
+        ("popular", np.float64),  # log2(popularity) + ts / half-life; -inf: none
         ("ctype", np.int8),
         ("live", np.bool_),
     ]
@@ -149,6 +150,10 @@ class Columns:
         return self.data["trending"]
 
     @property
+    def popular(self) -> npt.NDArray[np.float64]:
+        return self.data["popular"]
+
+    @property
     def stats_until(self) -> npt.NDArray[np.float64]:
         return self.data["stats_until"]
 
@@ -158,6 +163,7 @@ class Columns:
         data = np.zeros(n, dtype=ROW)
         data["ctype"] = OTHER_TYPE
         data["completion"], data["like_ratio"], data["trending"] = STATS_PRIOR
+        data["popular"] = -np.inf
         data["stats_until"] = -np.inf
         return cls(data)
 
@@ -221,12 +227,21 @@ class ItemTable:
             for name in META_FIELDS:  # stats stay: they are the refresher's
                 data[name][at] = values[name]
 
-    def write_stats(self, rows: Ints, values: npt.NDArray[np.float32], until: float) -> None:
-        """Set (completion, like ratio, trending) of `rows` (from the item stats store)."""
+    def write_stats(
+        self,
+        rows: Ints,
+        values: npt.NDArray[np.float32],
+        until: float,
+        popular: npt.NDArray[np.float64] | None = None,
+    ) -> None:
+        """Set (completion, like ratio, trending) and the popularity keys of `rows` (from the
+        item stats store)."""
         data = self._cols.data
         data["completion"][rows] = values[:, 0]
         data["like_ratio"][rows] = values[:, 1]
         data["trending"][rows] = values[:, 2]
+        if popular is not None:
+            data["popular"][rows] = popular
         data["stats_until"][rows] = until
 
     def write_trending(self, rows: Ints, scores: npt.NDArray[np.float32]) -> None:

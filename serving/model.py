@@ -47,6 +47,9 @@ FEATURES: Final = (
     "trending",  # log-scaled trending score, 0..1
     "freshness",  # exp(-age / fresh window)
     "continue_watching",  # the user started this item and did not finish it
+    # Appended last, so impression rows of earlier versions stay aligned column by column:
+    "popularity",  # long-horizon popularity (decayed qualified views), log-scaled against
+    # the top of the `popular:all` board, 0..1
 )
 
 DEFAULT_WEIGHTS: Final = {
@@ -61,6 +64,7 @@ DEFAULT_WEIGHTS: Final = {
     "trending": 0.6,
     "freshness": 0.4,
     "continue_watching": 1.5,
+    "popularity": 1.5,
 }
 
 

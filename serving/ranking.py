@@ -150,8 +150,30 @@ class Pool:
 
 
 def default_stats(n: int) -> Matrix:
-    """Item stats rows for items nothing is known about yet."""
-    return np.tile(np.asarray(STATS_PRIOR, dtype=np.float32), (n, 1))
+    """Item stats rows for items nothing is known about yet (popularity 0)."""
+    return np.tile(np.asarray((*STATS_PRIOR, 0.0), dtype=np.float32), (n, 1))
+
+
+def popularity_feature(keys: npt.NDArray[np.float64], at_key: float, top: float) -> Matrix:
+    """`log1p(popularity) / log1p(top)`, clipped to 0..1, from popularity keys.
+
+    A key is `log2(popularity) + ts / half-life` (-inf: none): the item's decayed count as of
+    any common time. `top` is the `popular:all` board's first score at the board's time `T`
+    and `at_key` is `T / half-life`, so each count is brought to `T` (a stored count is as of
+    the item's last view and has decayed since) and compared with the board's top: the
+    feature means the same on a platform of any size and at any half-life. All 0 without a
+    board (`top` 0).
+
+    Example:
+        >>> keys = np.array([10.0, 8.0, -np.inf])  # 2**10, 2**8 and no views, as of T = 0
+        >>> [round(float(x), 2) for x in popularity_feature(keys, 0.0, 1023.0)]
+        [1.0, 0.8, 0.0]
+    """
+    if not top > 0.0:
+        return np.zeros(len(keys), dtype=np.float32)
+    scaled = np.log1p(np.exp2(keys - at_key)) / np.log1p(top)
+    out: Matrix = np.minimum(scaled, 1.0).astype(np.float32)
+    return out
 
 
 def freshness(published: npt.NDArray[np.float64], now_ms: int, fresh_ms: float) -> Matrix:
@@ -181,7 +203,9 @@ def feature_matrix(
 ) -> Matrix:
     """Rows: candidates; columns: :data:`serving.model.FEATURES`.
 
-    `stats` has one row per candidate: completion rate, like ratio, raw trending score.
+    `stats` has one row per candidate: completion rate, like ratio, raw trending score and
+    the popularity feature (:func:`popularity_feature`; 0 where a caller has no fourth
+    column).
     """
     n, cols = len(pool), pool.cols
     out = np.zeros((n, len(FEATURES)), dtype=np.float32)
@@ -202,6 +226,8 @@ def feature_matrix(
     out[:, 8] = np.minimum(np.log1p(np.maximum(stats[:, 2], 0.0)) / TRENDING_SCALE, 1.0)
     out[:, 9] = freshness(cols.published, now_ms, fresh_ms)
     out[:, 10] = pool.sources == SOURCE_CODE[CONTINUE]
+    if stats.shape[1] > 3:
+        out[:, 11] = stats[:, 3]
     if ctx.weekly is not None:
         _blend_weekly(out, ctx.weekly, cols, vocab)
     return out

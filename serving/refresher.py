@@ -1,9 +1,9 @@
 """The serving process's background thread: keeps in-process state fresh, off the request path.
 
-Every `interval_s` it reads the trending boards (one MGET), the ranker pointer (and the new
-weights when it moved), the weekly weights pointer (and the new version's cohort lists when
-it moved) and rescans the catalogue when the index version changed; every `stats_interval_s`
-it fetches the item stats that requests found missing or stale. Redis
+Every `interval_s` it reads the trending and popularity boards (one MGET), the ranker pointer
+(and the new weights when it moved), the weekly weights pointer (and the new version's cohort
+lists when it moved) and rescans the catalogue when the index version changed; every
+`stats_interval_s` it fetches the item stats that requests found missing or stale. Redis
 errors are logged once per outage and leave the caches as they were; `redis_ok` says whether
 the last round trip worked (for /readyz).
 """
@@ -20,8 +20,15 @@ import msgspec
 import redis
 
 from operators.feature_codecs import decode_item_stats, decode_trending
-from operators.item_stats import ItemStatsRecord
-from serving.caches import Board, FreshItems, ItemStatsCache, SideVectors, TrendingCache
+from operators.item_stats import POPULAR_PREFIX, ItemStatsRecord
+from serving.caches import (
+    POPULAR_ALL,
+    Board,
+    FreshItems,
+    ItemStatsCache,
+    SideVectors,
+    TrendingCache,
+)
 from serving.catalogue import Catalogue
 from serving.errors import ModelFormatError
 from serving.feed import ModelHolder
@@ -144,13 +151,20 @@ class Refresher:
         for name, value in zip(names, raw, strict=True):
             if isinstance(value, bytes):
                 try:
-                    boards[name] = tuple(decode_trending(value[STAMP:]).items)
+                    board = decode_trending(value[STAMP:])
                 except (msgspec.DecodeError, ValueError) as exc:
                     log.warning("unreadable trending board %s: %s", name, exc)
+                    continue
+                boards[name] = tuple(board.items)
+                if name == POPULAR_ALL:
+                    self._stats.store_popular_reference(board.ts, boards[name])
             else:
                 boards[name] = ()
         self._trending.update(boards)
-        self._stats.store_trending(boards.values())
+        # Popularity boards carry popularity, not trending scores
+        self._stats.store_trending(
+            b for name, b in boards.items() if not name.startswith(POPULAR_PREFIX)
+        )
 
     def _refresh_model(self) -> None:
         active = self._client.get(ACTIVE_KEY)

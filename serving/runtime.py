@@ -174,7 +174,9 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
         ),
         listener=on_entries,
     )
-    stats = ItemStatsCache(table, settings.item_stats_ttl_s)
+    stats = ItemStatsCache(
+        table, settings.item_stats_ttl_s, popular_half_life_h=settings.popular_half_life_h
+    )
     trending, models, weekly = TrendingCache(), ModelHolder(default_model()), WeeklyState()
     fetcher = FeatureFetcher(
         RedisUserSource(fast, weekly),

@@ -119,7 +119,7 @@ def test_users_top_category_and_content_type_match_their_planted_tastes(simulate
     assert type_hits / judged >= 0.75
 
 
-def test_item_stats_and_trending_boards_are_written(simulated) -> None:
+def test_item_stats_trending_and_popularity_boards_are_written(simulated) -> None:
     _sim, _messages, store, _letters, writes = simulated
     item_ids = {w.entity_id for w in writes if w.kind == ITEM}
     assert len(item_ids) > 20
@@ -130,6 +130,12 @@ def test_item_stats_and_trending_boards_are_written(simulated) -> None:
     top = decode_trending(board)
     scores = [score for _m, score in top.items]
     assert scores == sorted(scores, reverse=True) and len(scores) > 5
+    popular = decode_trending(store.get_many(TRENDING, ["popular:all"])[0] or b"")
+    half_life = Settings().popular_half_life_h * 3_600_000
+    now = {s.media_id: s.popularity * 2 ** ((s.ts - popular.ts) / half_life) for s in stats}
+    expected = sorted(now.items(), key=lambda kv: -kv[1])[:5]
+    assert [m for m, _ in popular.items[:5]] == [m for m, _ in expected]
+    assert [p for _, p in popular.items[:5]] == pytest.approx([p for _, p in expected], rel=3e-3)
 
 
 def test_writes_are_full_values_so_a_replay_changes_nothing(simulated) -> None:

@@ -132,6 +132,30 @@ def test_every_update_emits_the_record_and_a_score_for_its_boards():
     assert ranking_keys(update) == ("all", "type:VIDEO", "category:news")
 
 
+def test_popularity_counts_qualified_views_with_a_half_life():
+    stats = ItemStats(SETTINGS, ITEMS)
+    week = round(SETTINGS.popular_half_life_h * HOUR)
+    assert len(stats.on_event(play(T0))) == 2  # a play alone moves no popularity board
+    out = apply(stats, [closed(T0 + 1_000, 1.0), closed(T0 + 2_000, 0.5)])
+    popular = [u for u in out if isinstance(u, ScoreUpdate) and u.half_life_ms > 0]
+    assert [u.score for u in popular] == pytest.approx([1.0, 2.0], rel=1e-5)
+    boards = ("popular:all", "popular:type:VIDEO", "popular:category:news")
+    assert ranking_keys(popular[0]) == boards
+    abandon = msgspec.structs.replace(closed(T0 + week, 0.1), early_abandon=True)
+    assert len(stats.on_event(abandon)) == 2  # an early abandon is not a qualified view
+    assert stats.features().popularity == pytest.approx(1.0, rel=1e-5)  # two, a week ago
+
+
+def test_a_snapshot_from_before_popularity_resumes_with_none_counted():
+    stats = ItemStats(SETTINGS, ITEMS)
+    apply(stats, [play(T0), closed(T0 + 1_000, 1.0)])
+    first_version = (1, *stats.snapshot()[1:6])
+    resumed = ItemStats(SETTINGS, ITEMS, resume=first_version)
+    assert resumed.features().plays_total == 1 and resumed.features().popularity == 0.0
+    apply(resumed, [closed(T0 + 2_000, 1.0)])
+    assert resumed.features().popularity == pytest.approx(1.0, rel=1e-5)
+
+
 def test_provisional_segments_are_refused():
     stats = ItemStats(SETTINGS, ITEMS)
     with pytest.raises(ValueError, match="provisional"):
@@ -198,6 +222,9 @@ def test_online_stats_equal_a_batch_recomputation_in_any_order(xs, rnd: random.R
     assert a.snapshot()[3:] == b.snapshot()[3:]  # bucket state itself, bit for bit
     got = msgspec.structs.asdict(a.features())
     assert {k: got[k] for k in batch(xs)} == batch(xs)
+    now, half_life = max(ts_of(x) for x in xs), SETTINGS.popular_half_life_h * HOUR
+    decayed = sum(2 ** ((x.end_ts - now) / half_life) for x in xs if isinstance(x, Segment))
+    assert got["popularity"] == pytest.approx(decayed, rel=1e-5, abs=1e-6)
 
 
 @given(inputs, st.data())

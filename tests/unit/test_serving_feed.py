@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from operators.item_stats import ItemStatsRecord
 from operators.user_features import UserFeatures, encode_user_features
 from serving.feed import FeedConfig, FeedService, Trace
-from serving.model import RankerModel
+from serving.model import DEFAULT_WEIGHTS, RankerModel
 from tests.unit.serving_fixtures import (
     CATEGORIES,
     DAY_MS,
@@ -100,15 +101,42 @@ def test_cold_start_users_get_a_full_feed(engagements: int | None) -> None:
     assert fallbacks("cold_start") == before + 1
 
 
-def test_cold_start_leans_on_trending_and_new_items() -> None:
+def test_cold_start_leans_on_trending_popular_and_new_items() -> None:
     world = build_world()
     world.publish("fresh-1", "comedy", "VIDEO", age_ms=3_600_000)
     service, _ = service_for(world)
-    service.trending.update({"all": (("news-V1", 9.0), ("music-A2", 8.0))})
+    service.trending.update({"all": (("news-V1", 9.0),), "popular:all": (("music-A2", 8.0),)})
     body = service.feed(request("nobody"))
     sources = {i["media_id"]: i["reason"]["type"] for i in body["items"]}
     assert sources["fresh-1"] == "new"
-    assert sources["news-V1"] == "popular" and sources["music-A2"] == "popular"
+    assert sources["news-V1"] == "trending" and sources["music-A2"] == "popular"
+
+
+def test_a_long_horizon_popular_item_reaches_the_feed_and_its_popularity_counts() -> None:
+    world = build_world()
+    world.user("u1", "music", "AUDIO")
+    service, _ = service_for(world, FeedConfig(candidates=25))  # ANN: 20 of 120 items
+    week = 7 * DAY_MS
+    board = (("sports-A3", 40.0), ("music-A1", 30.0))
+    service.trending.update({"popular:type:AUDIO": board, "popular:all": board})
+
+    def far_item() -> dict[str, object]:
+        body = service.feed(request("u1", limit=50))
+        return next(i for i in body["items"] if i["media_id"] == "sports-A3")
+
+    unscored = far_item()
+    assert unscored["source"] == "popular" and unscored["reason"] == {"type": "popular"}
+    # the flows counted 80 qualified views a week before the board: 40 by the board's time
+    counted = ItemStatsRecord(
+        version=2, media_id="sports-A3", ts=week, views_1h=0, plays_24h=0, plays_total=80,
+        like_ratio=0.5, completion_rate=0.5, mean_watch_fraction=0.5, trending_score=0.0,
+        popularity=80.0,
+    )  # fmt: skip
+    service.stats.store(["sports-A3"], [counted])
+    service.stats.store_popular_reference(2 * week, board)
+    scored = far_item()
+    gained = float(scored["score"]) - float(unscored["score"])  # type: ignore[arg-type]
+    assert gained == pytest.approx(DEFAULT_WEIGHTS["popularity"], abs=1e-3)
 
 
 def test_a_new_release_in_a_liked_category_reaches_the_feed() -> None:

@@ -51,7 +51,9 @@ def test_feature_matrix_reads_user_and_item_features() -> None:
         record("c", "sports", "AUDIO"),
     ]
     pool = pool_of(recs, [ANN, FRESH, CONTINUE], [0.9, 0.1, 0.0])
-    stats = np.asarray([[0.8, 0.9, 1000.0], [0.5, 0.5, 0.0], [0.1, 0.2, 1e9]], np.float32)
+    stats = np.asarray(
+        [[0.8, 0.9, 1000.0, 0.7], [0.5, 0.5, 0.0, 0.0], [0.1, 0.2, 1e9, 1.0]], np.float32
+    )
     m = feature_matrix(ctx, pool, stats, 10 * DAY, DAY, VOCAB)
     assert m.shape == (3, len(FEATURES)) and m.dtype == np.float32
     assert m[:, COL["similarity"]].tolist() == pytest.approx([0.9, 0.1, 0.0])
@@ -64,6 +66,7 @@ def test_feature_matrix_reads_user_and_item_features() -> None:
     assert m[:, COL["trending"]].tolist() == pytest.approx([1.0, 0.0, 1.0])
     assert m[:, COL["freshness"]].tolist() == pytest.approx([1.0, math.exp(-1), 0.0])
     assert m[:, COL["continue_watching"]].tolist() == [0.0, 0.0, 1.0]
+    assert m[:, COL["popularity"]].tolist() == pytest.approx([0.7, 0.0, 1.0])
 
 
 def test_unknown_user_has_neutral_personal_features() -> None:

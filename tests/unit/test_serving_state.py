@@ -3,8 +3,10 @@ trending boards, and the refresher that keeps them (with a fake Redis)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 import redis
@@ -48,7 +50,8 @@ def test_item_stats_are_queued_when_missing_or_stale() -> None:
     table.upsert([rec("a"), rec("b")])
     stats = ItemStatsCache(table, ttl_s=10.0, clock=lambda: now[0])
     rows = table.lookup(["a", "b"])
-    assert stats.lookup(["a", "b"], table.columns().take(rows)).tolist() == [[0.5, 0.5, 0.0]] * 2
+    looked = stats.lookup(["a", "b"], table.columns().take(rows))
+    assert looked.tolist() == [[0.5, 0.5, 0.0, 0.0]] * 2
     assert stats.take_pending() == ["a", "b"]
     stats.store(["a", "b", "unknown"], [_stats("a", trending=7.0), None, None])
     assert len(stats) == 2
@@ -105,7 +108,8 @@ def test_fresh_items_are_newest_first_per_key_and_expire() -> None:
 def test_trending_boards_keep_their_last_value() -> None:
     boards = TrendingCache()
     boards.want(["news", "unknown"])
-    assert boards.names() == ["all", "category:news", "type:AUDIO", "type:VIDEO"]
+    trending = ["all", "category:news", "type:AUDIO", "type:VIDEO"]
+    assert boards.names() == sorted([*trending, *(f"popular:{n}" for n in trending)])
     boards.update({"all": (("m1", 2.0),)})
     boards.update({"category:news": (("m2", 1.0),)})
     assert boards.board("all") == (("m1", 2.0),) and boards.item_ids() == ["m1", "m2"]
@@ -159,6 +163,22 @@ def test_refresher_scans_reads_boards_stats_and_hot_loads_the_ranker() -> None:
     client.values[version_key("v3")] = b'{"version": "v3", "weights": {"nope": 1}}'
     refresher.refresh()
     assert models.model.version == "v2"  # a bad document never replaces a good model
+
+
+def test_popularity_is_decayed_to_the_popular_board_and_scaled_by_its_top() -> None:
+    refresher, client, _, trending, table = refresher_world()
+    week = 168 * HOUR  # the default half-life
+    popular = TrendingList(ts=2 * week, items=(("m0", 63.0),))
+    client.values[feature_key(TRENDING, "popular:all")] = stamp(2 * week, encode_trending(popular))
+    # m1's count of 31 is as of its last view, a week before the board: 15.5 by then
+    m1 = msgspec.structs.replace(_stats("m1"), ts=week, popularity=31.0)
+    client.values[feature_key(ITEM, "m1")] = stamp(week, encode_item_stats(m1))
+    refresher.refresh()
+    assert trending.board("popular:all") == (("m0", 63.0),)
+    assert table.columns().trending[:2].tolist() == [0.0, 0.0]  # not a trending score
+    cols = table.columns().take(table.lookup(["m0", "m1"]))
+    feature = refresher._stats.lookup(["m0", "m1"], cols)[:, 3]
+    assert feature.tolist() == pytest.approx([0.0, math.log1p(15.5) / math.log1p(63.0)])
 
 
 def test_refresher_keeps_state_through_an_outage() -> None:
