@@ -2,9 +2,13 @@
 
 From Kafka, each partition of `user.engagement.events` is read from the first offset at or
 after the week's start (less the allowed lateness; from the beginning when the broker cannot
-say) up to its end, or to the first message stamped later than the week's end plus the
-allowed lateness. Keep the topic's retention above eight days so the whole week is still
-there when the run starts. A file holds the simulator's `--out` lines
+say) up to its end at the time of reading; the aggregation keeps the events stamped inside
+the week. It does not stop at the first message stamped after the week: message timestamps
+are the events' own and need not rise along a partition (a broker that cannot seek by time
+serves older traffic first, and a replayed backfill can follow newer events), so an early
+stop could skip part of the week. Reading past the week costs at most the day or so between
+the week's end and the run. Keep the topic's retention above eight days so the whole week is
+still there when the run starts. A file holds the simulator's `--out` lines
 (`{"topic", "key", "ts", "value"}`) or one raw event per line (a backfill or a replay).
 
 Payloads that fail validation are counted (`invalid`) and skipped: the engagement flow
@@ -71,7 +75,7 @@ def file_payloads(path: Path) -> Iterator[bytes]:
 
 
 def kafka_payloads(
-    settings: Settings, start_ms: int, end_ms: int, idle_timeout_s: float = IDLE_TIMEOUT_S
+    settings: Settings, start_ms: int, idle_timeout_s: float = IDLE_TIMEOUT_S
 ) -> Iterator[bytes]:
     """Engagement payloads of the week from the topic (see module doc).
 
@@ -109,9 +113,6 @@ def kafka_payloads(
                         continue
                     raise WeekInputError(f"weekly input: {err}")
                 if part not in remaining:
-                    continue
-                if msg.timestamp()[1] > end_ms + margin:
-                    remaining.discard(part)
                     continue
                 value = msg.value()
                 yield value if isinstance(value, bytes) else b""

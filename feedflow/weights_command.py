@@ -92,12 +92,12 @@ def _run(
 ) -> int:
     now_ms = int(time.time() * 1000)
     week = args.week or last_complete_week(now_ms, settings.allowed_lateness_s * 1000)
-    start_ms, end_ms = week_span(week)
+    start_ms = week_span(week)[0]
     if args.input is not None:
         payloads, source = file_payloads(args.input), f"file:{args.input.name}"
     else:
         settings.require("kafka_bootstrap_servers")
-        payloads, source = kafka_payloads(settings, start_ms, end_ms), "kafka"
+        payloads, source = kafka_payloads(settings, start_ms), "kafka"
     keys = IndexKeys()
     items = CachedItemLookup(
         ItemStore(client, keys), IndexRegistry(client, keys), ttl_s=3600.0, max_items=1_000_000
