@@ -25,7 +25,8 @@ Timers and state expiry run on processing time, which a replay compresses into m
 no state expires; Redis TTLs count from the write. Serving compares publication times with
 the wall clock, so no film is "new" (freshness 0) and the fresh-items source is empty. The
 trending boards keep the items of the last event-time hour of each board, so after a replay
-they describe the data set's final hour.
+they describe the data set's final hour; popularity decays with `popular_half_life_h` of
+event time, so at its default (a week) the popularity boards describe the final weeks.
 """
 
 from __future__ import annotations
