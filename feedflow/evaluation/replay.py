@@ -185,6 +185,9 @@ def ask_feeds(
     runtime = build_runtime(settings)
     # Exploration samples category boards; seeded, two runs ask the same feeds.
     runtime.service._rng.seed(seed)
+    # Every user gets the personalised feed: the eval measures the recommender, not the
+    # A/B layout (the permanent holdback would otherwise give ~2 % of users trending only).
+    runtime.service.arms = None
     progress = Progress("feed requests", len(users))
     with AsgiClient(create_app(runtime)) as client:
         _wait_ready(client)
