@@ -61,8 +61,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         serving_sizes=parse_sizes(args.serving_sizes) if args.serving_sizes else None,
         keep=args.keep,
     )
-    shown = " ".join(sys.argv[1:]) if sys.argv[0].endswith("feedflow") else "bench"
-    result = run_suite(cfg, f"feedflow {shown}".strip())
+    result = run_suite(cfg, _shown(args))
     if args.json:
         Path(args.json).write_bytes(
             orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
@@ -71,3 +70,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         write_benchmarks(result, ROOT / "BENCHMARKS.md")
     sys.stdout.write(markdown(result))
     return 1 if result["errors"] else 0
+
+
+def _shown(args: argparse.Namespace) -> str:
+    """The command as BENCHMARKS.md shows it: options kept, local paths as placeholders.
+
+    >>> _shown(argparse.Namespace(quick=True, only=None, index_sizes="1M", serving_sizes=None,
+    ...                           keep="x", json="y", write_md=False, no_write_md=False))
+    'feedflow bench --quick --index-sizes 1M --keep DIR --json FILE'
+    """
+    parts = ["feedflow bench"]
+    if args.quick:
+        parts.append("--quick")
+    for flag, value in (("--only", args.only), ("--index-sizes", args.index_sizes),
+                        ("--serving-sizes", args.serving_sizes)):  # fmt: skip
+        if value:
+            parts.append(f"{flag} {value}")
+    if args.keep:
+        parts.append("--keep DIR")
+    if args.json:
+        parts.append("--json FILE")
+    return " ".join(parts)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import doctest
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 
+from feedflow import bench_command
 from feedflow.bench import suite
 from feedflow.bench.serving_bench import SECTION as SERVING_SECTION
 from tests.unit.test_serving_bench import result as serving_result
@@ -94,3 +97,9 @@ def test_quick_mode_is_small_and_overrides_win() -> None:
     full = suite.SuiteConfig.for_mode(False, index_sizes=(1_000_000,), parts=None)
     assert full.index_sizes == (1_000_000,) and full.parts == suite.PARTS
     assert 3_000_000 in suite.SuiteConfig.for_mode(False).index_sizes
+
+
+@pytest.mark.parametrize("module", [suite, bench_command])
+def test_the_docstring_examples_hold(module: ModuleType) -> None:
+    # The feedflow package is outside pytest's doctest paths; these examples are pure.
+    assert doctest.testmod(module).failed == 0
