@@ -60,6 +60,7 @@ DEFAULT_ARM: Final = "default"
 EVERYONE_PERSONALISED: Final = Arm(DEFAULT_ARM, True)  # no experiment, no holdback
 NO_INDEX: Final = "none"  # an impression's index_version before any index is loaded
 FRESHNESS: Final = FEATURES.index("freshness")
+POPULARITY: Final = FEATURES.index("popularity")
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,11 @@ class FeedService:
             scores, fresh, matrix = self._rank(ctx, pool, model, now_ms, trace, arm.name)
         with _stage("rules", trace, arm.name):
             params = self._rule_params(req, ctx)
-            placed = apply_rules(ctx, pool, scores, fresh, params, self.table.vocab)
+            unproven = None
+            if matrix is not None:  # new releases are judged without popularity
+                unproven = scores - matrix[:, POPULARITY] * model.vector[POPULARITY]
+            vocab = self.table.vocab
+            placed = apply_rules(ctx, pool, scores, fresh, params, vocab, unproven)
             items, rows = self._items(ctx, pool, placed)
         for rung in trace.rungs:
             FEED_FALLBACK.labels(reason=rung, arm=arm.name).inc()

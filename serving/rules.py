@@ -5,7 +5,8 @@ the page. Pure functions over a ranked :class:`serving.ranking.Pool`; no I/O.
 
 - items the user started and did not finish come first (up to two);
 - a new-release boost adds `new_boost × freshness` to the model score, and the best two new
-  items (published within the fresh window) in the user's categories get a place;
+  items (published within the fresh window) in the user's categories get a place, judged
+  without the popularity they have not had time to earn;
 - at most `max_per_category` items per category and `max_per_creator` per creator;
 - `diversity` in [0, 1] steers cross-type discovery: a user who prefers one content type gets
   about `diversity × limit / 2` items of the other type, and no more;
@@ -159,18 +160,28 @@ def apply_rules(
     fresh: npt.NDArray[Any],
     params: RuleParams,
     vocab: Vocab,
+    unproven: npt.NDArray[Any] | None = None,
 ) -> list[Placed]:
-    """The page: rows of `pool` with final scores, best first (see module doc)."""
+    """The page: rows of `pool` with final scores, best first (see module doc).
+
+    `unproven`, when given, is each row's score without the terms a new release cannot have
+    earned yet (its long-horizon popularity): the new-release slots go to the best new items
+    by it, so an item published a minute ago is not judged against last week's audience.
+    """
     if len(pool) == 0 or params.limit <= 0:
         return []
-    final = np.asarray(scores, dtype=np.float64) + params.new_boost * np.asarray(fresh)
+    boost = params.new_boost * np.asarray(fresh)
+    final = np.asarray(scores, dtype=np.float64) + boost
     order = np.argsort(-final, kind="stable")
+    new_order = order
+    if unproven is not None:
+        new_order = np.argsort(-(np.asarray(unproven, dtype=np.float64) + boost), kind="stable")
     cross = cross_type(ctx, pool, params)
     cross_cap = round(params.diversity * params.limit / 2) if cross.any() else params.limit
     page = _Page(pool, params, cross.tolist(), cross_cap)
     resume = pool.sources == SOURCE_CODE[CONTINUE]
     page.fill(_head(order, resume, CONTINUE_SLOTS), CONTINUE_SLOTS, capped=False)
-    page.fill(_head(order, _new_releases(ctx, pool, fresh, vocab), NEW_SLOTS), NEW_SLOTS)
+    page.fill(_head(new_order, _new_releases(ctx, pool, fresh, vocab), NEW_SLOTS), NEW_SLOTS)
     page.fill(_head(order, cross, cross_cap), cross_cap)
     explore_n = max(1, round(params.explore_share * params.limit)) if params.explore_share else 0
     page.fill(_head(order, exploratory(ctx, pool, vocab), explore_n), explore_n)

@@ -158,6 +158,25 @@ def test_a_new_release_gets_a_place_even_when_it_ranks_low() -> None:
     assert "new" in ranked(recs, params, fresh=fresh)
 
 
+def test_new_release_slots_judge_new_items_without_popularity() -> None:
+    # Three new items that already drew an audience outscore one published a minute ago on
+    # popularity alone; without it, the brand-new one is the best match and gets a new slot.
+    recs = [record(f"old{i}", "news") for i in range(20)]
+    recs += [record(f"hit{i}", "news") for i in range(3)] + [record("brand-new", "news")]
+    fresh = np.asarray([0.0] * 20 + [0.9, 0.9, 0.9, 0.99])
+    scores = np.concatenate([np.linspace(5.0, 3.0, 20), [2.0, 1.9, 1.8, 1.0]])
+    popularity_term = np.asarray([1.5] * 23 + [0.0])
+    params = RuleParams(limit=5, max_per_category=10, new_boost=0.0, explore_share=0)
+    pool = pool_of(recs, None)
+
+    def page(unproven: np.ndarray | None) -> list[str]:
+        placed = apply_rules(UserContext(), pool, scores, fresh, params, VOCAB, unproven)
+        return [pool.ids[p.row] for p in placed]
+
+    assert "brand-new" not in page(None)
+    assert "brand-new" in page(scores - popularity_term)
+
+
 def test_requested_content_type_is_not_steered_by_diversity() -> None:
     ctx = UserContext(content_type="AUDIO")
     recs = [record(f"v{i}", "news", "VIDEO") for i in range(10)]
