@@ -65,6 +65,7 @@ from feedflow.bench.flow_harness import (
     wait_for,
 )
 from feedflow.bench.freshness_probe import Prober
+from feedflow.bench.machine import cpu_model
 from feedflow.simulator.engine import SimConfig, Simulation
 from feedflow.simulator.writers import KafkaSink
 from feedflow.stack import LocalStack, StackInfo
@@ -360,19 +361,11 @@ def bench_logic(quick: bool) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, Python and library versions, load."""
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import bytewax
     import confluent_kafka
 
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),

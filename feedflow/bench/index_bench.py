@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from feedflow.bench.machine import cpu_model
 from operators.content import CONTENT_TYPES
 from operators.encoders import FIELD_WEIGHTS, HashingEncoder
 from operators.settings import Settings
@@ -528,13 +529,8 @@ def run_index_bench(
 def _environment(blas_threads: str | None) -> dict[str, Any]:
     from importlib.metadata import version
 
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        models = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
-        cpu = models[0].split(":", 1)[1].strip() if models else cpu
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "hnswlib": version("hnswlib"),

@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
+from feedflow.bench.machine import cpu_model
 from feedflow.bench.markdown import write_section
 
 ROOT: Final = Path(__file__).resolve().parents[2]
@@ -249,16 +250,8 @@ ROWS: Final[dict[str, Callable[[dict[str, Any]], list[dict[str, Any]]]]] = {
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, Python, load: what the figures were measured on."""
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
