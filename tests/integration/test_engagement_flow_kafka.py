@@ -33,6 +33,7 @@ from operators.contracts import (
 )
 from operators.user_features import decode_user_features
 from state.feature_store import USER, RedisFeatureStore
+from tests.integration.processes import stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,16 +110,6 @@ def wait_until_stable(
         last = now
         time.sleep(2.0)
     raise AssertionError(f"features did not settle within {timeout_s}s ({len(last or {})} keys)")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 USERS, ALL_FEATURES = "ff:{u:*", ("ff:{u:*", "ff:{i:*", "ff:{t:*")

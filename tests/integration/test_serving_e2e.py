@@ -34,6 +34,7 @@ from operators.user_features import UserFeatures, decode_user_features
 from serving.app import create_app
 from serving.runtime import Runtime, build_runtime
 from state.feature_store import USER, RedisFeatureStore
+from tests.integration.processes import stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,16 +94,6 @@ def start_flow(name: str, stack: StackInfo, state: Path) -> subprocess.Popen[byt
             [sys.executable, "-m", "feedflow.cli", "flow", name, "--no-recovery"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class ActiveUsers:
