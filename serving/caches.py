@@ -170,11 +170,15 @@ class SideVectors:
         fetched: dict[str, Matrix] = {}
         for start in range(0, len(new), batch):
             fetched.update(fetch(new[start : start + batch]))
-        keep = [m for m in want if m in rows or m in fetched]
-        vectors = [matrix[rows[m]] if m in rows else fetched[m] for m in keep]
-        dim = matrix.shape[1] if matrix.size else (len(vectors[0]) if vectors else 0)
-        stacked = np.stack(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
-        self._state = ({m: n for n, m in enumerate(keep)}, stacked.astype(np.float32))
+        # Kept rows in one gather, new ones stacked after them: no Python loop over rows.
+        kept = [m for m in want if m in rows]
+        got = [m for m in new if m in fetched]
+        parts = [matrix[np.fromiter(map(rows.__getitem__, kept), np.intp, len(kept))]]
+        if got:
+            parts.append(np.stack([fetched[m] for m in got]).astype(np.float32))
+        parts = [p for p in parts if len(p)] or [np.zeros((0, matrix.shape[1]), np.float32)]
+        stacked = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        self._state = ({m: n for n, m in enumerate(kept + got)}, stacked)
         return len(fetched)
 
 
