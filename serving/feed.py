@@ -60,7 +60,7 @@ DEFAULT_ARM: Final = "default"
 EVERYONE_PERSONALISED: Final = Arm(DEFAULT_ARM, True)  # no experiment, no holdback
 NO_INDEX: Final = "none"  # an impression's index_version before any index is loaded
 FRESHNESS: Final = FEATURES.index("freshness")
-POPULARITY: Final = FEATURES.index("popularity")
+POPULARITY: Final = "popularity"
 
 
 @dataclass(frozen=True)
@@ -163,9 +163,8 @@ class FeedService:
             scores, fresh, matrix = self._rank(ctx, pool, model, now_ms, trace, arm.name)
         with _stage("rules", trace, arm.name):
             params = self._rule_params(req, ctx)
-            unproven = None
-            if matrix is not None:  # new releases are judged without popularity
-                unproven = scores - matrix[:, POPULARITY] * model.vector[POPULARITY]
+            # New releases are judged without the popularity they have not had time to earn.
+            unproven = None if matrix is None else model.score_without(matrix, scores, POPULARITY)
             vocab = self.table.vocab
             placed = apply_rules(ctx, pool, scores, fresh, params, vocab, unproven)
             items, rows = self._items(ctx, pool, placed)

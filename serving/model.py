@@ -104,6 +104,14 @@ class RankerModel:
         out: npt.NDArray[np.float32] = matrix @ self.vector + self.bias
         return out
 
+    def score_without(
+        self, matrix: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], feature: str
+    ) -> npt.NDArray[np.float32]:
+        """`scores` (of :meth:`score` on `matrix`) less one feature's share of them."""
+        col = FEATURES.index(feature)
+        out: npt.NDArray[np.float32] = scores - matrix[:, col] * self.vector[col]
+        return out
+
 
 def default_model() -> RankerModel:
     """The built-in weights, used until a version is published."""
