@@ -19,6 +19,7 @@ Run: `feedflow flow learning` (or `python -m bytewax.run "flows.learning:build_f
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any, Final
@@ -91,7 +92,7 @@ def decode(msg: KafkaSourceMessage[Any, Any]) -> Joined | DeadLetter | None:
         EVENT_LAG.observe(max(now_ms - event.ts, 0) / 1000)
         return event
     topic = msg.topic or TOPIC_IMPRESSIONS
-    EVENTS.labels(topic=topic, outcome="invalid").inc()
+    _events(topic, "invalid").inc()
     if topic == TOPIC_ENGAGEMENT:
         return None
     partition, offset = msg.partition or 0, msg.offset or 0
@@ -102,7 +103,7 @@ def count_input(value: Joined, out: list[Any]) -> None:
     """Count an input `ok` unless the label logic dropped it (then by its outcome)."""
     topic = TOPIC_IMPRESSIONS if isinstance(value, Impression) else TOPIC_ENGAGEMENT
     outcome = next((x.outcome for x in out if isinstance(x, Dropped)), "ok")
-    EVENTS.labels(topic=topic, outcome=outcome).inc()
+    _events(topic, outcome).inc()
 
 
 def labelled(key_value: tuple[str, Any]) -> list[LabelledImpression]:
@@ -111,8 +112,19 @@ def labelled(key_value: tuple[str, Any]) -> list[LabelledImpression]:
     if not isinstance(out, LabelledImpression):
         return []
     for ex in out.examples:
-        LABELS.labels(label="positive" if ex.label else "negative", reason=ex.reason).inc()
+        _labels("positive" if ex.label else "negative", ex.reason).inc()
     return [out]
+
+
+# Label lookups once per value pair, not per event (as the engagement flow does for `ok`).
+@functools.cache
+def _events(topic: str, outcome: str) -> Any:
+    return EVENTS.labels(topic=topic, outcome=outcome)
+
+
+@functools.cache
+def _labels(label: str, reason: str) -> Any:
+    return LABELS.labels(label=label, reason=reason)
 
 
 class RankerReport:

@@ -222,5 +222,5 @@ class TrendingBoard:
             return False
         for m in stale:
             del self._scores[m]
-        self._order = sorted((-s, m) for m, (s, _) in self._scores.items())
+        self._order = self._sorted()
         return True

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Final
 
 import msgspec
@@ -93,7 +93,7 @@ def last_complete_week(now_ms: int, lateness_ms: int) -> str:
     """
     candidate = week_of(now_ms)
     while week_span(candidate)[1] + lateness_ms > now_ms:
-        candidate = week_of(week_span(candidate)[0] - 1)
+        candidate = previous_week(candidate)
     return candidate
 
 
@@ -104,8 +104,7 @@ def previous_week(week: str) -> str:
         >>> previous_week("2024-W01")
         '2023-W52'
     """
-    start, _ = week_span(week)
-    return week_of(start - int(timedelta(days=1).total_seconds() * 1000))
+    return week_of(week_span(week)[0] - 1)
 
 
 class WeekTally:

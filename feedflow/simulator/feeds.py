@@ -179,7 +179,8 @@ def _serve(
     sims = world.vectors[drawn] @ ctx.vector
     n_ann = round(candidates * (1 - EXPLORE_SHARE))
     best = drawn[np.argsort(-sims, kind="stable")[:n_ann]]
-    rest = [i for i in drawn.tolist() if i not in set(best.tolist())]
+    ann = set(best.tolist())
+    rest = [i for i in drawn.tolist() if i not in ann]
     rows = np.asarray([*best.tolist(), *rng.sample(rest, min(len(rest), candidates - n_ann))])
     sources = [ANN] * len(best) + [EXPLORE] * (len(rows) - len(best))
     pool = Pool(
