@@ -90,15 +90,11 @@ def catalogue(n: int, dim: int = 64, seed: int = 7) -> tuple[Matrix, npt.NDArray
     return out, topics
 
 
-def user_queries(items: Matrix, topics: npt.NDArray[Any], count: int, seed: int = 11) -> Matrix:
-    """Queries like user vectors: the normalised mean of 1-10 items from 1-2 favourite topics."""
-    return shaped_user_queries(items, topics, count, seed)[0]
-
-
 def shaped_user_queries(
     items: Matrix, topics: npt.NDArray[Any], count: int, seed: int = 11
 ) -> tuple[Matrix, npt.NDArray[np.int64]]:
-    """:func:`user_queries` and how many distinct topics the items of each query came from."""
+    """Queries like user vectors: the normalised mean of 1-10 items from 1-2 favourite topics,
+    and how many distinct topics the items of each query came from."""
     rng = np.random.default_rng(seed)
     by_topic = [np.flatnonzero(topics == t) for t in range(int(topics.max()) + 1)]
     out = np.empty((count, items.shape[1]), dtype=np.float32)

@@ -51,6 +51,7 @@ class TrainMatrix:
     users: list[str]
     items: list[str]
     x: Matrix
+    user_at: dict[str, int]  # users[n] -> n
 
     @classmethod
     def of(cls, pairs: Iterable[tuple[str, str]]) -> TrainMatrix:
@@ -67,12 +68,11 @@ class TrainMatrix:
         x = np.zeros((len(users), len(items)), dtype=np.float32)
         for u, i in unique:
             x[user_at[u], item_at[i]] = 1.0
-        return cls(users, items, x)
+        return cls(users, items, x, user_at)
 
     def row_of(self, user: str) -> int | None:
         """Row index of a user (None for a user with no training interaction)."""
-        at = np.searchsorted(self.users, user)
-        return int(at) if at < len(self.users) and self.users[at] == user else None
+        return self.user_at.get(user)
 
 
 def most_pop(m: TrainMatrix) -> Scorer:

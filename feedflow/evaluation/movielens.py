@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -262,8 +262,3 @@ def sessions(ratings: Iterable[Rating]) -> list[EngagementEvent]:
 def earliest_ms(ratings: Iterable[Rating]) -> int:
     """Epoch ms of the earliest rating (0 when there is none)."""
     return min((r.ts for r in ratings), default=0) * 1000
-
-
-def counts_by_kind(events: Iterable[EngagementEvent]) -> Mapping[str, int]:
-    """How many events of each type (for the report)."""
-    return Counter(e.event_type for e in events)
