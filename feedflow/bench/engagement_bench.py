@@ -361,7 +361,8 @@ def bench_logic(quick: bool) -> dict[str, Any]:
 
 def machine() -> dict[str, Any]:
     """CPU model, cores, Python and library versions, load."""
-    import bytewax
+    from importlib.metadata import version
+
     import confluent_kafka
 
     return {
@@ -369,7 +370,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
-        "bytewax": getattr(bytewax, "__version__", "0.21.1"),
+        "bytewax": version("bytewax"),
         "confluent_kafka": confluent_kafka.version()[0],
         "librdkafka": confluent_kafka.libversion()[0],
     }

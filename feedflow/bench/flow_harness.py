@@ -23,6 +23,7 @@ import orjson
 import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
+from feedflow.bench.machine import process_cpu_s
 from flows.kafka_in import CONSUMER_CONFIG
 from operators.contracts import EngagementEvent, decode_engagement
 from operators.errors import FeedflowError
@@ -89,11 +90,7 @@ class FlowProcess:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds of the process so far (0 when it is gone)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.proc.pid)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGINT, then SIGKILL after `timeout_s`; always reaped."""
