@@ -37,13 +37,18 @@ class TopicReadError(FeedflowError):
 
 
 def read_topic(
-    bootstrap: str, topic: str, since_ms: int | None = None, timeout_s: float = 300.0
+    bootstrap: str,
+    topic: str,
+    since_ms: int | None = None,
+    timeout_s: float | None = 300.0,
+    idle_timeout_s: float | None = None,
 ) -> Iterator[bytes]:
     """Every message value of `topic` from `since_ms` (or the start) to today's end.
 
     Raises:
         TopicReadError: the topic does not exist, the broker does not answer, or the read
-            did not reach the end offsets within `timeout_s`.
+            did not reach the end offsets within `timeout_s` (None: no limit), or no message
+            came for `idle_timeout_s` (None: no limit) before the end.
     """
     consumer = Consumer(
         {
@@ -58,11 +63,20 @@ def read_topic(
         starts = _starts(consumer, topic, since_ms)
         consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
         remaining, ends = set(starts), dict[int, int]()
-        deadline = time.monotonic() + timeout_s
+        started = last_message = time.monotonic()
         while remaining:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if timeout_s is not None and now - started > timeout_s:
                 raise TopicReadError(f"{topic}: not read to its end within {timeout_s:.0f} s")
-            for msg in consumer.consume(BATCH, 0.5):
+            if idle_timeout_s is not None and now - last_message > idle_timeout_s:
+                raise TopicReadError(
+                    f"{topic}: partitions {sorted(remaining)} sent nothing for "
+                    f"{idle_timeout_s:.0f} s before their end"
+                )
+            messages = consumer.consume(BATCH, 0.5)
+            if messages:
+                last_message = time.monotonic()
+            for msg in messages:
                 partition, offset, err = msg.partition() or 0, msg.offset() or 0, msg.error()
                 if err is not None and err.code() != KafkaError._PARTITION_EOF:
                     raise TopicReadError(f"{topic}: consumer error {err}")
