@@ -40,11 +40,14 @@ HOUR_MS = 3_600_000
 
 def test_served_feeds_arrive_on_the_topic_with_arm_and_versions(stack: StackInfo) -> None:
     world = build_world()
-    users = [f"imp-{time.time_ns()}-{n}" for n in range(12)]
+    arms = Assigner(parse_config(SPLIT))
+    # Fresh ids for the session's shared topic; the experiment's users, not the 2 % holdback.
+    candidates = (f"imp-{time.time_ns()}-{n}" for n in range(100))
+    users = [u for u in candidates if arms.assign(u).name != "holdback"][:12]
     for user in users:
         world.user(user, "music", "AUDIO")
     service, _ = service_for(world)
-    service.arms = Assigner(parse_config(SPLIT))
+    service.arms = arms
     service.impressions = impression_sink(Settings(kafka_bootstrap_servers=stack.bootstrap))
     service.impressions.start()
     bodies = {b["request_id"]: b for b in (service.feed(request(u)) for u in users)}
