@@ -192,10 +192,6 @@ class Assigner:
         shares = {a.name: round(a.share * rest, 12) for a in self.config.arms}
         return {**shares, HOLDBACK_ARM: HOLDBACK_SHARE}
 
-    def arm_names(self) -> list[str]:
-        """Every label value the arm can take (bounded: the metric labels)."""
-        return [*(a.name for a in self._arms), HOLDBACK_ARM]
-
     def control(self) -> str:
         """The arm the others are compared with."""
         return self.config.control or HOLDBACK_ARM

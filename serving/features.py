@@ -91,10 +91,6 @@ class RedisUserSource:
         weights = replies[1] if len(replies) > 1 and isinstance(replies[1], bytes) else None
         return UserRaw(raw[STAMP_BYTES:] if isinstance(raw, bytes) else None, weights)
 
-    def fetch(self, user_id: str) -> bytes | None:
-        """The packed features alone."""
-        return self.fetch_user(user_id).features
-
 
 class MemoryUserSource:
     """Mappings of user id → packed features (and weights), for tests; `down` makes it fail."""

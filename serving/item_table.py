@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import threading
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from typing import Final
@@ -34,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from operators.content import UNKNOWN, ItemRecord
+from operators.dedup import id_hash32
 
 TYPE_CODES: Final = {"VIDEO": 0, "AUDIO": 1}
 STATS_PRIOR: Final = (0.5, 0.5, 0.0)  # completion rate, like ratio, trending score
@@ -170,14 +170,13 @@ class Columns:
     @classmethod
     def of(cls, records: Sequence[ItemRecord], vocab: Vocab) -> Columns:
         """Rows of records (tests build pools this way; the table fills in bulk)."""
-        crc = zlib.crc32
         out = cls.empty(len(records))
         data = out.data
         data["category"] = [vocab.category(r.category) for r in records]
         data["language"] = [vocab.language(r.language) for r in records]
         data["ctype"] = [TYPE_CODES.get(r.content_type, OTHER_TYPE) for r in records]
-        data["creator"] = [crc(r.creator_id.encode()) for r in records]
-        data["item_hash"] = [crc(r.media_id.encode()) for r in records]
+        data["creator"] = [id_hash32(r.creator_id) for r in records]
+        data["item_hash"] = [id_hash32(r.media_id) for r in records]
         data["published"] = [r.published_at for r in records]
         data["live"] = [not r.removed for r in records]
         return out
