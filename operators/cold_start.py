@@ -156,6 +156,7 @@ class CohortModel:
         )
         self.items: list[str] = []
         self.cohort_mass: dict[str, float] = {}
+        self._members: dict[str, list[str]] = {}  # key -> the cohorts it generalises, in order
         self._latents = np.zeros((0, n_factors))
         self._bias = np.zeros(0)
 
@@ -168,6 +169,10 @@ class CohortModel:
             (c, m, math.log1p(mass)) for (c, m), mass in tally.cells.items() if m in wanted
         )
         self.cohort_mass = tally.cohorts()
+        self._members = {}
+        for cohort in self.cohort_mass:
+            for key in dict.fromkeys(generalisations(cohort)):
+                self._members.setdefault(key, []).append(cohort)
         rng = random.Random(self.seed)
         engaged = {(c, m) for c, m, _ in cells}
         epochs = min(max(self.epochs, math.ceil(MIN_UPDATES / max(len(cells), 1))), MAX_EPOCHS)
@@ -187,7 +192,7 @@ class CohortModel:
     def scores(self, key: str) -> npt.NDArray[np.float64]:
         """Predicted score of every candidate item for a cohort or a generalisation of one."""
         mf = self.mf
-        members = [c for c in self.cohort_mass if key in set(generalisations(c))]
+        members = self._members.get(key, [])
         if not members or not self.items:
             return np.zeros(len(self.items))
         weights = np.asarray([self.cohort_mass[c] for c in members])
@@ -201,7 +206,7 @@ class CohortModel:
 
     def top_lists(self, k: int = TOP_K) -> dict[str, tuple[str, ...]]:
         """The `k` best items of every cohort and every generalisation of one."""
-        keys = sorted({g for c in self.cohort_mass for g in generalisations(c)})
+        keys = sorted(self._members)
         out: dict[str, tuple[str, ...]] = {}
         for key in keys:
             scores = self.scores(key)
