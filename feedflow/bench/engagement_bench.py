@@ -57,6 +57,7 @@ from feedflow.bench.flow_harness import (
     FlowProcess,
     catalogue_ids,
     clear_features,
+    count_keys,
     engagement_payload,
     quantiles,
     read_all,
@@ -214,7 +215,7 @@ def timed_flow_run(
         "events_per_cpu_s_steady": round(n / max(cpu_s - first[1], 1e-9)),
         "flow_cpu_share_steady": round((cpu_s - first[1]) / steady, 3),
         "redis_used_memory_delta": int(client.info("memory")["used_memory"]) - memory_before,
-        "user_keys": sum(1 for _ in client.scan_iter(match="ff:{u:*", count=1000)),
+        "user_keys": count_keys(client, "ff:{u:*"),
     }
 
 
