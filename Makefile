@@ -35,6 +35,11 @@ unit: setup
 integration: setup
 	$(BIN)/python -m pytest -m integration
 
+# Faults and hostile input on real processes (kill -9, Redis lost, poison pills, secured
+# Redis): too long for make test's 10 minutes; CI runs it right after.
+test-reliability: setup
+	$(BIN)/python -m pytest -m reliability
+
 bench: setup
 	$(BIN)/feedflow bench
 

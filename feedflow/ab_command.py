@@ -23,7 +23,7 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from feedflow.output import Progress, emit
-from feedflow.topic_reader import read_topic
+from flows.topic_reader import read_topic
 from operators.ab import Assigner, load_config
 from operators.ab_report import Attribution, build_report
 from operators.contracts import (
@@ -88,7 +88,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--alpha must be in (0, 1) and --window > 0")
     settings.require("kafka_bootstrap_servers")
     since_ms = parse_since(args.since, time.time()) if args.since else None
-    report = collect(settings.kafka_bootstrap_servers, assigner, since_ms, args)
+    report = collect(
+        settings.kafka_bootstrap_servers, assigner, since_ms, args, settings.kafka_client
+    )
     _write_json(report, args.json)
     if args.json != "-":
         sys.stdout.write(render(report))
@@ -96,13 +98,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def collect(
-    bootstrap: str, assigner: Assigner, since_ms: int | None, args: argparse.Namespace
+    bootstrap: str,
+    assigner: Assigner,
+    since_ms: int | None,
+    args: argparse.Namespace,
+    client: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Read both topics and build the report (plus what was read)."""
     attribution = Attribution(int(args.window * 1000))
     seek_ms = None if since_ms is None else since_ms - SEEK_SLACK_MS
     counts = {"impressions": 0, "invalid_impressions": 0, "events": 0, "invalid_events": 0}
-    read = (bootstrap, seek_ms, since_ms, args.timeout, counts)
+    read = (bootstrap, seek_ms, since_ms, args.timeout, counts, client)
     for imp in _decoded(TOPIC_IMPRESSIONS, decode_impression, "impressions", *read):
         attribution.add_impression(imp)
     for ev in _decoded(TOPIC_ENGAGEMENT, decode_engagement, "events", *read):
@@ -128,10 +134,11 @@ def _decoded(
     since_ms: int | None,
     timeout_s: float,
     counts: dict[str, int],
+    client: dict[str, str] | None,
 ) -> Iterator[T]:
     """Valid records of `topic` at or after `since_ms` (event time), counted under `name`."""
     progress = Progress(f"reading {topic}")
-    for raw in read_topic(bootstrap, topic, seek_ms, timeout_s):
+    for raw in read_topic(bootstrap, topic, seek_ms, timeout_s, client=client):
         progress.advance()
         record = decode(raw)
         if isinstance(record, Rejection):

@@ -28,6 +28,10 @@ class AsgiClient:
         """GET `url` with query `params`."""
         return self._loop.run_until_complete(self._http.get(url, params=params))
 
+    def request(self, method: str, url: str, params: Any = None) -> httpx.Response:
+        """Any method on `url` with query `params`."""
+        return self._loop.run_until_complete(self._http.request(method, url, params=params))
+
     def close(self) -> None:
         """Close the client, then leave the app's lifespan (stopping its runtime)."""
         self._loop.run_until_complete(self._http.aclose())

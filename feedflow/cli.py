@@ -23,12 +23,14 @@ COMMANDS = {
     "simulate": "feedflow.simulator.command",
     "index": "feedflow.index_command",
     "weights": "feedflow.weights_command",
+    "behaviour": "feedflow.behaviour_command",
     "demo": "feedflow.demo",
     "inspect": "feedflow.inspect_command",
     "serve": "feedflow.serve_command",
     "ab": "feedflow.ab_command",
     "eval": "feedflow.evaluation.command",
     "bench": "feedflow.bench_command",
+    "forget": "feedflow.forget_command",
 }
 
 # Flags that map one-to-one onto Settings fields.

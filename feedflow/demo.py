@@ -97,7 +97,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     started = time.monotonic()
     try:
         with _interrupts():
-            _start(parts, info, logs, state)
+            start_components(parts, info, logs, state)
             _announce(info, parts, logs)
             serve = next(c for c in parts if c.name == "serve")
             show_sample_feed(parts, serve.url, info.redis_url, DEMO_WAIT_S,
@@ -106,13 +106,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             if not args.duration or left > 0:
                 _watch(parts, left)
     finally:
-        _stop(parts)
+        stop_components(parts)
+        down = time.monotonic()
         stopped = stack.down()
-        sys.stderr.write(f"demo stopped: {', '.join(c.name for c in parts)}, {stopped}\n")
+        sys.stderr.write(
+            f"demo stopped: {', '.join(c.name for c in parts)}, {stopped}"
+            f" (stack in {time.monotonic() - down:.1f}s)\n"
+        )
     return 0
 
 
-def _start(parts: list[Component], info: StackInfo, logs: Path, state: Path) -> None:
+def start_components(parts: list[Component], info: StackInfo, logs: Path, state: Path) -> None:
+    """Start every component as its own process group, logging to `logs/<name>.log`."""
     env = {
         **os.environ,
         "KAFKA_BOOTSTRAP_SERVERS": info.bootstrap,
@@ -150,21 +155,30 @@ def _watch(parts: list[Component], duration: float) -> None:
         time.sleep(0.5)
 
 
-def _stop(parts: list[Component], timeout_s: float = 10.0) -> None:
+def stop_components(parts: list[Component], timeout_s: float = 10.0) -> None:
+    """SIGTERM every component (newest first), SIGKILL what is left after `timeout_s`.
+
+    Says on stderr how each one ended and when, so a slow stop names its culprit.
+    """
+    started = time.monotonic()
     for comp in reversed(parts):
         if comp.proc is not None and comp.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(comp.proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
+    deadline = started + timeout_s
     for comp in parts:
         if comp.proc is None:
             continue
+        how = "exited"
         try:
             comp.proc.wait(max(deadline - time.monotonic(), 0.1))
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(comp.proc.pid, signal.SIGKILL)
             comp.proc.wait()
+            how = "killed"
+        took = time.monotonic() - started
+        sys.stderr.write(f"{comp.name} {how} ({comp.proc.returncode}) after {took:.1f}s\n")
 
 
 @contextlib.contextmanager

@@ -4,6 +4,17 @@ Recovery is on by default: the Bytewax recovery store lives in `--recovery-dir` 
 `<state_dir>/recovery/<flow>`) and is created on first start. Kafka offsets and operator
 state are snapshotted together every `FEEDFLOW_SNAPSHOT_INTERVAL_S`, so a killed worker
 resumes where its last snapshot left off and replays at most one epoch.
+
+Bytewax's own dataflow API (`BYTEWAX_DATAFLOW_API_ENABLED`) cannot be bound to an address:
+it listens on every interface. It stays off unless `--public-dataflow-api` asks for it; the
+flow's own metrics are served on `FEEDFLOW_HOST` (loopback by default) with `--metrics-port`.
+
+`--rebuild` is for a feature store that lost its data (Redis restarted empty, persistence
+off): the recovery store is moved aside (`<dir>.replaced-<epoch s>`, kept for inspection,
+never read again) and a fresh one created, so the flow reads its topics from their first
+retained offset and rewrites every feature, board and index entry those events produce. What
+the topics no longer retain cannot come back: keep their retention above the longest-lived
+feature (`FEEDFLOW_USER_TTL_DAYS`, `FEEDFLOW_ITEM_TTL_DAYS`: 35 days by default).
 """
 
 from __future__ import annotations
@@ -11,6 +22,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import time
+from collections.abc import MutableMapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -27,6 +41,7 @@ FLOWS = {
     "learning": "flows.learning",
 }
 RECOVERY_PARTITIONS = 4
+API_ENV = "BYTEWAX_DATAFLOW_API_ENABLED"
 log = logging.getLogger(__name__)
 
 
@@ -41,8 +56,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--workers", type=int, help="worker threads in this process (default 1)")
     p.add_argument("--recovery-dir", help="recovery store (default <state_dir>/recovery/<flow>)")
     p.add_argument("--no-recovery", action="store_true", help="run without a recovery store")
+    p.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="start over from the topics' start (after losing Redis): the recovery store is "
+        "moved aside and a new one created",
+    )
     p.add_argument("--process-id", "-i", type=int, help="this process's index in a cluster")
     p.add_argument("--addresses", "-a", help='cluster addresses, "h0:p0;h1:p1;..."')
+    p.add_argument(
+        "--public-dataflow-api",
+        action="store_true",
+        help="let BYTEWAX_DATAFLOW_API_ENABLED start Bytewax's API, which listens on every "
+        "interface (off otherwise, whatever the environment says)",
+    )
     p.add_argument(
         "--metrics-port",
         type=int,
@@ -50,9 +77,36 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
 
 
+def guard_dataflow_api(public: bool, environ: MutableMapping[str, str] = os.environ) -> None:
+    """Keep Bytewax's API (every interface, no address setting) off unless asked for."""
+    if public or API_ENV not in environ:
+        return
+    del environ[API_ENV]
+    log.warning(
+        "%s ignored: Bytewax's API would listen on every interface; pass "
+        "--public-dataflow-api to allow it, or use --metrics-port (on FEEDFLOW_HOST)",
+        API_ENV,
+    )
+
+
+def recovery_dir(settings: Settings, name: str) -> Path:
+    """Where flow `name` keeps its recovery store."""
+    return Path(settings.recovery_dir or Path(settings.state_dir) / "recovery" / name)
+
+
+def set_aside(directory: Path) -> Path | None:
+    """Move a recovery store out of the way (for `--rebuild`); where it went, if it existed."""
+    if not directory.exists():
+        return None
+    target = directory.with_name(f"{directory.name}.replaced-{int(time.time())}")
+    directory.rename(target)
+    log.warning("rebuild: recovery store moved to %s; reading the topics from their start", target)
+    return target
+
+
 def recovery_config(settings: Settings, name: str) -> RecoveryConfig:
     """The recovery store of flow `name`, created with fixed partitions if new."""
-    directory = Path(settings.recovery_dir or Path(settings.state_dir) / "recovery" / name)
+    directory = recovery_dir(settings, name)
     directory.mkdir(parents=True, exist_ok=True)
     if not any(directory.glob("part-*.sqlite3")):
         init_db_dir(directory, RECOVERY_PARTITIONS)
@@ -66,7 +120,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError("--process-id and --addresses go together")
     module = importlib.import_module(FLOWS[args.name])
     flow = module.build_flow(settings)
+    if args.rebuild and args.no_recovery:
+        raise ConfigError("--rebuild starts a new recovery store; it excludes --no-recovery")
+    if args.rebuild:
+        set_aside(recovery_dir(settings, args.name))
     recovery = None if args.no_recovery else recovery_config(settings, args.name)
+    guard_dataflow_api(args.public_dataflow_api)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host)
     log.info("running %s flow (%d worker(s) per process)", args.name, settings.workers)

@@ -9,10 +9,11 @@ import msgspec
 import redis
 
 from feedflow.output import emit
-from operators.feature_codecs import decode_item_stats
+from operators.dedup import id_hash64
+from operators.feature_codecs import decode_co_record, decode_item_stats
 from operators.settings import Settings
 from operators.user_features import UserFeatures, decode_user_features, vector_of
-from state.feature_store import ITEM, USER, RedisFeatureStore, feature_key
+from state.feature_store import CO_ENGAGEMENT, ITEM, USER, RedisFeatureStore, feature_key
 from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.item_store import ItemStore
@@ -44,6 +45,7 @@ def user_view(features: UserFeatures) -> dict[str, Any]:
     view["creators"] = len(features.creator_hashes())
     view["consumed"] = len(features.consumed_hashes())
     view["disliked"] = len(features.disliked_hashes())
+    view["co_recent"] = [d.hex() for d in features.co_seeds()]
     return view
 
 
@@ -62,12 +64,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         version = IndexRegistry(client, keys).active()
         [item] = ItemStore(client, keys).features([args.id], version)
         raw = store.get_many(ITEM, [args.id])[0]
+        digest = id_hash64(args.id).hex()
+        co = store.get_many(CO_ENGAGEMENT, [digest])[0]
         out = {
             "media_id": args.id,
             "index_version": version,
             "metadata": None if item is None else as_dict(item.record),
             "has_vector": item is not None and item.vector is not None,
             "stats": None if raw is None else as_dict(decode_item_stats(raw)),
+            "co_engagement_key": feature_key(CO_ENGAGEMENT, digest),
+            "co_engagement": None if co is None else as_dict(decode_co_record(co)),
         }
     emit(out, args.json)
     missing = out.get("features") is None and out.get("metadata") is None and not out.get("stats")

@@ -35,6 +35,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from serving.app import create_app
+    from serving.protocol import JsonErrorsH11Protocol
     from serving.runtime import build_runtime
 
     del args  # --host/--port arrive through settings
@@ -50,5 +51,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         log_level=settings.log_level.lower(),
         access_log=False,
         timeout_graceful_shutdown=5,
+        http=JsonErrorsH11Protocol,
     )
     return 0

@@ -22,14 +22,14 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from operators.contracts import ALL_TOPICS
+from operators.contracts import ALL_TOPICS, TOPIC_ERASURE
 from operators.errors import FeedflowError
 
 STATE_FILE = "stack.json"
@@ -251,12 +251,10 @@ class LocalStack:
         info = self.read()
         if info is None:
             return []
-        stopped = [p.name for p in info.processes if is_running(p)]
-        for proc in info.processes:
-            if is_running(proc):
-                _terminate(proc, timeout_s)
+        running = [p for p in info.processes if is_running(p)]
+        _terminate(running, timeout_s)
         self._state_path.unlink(missing_ok=True)
-        return stopped
+        return [p.name for p in running]
 
     def _start_broker(self) -> ManagedProcess:
         port = free_port()
@@ -325,18 +323,22 @@ def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in drop}
 
 
-def _terminate(proc: ManagedProcess, timeout_s: float) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
+def _terminate(procs: list[ManagedProcess], timeout_s: float) -> None:
+    """SIGTERM them all at once, SIGKILL whichever is still running after `timeout_s`."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not is_running(proc):
+    left = list(procs)
+    while left and time.monotonic() < deadline:
+        for proc in [p for p in left if not is_running(p)]:
             _reap(proc.pid)
-            return
+            left.remove(proc)
         time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGKILL)
-    _reap(proc.pid)
+    for proc in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+        _reap(proc.pid)
 
 
 def _reap(pid: int) -> None:
@@ -345,11 +347,22 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+# The erasure topic keeps every user's latest request for good: it is how flows and rebuilds
+# keep erased users erased (README, "Erasure").
+TOPIC_CONFIG: Final[dict[str, dict[str, str]]] = {
+    TOPIC_ERASURE: {"cleanup.policy": "compact", "retention.ms": "-1"},
+}
+
+
 def ensure_topics(bootstrap: str, partitions: int, topics: tuple[str, ...] = ALL_TOPICS) -> None:
     """Create the topics that do not exist yet (existing ones are left as they are)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     existing = set(admin.list_topics(timeout=10).topics)
-    missing = [NewTopic(t, partitions, 1) for t in topics if t not in existing]
+    missing = [
+        NewTopic(t, partitions, 1, config=TOPIC_CONFIG.get(t, {}))
+        for t in topics
+        if t not in existing
+    ]
     if not missing:
         return
     for topic, future in admin.create_topics(missing, request_timeout=10).items():

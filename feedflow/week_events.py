@@ -1,6 +1,6 @@
 """Where a weekly run reads its week of engagement events: the topic, or a file.
 
-From Kafka (:func:`feedflow.topic_reader.read_topic`), each partition of
+From Kafka (:func:`flows.topic_reader.read_topic`), each partition of
 `user.engagement.events` is read from the first offset at or after the week's start, less the
 allowed lateness (the local broker cannot seek by time and answers with the beginning), up to
 its end at the time of reading; the aggregation keeps the events stamped inside
@@ -13,11 +13,14 @@ still there when the run starts. A file holds the simulator's `--out` lines
 (`{"topic", "key", "ts", "value"}`) or one raw event per line (a backfill or a replay).
 
 Payloads that fail validation are counted (`invalid`) and skipped: the engagement flow
-already sent them to the dead-letter topic when they first arrived.
+already sent them to the dead-letter topic when they first arrived. Events of erased users
+(stamped at or before their erasure, :mod:`operators.erasure`) are counted (`erased`) and
+skipped, so a weekly run never brings a forgotten user back.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +28,20 @@ from typing import Final
 
 import orjson
 
-from feedflow.topic_reader import TopicReadError, read_topic
-from operators.contracts import TOPIC_ENGAGEMENT, EngagementEvent, decode_engagement
+from flows.erasure_in import tombstones
+from flows.topic_reader import TopicReadError, read_topic
+from operators.contracts import (
+    TOPIC_ENGAGEMENT,
+    TOPIC_ERASURE,
+    EngagementEvent,
+    decode_engagement,
+)
+from operators.erasure import Tombstones
 from operators.errors import FeedflowError
 from operators.settings import Settings
 
 IDLE_TIMEOUT_S: Final = 60.0
+log = logging.getLogger(__name__)
 
 
 class WeekInputError(FeedflowError):
@@ -42,16 +53,38 @@ class Counts:
     """What a reader saw."""
 
     invalid: int = 0
+    erased: int = 0
 
 
-def decoded(payloads: Iterator[bytes], counts: Counts) -> Iterator[EngagementEvent]:
-    """Valid engagement events of raw payloads; the rest only counted."""
+def decoded(
+    payloads: Iterator[bytes], counts: Counts, erased: Tombstones | None = None
+) -> Iterator[EngagementEvent]:
+    """Valid engagement events of raw payloads not erased; the rest only counted."""
     for raw in payloads:
         event = decode_engagement(raw)
-        if isinstance(event, EngagementEvent):
-            yield event
-        else:
+        if not isinstance(event, EngagementEvent):
             counts.invalid += 1
+        elif erased is not None and erased.covers(event.user_id, event.ts):
+            counts.erased += 1
+        else:
+            yield event
+
+
+def erasures(settings: Settings) -> Tombstones | None:
+    """The users erased so far (from the erasure topic); None, with a warning, when no
+    broker is configured (a run over a file on a machine without one).
+
+    Raises:
+        WeekInputError: the erasure topic cannot be read: a job that could not honour
+            erasures must not run.
+    """
+    if not settings.kafka_bootstrap_servers:
+        log.warning("no KAFKA_BOOTSTRAP_SERVERS: erasures on %s are not applied", TOPIC_ERASURE)
+        return None
+    try:
+        return tombstones(settings)
+    except TopicReadError as exc:
+        raise WeekInputError(f"erasures: {exc}") from exc
 
 
 def file_payloads(path: Path) -> Iterator[bytes]:
@@ -83,7 +116,8 @@ def kafka_payloads(
     since_ms = max(start_ms - settings.allowed_lateness_s * 1000, 0)
     try:
         yield from read_topic(
-            settings.kafka_bootstrap_servers, TOPIC_ENGAGEMENT, since_ms, None, idle_timeout_s
-        )
+            settings.kafka_bootstrap_servers, TOPIC_ENGAGEMENT, since_ms, None, idle_timeout_s,
+            settings.kafka_client,
+        )  # fmt: skip
     except TopicReadError as exc:
         raise WeekInputError(f"weekly input: {exc}") from exc

@@ -19,14 +19,11 @@ import msgspec
 import redis
 
 from feedflow.output import Progress, emit
-from feedflow.week_events import file_payloads, kafka_payloads
+from feedflow.week_events import erasures, file_payloads, kafka_payloads
 from feedflow.weights_job import run_week
 from operators.settings import Settings
 from operators.weekly_weights import UserWeights, last_complete_week, week_span
-from state.index_keys import IndexKeys
-from state.index_registry import IndexRegistry
-from state.item_lookup import CachedItemLookup
-from state.item_store import ItemStore
+from state.item_lookup import job_lookup
 from state.weights_registry import WeightsRegistry, WeightsStateError
 
 ACTIONS = ("run", "status", "publish", "rollback", "user")
@@ -98,14 +95,12 @@ def _run(
     else:
         settings.require("kafka_bootstrap_servers")
         payloads, source = kafka_payloads(settings, start_ms), "kafka"
-    keys = IndexKeys()
-    items = CachedItemLookup(
-        ItemStore(client, keys), IndexRegistry(client, keys), ttl_s=3600.0, max_items=1_000_000
-    )
+    items = job_lookup(client)
     progress = Progress(f"weights {week}: events")
     result = run_week(
         registry, settings, week, payloads, items, source,
-        publish=not args.no_publish, progress=progress.advance,
+        publish=not args.no_publish, progress=progress.advance, erased=erasures(settings),
+        recheck=lambda: erasures(settings),
     )  # fmt: skip
     progress.close()
     emit(result.as_dict(), args.json)

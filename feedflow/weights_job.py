@@ -18,6 +18,7 @@ from typing import Any
 
 from feedflow.week_events import Counts, decoded
 from operators.cold_start import CohortModel
+from operators.erasure import Tombstones
 from operators.item_info import ItemLookup
 from operators.settings import Settings
 from operators.week_aggregate import WeekAggregator
@@ -44,6 +45,7 @@ class RunResult:
     users: int
     events: int
     invalid: int
+    erased: int
     late: int
     outside_week: int
     cohorts: int
@@ -65,8 +67,13 @@ def run_week(
     source: str,
     publish: bool = True,
     progress: Callable[[int], None] | None = None,
+    erased: Tombstones | None = None,
+    recheck: Callable[[], Tombstones | None] | None = None,
 ) -> RunResult:
-    """Compute, write and (optionally) publish the weights of `week` (see module doc)."""
+    """Compute, write and (optionally) publish the weights of `week` (see module doc);
+    `erased`: users whose events must not count; `recheck`: the erasures again, read just
+    before the users are written (a user forgotten while the run read the week is left out,
+    or `forget` would have deleted keys this run then writes)."""
     started = time.monotonic()
     start_ms, end_ms = week_span(week)
     manifest = registry.begin(week, source, settings.weights_prior_strength)
@@ -76,13 +83,16 @@ def run_week(
         counts = Counts()
         week_agg = WeekAggregator(settings, items, start_ms, end_ms)
         n = 0
-        for n, event in enumerate(decoded(payloads, counts), 1):
+        for n, event in enumerate(decoded(payloads, counts, erased), 1):
             week_agg.add(event)
             if progress is not None and n % PROGRESS_EVERY == 0:
                 progress(PROGRESS_EVERY)
         if progress is not None:
             progress(n % PROGRESS_EVERY)
         tallies = week_agg.finish()
+        late = recheck() if recheck is not None else None
+        if late is not None:
+            tallies = {u: t for u, t in tallies.items() if not late.covers(u, end_ms)}
         prior = week_prior(tallies.values())
         lists = CohortModel(seed=manifest.seq).fit(week_agg.cohorts).top_lists()
         users = registry.write_users(version, _shrunk(tallies, prior, settings))
@@ -101,6 +111,7 @@ def run_week(
         users=users,
         events=week_agg.events,
         invalid=counts.invalid,
+        erased=counts.erased,
         late=week_agg.late,
         outside_week=week_agg.outside,
         cohorts=cohorts,

@@ -28,10 +28,11 @@ from flows.kafka_in import (
     STEP_DECODE,
     STEP_ROUTE,
     STEP_SPLIT,
+    coordinates,
     decoded_input,
     kafka_source,
 )
-from flows.sinks import DeadLetterSink
+from flows.sinks import deadletter_sink
 from flows.sources import Ticker
 from operators.contracts import TOPIC_MEDIA, DeadLetter, MediaPublished, dead_letter, decode_media
 from operators.metrics import EVENTS
@@ -69,7 +70,7 @@ def _now_ms() -> int:
 def decode(msg: KafkaSourceMessage[Any, Any]) -> Change | DeadLetter:
     """A catalogue change, or the dead letter of a payload that failed validation."""
     raw = msg.value if isinstance(msg.value, bytes) else b""
-    partition, offset = msg.partition or 0, msg.offset or 0
+    partition, offset = coordinates(msg)
     event = decode_media(raw)
     if isinstance(event, MediaPublished):
         return Change(event, raw, partition, offset)
@@ -88,7 +89,7 @@ def build_flow(
     """The content dataflow; tests may swap the source, the sinks, and turn ticks off."""
     settings = settings or load_settings(os.environ)
     flow = Dataflow(FLOW_ID)
-    dlq = deadletters or DeadLetterSink(settings.kafka_bootstrap_servers)
+    dlq = deadletters or deadletter_sink(settings)
     src = source or kafka_source(settings, [TOPIC_MEDIA])
     items: Stream[IndexItem] = decoded_input(flow, STEP_INPUT, src, TOPIC_MEDIA, decode, dlq)
     if tick is not None:

@@ -3,14 +3,19 @@
 Wiring only; the logic is in `operators/`. The shape:
 
     kafka ─ decode ─┬─ rejected ─────────────────────────────────────────────→ dead letters
-                    └─ key(user) ─ user ─┬─ UserFeatures ───────────────────→ feature store
-                                         ├─ Dropped (late, duplicate) ──────→ counted
+    (+ erasures)    └─ key(user) ─ user ─┬─ UserFeatures ───────────────────→ feature store
+                                         ├─ Erased ─ delete + ack ──────────→ feature store
+                                         ├─ Dropped (late, duplicate, erased) → counted
+                                         ├─ CoVisit (a new positive item, after the user's last few)
+                                         │    └─ key(media) ─ co_engagement ─ CoRecord ──→ store
                                          └─ ViewStart/Segment/Feedback
                                               └─ key(media) ─ item ─┬─ ItemStatsRecord → store
                                                                     └─ ScoreUpdate
                                                    └─ key(board) ─ trending ─ TrendingList → store
 
 Per-user and per-item state is keyed, so it spreads over workers with the partitions; the
+co-engagement sketches are keyed by item: a visit goes to its item, and one link to each of
+the user's recent positive items (:mod:`operators.co_engagement`); the
 trending boards are keyed by ranking (global, per content type, per category), and the
 long-horizon popularity boards (`popular:all`, `popular:type:<T>`, `popular:category:<c>`)
 are more keys of the same step: a popularity update carries its half-life, and a board
@@ -18,6 +23,11 @@ ranks whatever kind of score it is fed (:mod:`operators.trending`). Item metadat
 (duration, category, vector) comes from the content flow's item store through a per-worker
 cache. Every write is a full value guarded by event time, so the epoch replayed after a
 crash rewrites the same values.
+
+Erasure requests (`feedflow.erasure`) reach the user step under the user's key: it drops the
+user's state, deletes the stored features and acknowledges; events of the erased history are
+dropped from then on (:mod:`operators.erasure`). Item stats, boards and co-engagement hold
+counts over many users and no user id, so they are left as they are.
 
 Run: `feedflow flow engagement` (or `python -m bytewax.run "flows.engagement:build_flow()"`).
 """
@@ -36,6 +46,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from flows.erasure_in import decode_erasure, tombstones
 from flows.kafka_in import (
     STEP_CONSUMER_ERRORS,
     STEP_DEADLETTER_OUT,
@@ -43,16 +54,27 @@ from flows.kafka_in import (
     STEP_DECODE,
     STEP_ROUTE,
     STEP_SPLIT,
+    coordinates,
     decoded_input,
     kafka_source,
 )
 from flows.keyed_logic import KeyedLogic
-from flows.redis_sink import FeatureSink
-from flows.sinks import DeadLetterSink
-from operators.contracts import TOPIC_ENGAGEMENT, DeadLetter, EngagementEvent, dead_letter
+from flows.redis_sink import ErasureAck, FeatureSink, Output
+from flows.sinks import deadletter_sink
+from operators.co_engagement import CoLink, CoNeighbours, CoRecord, CoVisit, links
+from operators.contracts import (
+    TOPIC_ENGAGEMENT,
+    TOPIC_ERASURE,
+    DeadLetter,
+    EngagementEvent,
+    ErasureRequest,
+    dead_letter,
+)
 from operators.contracts import decode_engagement as decode_payload
+from operators.dedup import id_hash64
 from operators.emissions import Dropped, Feedback, Segment, ViewStart
-from operators.feature_codecs import encode_item_stats, encode_trending
+from operators.erasure import Erased, Tombstones
+from operators.feature_codecs import encode_co_record, encode_item_stats, encode_trending
 from operators.item_info import ItemLookup
 from operators.item_stats import ItemStats, ItemStatsRecord, ScoreUpdate, ranking_keys
 from operators.metrics import EVENT_LAG, EVENTS
@@ -60,7 +82,7 @@ from operators.settings import Settings, load_settings
 from operators.trending import TrendingBoard, TrendingList
 from operators.user_engagement import UserEngagement
 from operators.user_features import UserFeatures, encode_user_features
-from state.feature_store import ITEM, TRENDING, USER, FeatureWrite
+from state.feature_store import CO_ENGAGEMENT, ITEM, TRENDING, USER, FeatureErase, FeatureWrite
 from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.item_lookup import CachedItemLookup
@@ -72,6 +94,9 @@ STEP_KEY_USER: Final = "key_user"
 STEP_USER: Final = "user"
 STEP_USER_WRITES: Final = "user_writes"
 STEP_TO_ITEMS: Final = "to_items"
+STEP_TO_CO: Final = "to_co_engagement"
+STEP_CO: Final = "co_engagement"
+STEP_CO_WRITES: Final = "co_engagement_writes"
 STEP_ITEM: Final = "item"
 STEP_ITEM_WRITES: Final = "item_writes"
 STEP_TO_BOARDS: Final = "to_boards"
@@ -80,21 +105,26 @@ STEP_TRENDING_WRITES: Final = "trending_writes"
 STEP_WRITES: Final = "writes"
 STEP_FEATURES_OUT: Final = "features_out"
 # Recovery data is keyed by these: renaming a stateful step silently loses its state.
-STATEFUL_STEPS: Final = frozenset({STEP_USER, STEP_ITEM, STEP_TRENDING})
+STATEFUL_STEPS: Final = frozenset({STEP_USER, STEP_ITEM, STEP_TRENDING, STEP_CO})
 STEP_IDS: Final = frozenset(
     {
         STEP_INPUT, STEP_SPLIT, STEP_DECODE, STEP_ROUTE, STEP_CONSUMER_ERRORS,
         STEP_DEADLETTERS, STEP_DEADLETTER_OUT, STEP_KEY_USER, STEP_USER, STEP_USER_WRITES,
         STEP_TO_ITEMS, STEP_ITEM, STEP_ITEM_WRITES, STEP_TO_BOARDS, STEP_TRENDING,
-        STEP_TRENDING_WRITES, STEP_WRITES, STEP_FEATURES_OUT,
+        STEP_TRENDING_WRITES, STEP_WRITES, STEP_FEATURES_OUT, STEP_TO_CO, STEP_CO,
+        STEP_CO_WRITES,
     }
 )  # fmt: skip
 
 ItemMessage = ViewStart | Segment | Feedback
+CoMessage = CoVisit | CoLink
 
 
-def decode(msg: KafkaSourceMessage[Any, Any]) -> EngagementEvent | DeadLetter:
-    """An engagement event, or the dead letter of a payload that failed validation."""
+def decode(msg: KafkaSourceMessage[Any, Any]) -> EngagementEvent | ErasureRequest | DeadLetter:
+    """An engagement event or erasure request, or the dead letter of a payload that failed
+    validation."""
+    if msg.topic == TOPIC_ERASURE:
+        return decode_erasure(msg)
     raw = msg.value if isinstance(msg.value, bytes) else b""
     event = decode_payload(raw)
     now_ms = time.time_ns() // 1_000_000
@@ -102,15 +132,21 @@ def decode(msg: KafkaSourceMessage[Any, Any]) -> EngagementEvent | DeadLetter:
         EVENT_LAG.observe(max(now_ms - event.ts, 0) / 1000)
         return event
     EVENTS.labels(topic=TOPIC_ENGAGEMENT, outcome="invalid").inc()
-    partition, offset = msg.partition or 0, msg.offset or 0
+    partition, offset = coordinates(msg)
     return dead_letter(TOPIC_ENGAGEMENT, partition, offset, event.reason, raw, now_ms)
 
 
 def user_outputs(
     settings: Settings, key_value: tuple[str, Any]
-) -> Iterable[FeatureWrite | tuple[str, ItemMessage]]:
-    """Sort one output of the user logic: feature writes, item messages, counted drops."""
+) -> Iterable[Output | tuple[str, ItemMessage | CoMessage]]:
+    """Sort one output of the user logic: feature changes and erasure acks, item and
+    co-engagement messages (keyed by media id), counted drops."""
     user_id, out = key_value
+    if isinstance(out, Erased):
+        ack = ErasureAck(out.request_id, FLOW_ID)
+        return [ack] if out.kept else [FeatureErase(USER, user_id, out.ts), ack]
+    if isinstance(out, CoVisit):
+        return [(out.media_id, out), *((link.media_id, link) for link in links(out))]
     if isinstance(out, UserFeatures):
         ttl = settings.user_ttl_days * 86_400
         return [FeatureWrite(USER, user_id, out.ts, encode_user_features(out), ttl)]
@@ -132,6 +168,27 @@ def item_outputs(
         ttl = settings.item_ttl_days * 86_400
         return [FeatureWrite(ITEM, media_id, out.ts, encode_item_stats(out), ttl)]
     return [(board, out) for board in ranking_keys(out)]
+
+
+def is_co_message(key_value: tuple[str, Any]) -> bool:
+    """True for the co-engagement step's inputs."""
+    return isinstance(key_value[1], CoVisit | CoLink)
+
+
+def co_write(settings: Settings, key_value: tuple[str, CoRecord]) -> FeatureWrite:
+    """An item's co-engagement record, stored under its id's digest (users' seeds name
+    their items by digest)."""
+    media_id, record = key_value
+    ttl = settings.item_ttl_days * 86_400
+    digest = id_hash64(media_id).hex()
+    return FeatureWrite(CO_ENGAGEMENT, digest, record.ts, encode_co_record(record), ttl)
+
+
+def co_logic(settings: Settings, resume: Any) -> KeyedLogic:
+    """The per-item co-engagement sketch under Bytewax."""
+    s = settings
+    ttl_ms = s.item_ttl_days * 86_400_000
+    return KeyedLogic(CoNeighbours(s.co_capacity, s.co_list_size, s.co_flush_ms, ttl_ms, resume))
 
 
 def board_write(key_value: tuple[str, TrendingList]) -> FeatureWrite:
@@ -165,11 +222,15 @@ def build_flow(
     *,
     source: Source[Any] | None = None,
     deadletters: Sink[DeadLetter] | None = None,
-    features: Sink[FeatureWrite] | None = None,
+    features: Sink[Output] | None = None,
     items: Callable[[], ItemLookup] | None = None,
+    erased: Tombstones | None = None,
 ) -> Dataflow:
-    """The engagement dataflow; tests may swap the source, the sinks and the item lookup."""
+    """The engagement dataflow; tests may swap the source, the sinks, the item lookup and
+    the tombstones (by default read from the erasure topic, or none with a swapped source)."""
     s = settings or load_settings(os.environ)
+    if erased is None:
+        erased = Tombstones() if source is not None else tombstones(s)
     make_items = items or (lambda: item_lookup(s))
     lookups: dict[str, ItemLookup] = {}
 
@@ -180,18 +241,27 @@ def build_flow(
         return lookups["items"]
 
     flow = Dataflow(FLOW_ID)
-    dlq = deadletters or DeadLetterSink(s.kafka_bootstrap_servers)
-    src = source or kafka_source(s, [TOPIC_ENGAGEMENT])
-    events = decoded_input(flow, STEP_INPUT, src, TOPIC_ENGAGEMENT, decode, dlq)
+    dlq = deadletters or deadletter_sink(s)
+    src = source or kafka_source(s, [TOPIC_ENGAGEMENT, TOPIC_ERASURE])
+    events: Stream[EngagementEvent | ErasureRequest] = decoded_input(
+        flow, STEP_INPUT, src, TOPIC_ENGAGEMENT, decode, dlq
+    )
     by_user = op.key_on(STEP_KEY_USER, events, lambda ev: ev.user_id)
     users = op.stateful(
         STEP_USER,
         by_user,
-        lambda resume: KeyedLogic(UserEngagement(s, lookup(), resume), count_outcome),
+        lambda resume: KeyedLogic(
+            UserEngagement(s, lookup(), resume), count_outcome, erased, resume is not None
+        ),
     )
     user_out = op.flat_map(STEP_USER_WRITES, users, lambda kv: user_outputs(s, kv))
     user_split = op.branch(STEP_TO_ITEMS, user_out, lambda x: isinstance(x, tuple))
-    item_in: Stream[tuple[str, ItemMessage]] = user_split.trues  # type: ignore[assignment]
+    keyed: Stream[tuple[str, Any]] = user_split.trues  # type: ignore[assignment]
+    co_split = op.branch(STEP_TO_CO, keyed, is_co_message)
+    co_in: Stream[tuple[str, CoMessage]] = co_split.trues  # type: ignore[assignment]
+    co_state = op.stateful(STEP_CO, co_in, lambda resume: co_logic(s, resume))
+    co_writes = op.map(STEP_CO_WRITES, co_state, lambda kv: co_write(s, kv))
+    item_in: Stream[tuple[str, ItemMessage]] = co_split.falses  # type: ignore[assignment]
     item_state = op.stateful(
         STEP_ITEM, item_in, lambda resume: KeyedLogic(ItemStats(s, lookup(), resume))
     )
@@ -204,8 +274,8 @@ def build_flow(
         lambda resume: KeyedLogic(TrendingBoard(s.trending_top_k, resume=resume)),
     )
     board_writes = op.map(STEP_TRENDING_WRITES, boards, board_write)
-    writes: Stream[FeatureWrite] = op.merge(
-        STEP_WRITES, user_split.falses, item_split.falses, board_writes
+    writes: Stream[Output] = op.merge(
+        STEP_WRITES, user_split.falses, item_split.falses, board_writes, co_writes
     )
     op.output(STEP_FEATURES_OUT, writes, features or FeatureSink(s.redis_url))
     return flow

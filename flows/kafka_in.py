@@ -74,13 +74,20 @@ def kafka_source(settings: Settings, topics: list[str]) -> KafkaSource:
         tail=True,
         batch_size=settings.kafka_batch_size,
         raise_on_errors=False,
-        add_config=dict(CONSUMER_CONFIG),
+        add_config={**CONSUMER_CONFIG, **settings.kafka_client},
     )
 
 
 def is_message(item: Any) -> TypeGuard[KafkaSourceMessage[Any, Any]]:
     """True for a message, False for a consumer error."""
     return isinstance(item, KafkaSourceMessage)
+
+
+def coordinates(msg: KafkaSourceMessage[Any, Any]) -> tuple[int, int]:
+    """(partition, offset) of a message; -1 where unknown (0 is a real partition and offset)."""
+    partition = msg.partition if msg.partition is not None else -1
+    offset = msg.offset if msg.offset is not None else -1
+    return partition, offset
 
 
 def consumer_error(topic: str) -> Callable[[KafkaError[Any, Any]], DeadLetter]:
@@ -91,7 +98,6 @@ def consumer_error(topic: str) -> Callable[[KafkaError[Any, Any]], DeadLetter]:
         msg = err.msg
         raw = msg.value if isinstance(msg.value, bytes) else b""
         now_ms = time.time_ns() // 1_000_000
-        where = (msg.partition or -1, msg.offset or -1)
-        return dead_letter(msg.topic or topic, *where, str(err.err), raw, now_ms)
+        return dead_letter(msg.topic or topic, *coordinates(msg), str(err.err), raw, now_ms)
 
     return to_letter

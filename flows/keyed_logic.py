@@ -3,6 +3,11 @@
 Every keyed class in `operators/` has the same small surface — `on_event`, `notify_at` and
 `snapshot`, and when it has timers or ends, `on_timer(now)`, `is_expired(now)` and `flush()` —
 so the flows wrap them all the same way and the classes never import Bytewax.
+
+A per-user step also forgets users (:mod:`operators.erasure`): given the process's
+tombstones, an erasure request discards the key's state and answers `Erased`, and an event
+of an erased history is dropped without being applied (and without keeping state for a key
+that had none).
 """
 
 from __future__ import annotations
@@ -12,6 +17,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bytewax.operators import StatefulLogic
+
+from operators.contracts import ErasureRequest
+from operators.erasure import Tombstones, erased_drop
+from operators.eventtime import to_ms
 
 
 class Keyed(Protocol):
@@ -28,19 +37,48 @@ class KeyedLogic(StatefulLogic[Any, Any, Any]):
     Args:
         inner: the keyed-state object (built from the resume snapshot by the caller).
         after_item: called with each input and its outputs (metrics hooks), optional.
+        tombstones: for a per-user step, the erased users (inputs then carry `user_id`
+            and `ts`, or are erasure requests).
+        resumed: the state was restored from a snapshot (not built for this input).
     """
 
     def __init__(
-        self, inner: Keyed, after_item: Callable[[Any, list[Any]], None] | None = None
+        self,
+        inner: Keyed,
+        after_item: Callable[[Any, list[Any]], None] | None = None,
+        tombstones: Tombstones | None = None,
+        resumed: bool = True,
     ) -> None:
         self.inner = inner
         self.after_item = after_item
+        self.tombstones = tombstones
+        self.resumed = self.held = resumed
 
     def on_item(self, value: Any) -> tuple[Iterable[Any], bool]:
+        if self.tombstones is not None:
+            if isinstance(value, ErasureRequest):
+                return self._erase(value)
+            if self.tombstones.covers(value.user_id, value.ts):
+                out = [erased_drop(value, to_ms(datetime.now(UTC)))]
+                if self.after_item is not None:
+                    self.after_item(value, out)
+                return out, StatefulLogic.RETAIN if self.held else StatefulLogic.DISCARD
         out = list(self.inner.on_event(value))
+        self.held = True
         if self.after_item is not None:
             self.after_item(value, out)
         return out, StatefulLogic.RETAIN
+
+    def _erase(self, request: ErasureRequest) -> tuple[Iterable[Any], bool]:
+        """Drop the state, unless the request is met again (a replay, a rebuild) and this
+        state was built here after it was known: then it holds only events stamped after
+        the erasure (earlier ones were dropped), a new history that stays. A state restored
+        from a snapshot may predate the erasure, so it always goes."""
+        assert self.tombstones is not None
+        known = self.tombstones.covers(request.user_id, request.ts)
+        if known and self.held and not self.resumed:
+            return [self.tombstones.erase(request, kept=True)], StatefulLogic.RETAIN
+        return [self.tombstones.erase(request)], StatefulLogic.DISCARD
 
     def on_notify(self) -> tuple[Iterable[Any], bool]:
         now = datetime.now(UTC)

@@ -2,15 +2,18 @@
 
 Wiring only; the logic is in `operators/labels.py` and `operators/online_ranker.py`:
 
-    kafka(feed.impressions, user.engagement.events)
-      └ decode ─┬─ rejected impressions ──────────────────────────────────→ dead letters
-                └─ key(user) ─ labels ─┬─ Dropped (late, duplicate) ──────→ counted
+    kafka(feed.impressions, user.engagement.events, feedflow.erasure)
+      └ decode ─┬─ rejected impressions and erasures ─────────────────────→ dead letters
+                └─ key(user) ─ labels ─┬─ Dropped (late, duplicate, erased) → counted
+                                       ├─ Erased ─ ack ───────────────────→ Redis
                                        └─ LabelledImpression
                         └─ key("ranker") ─ ranker ─ ModelVersion ─────────→ model registry
 
 Labels are per-user keyed state, so they spread over workers; the ranker is one model under
 one key (one worker), sized to fit one process. Both are Bytewax state with plain-data
-snapshots, so a restart resumes the model where the last epoch left it. Malformed
+snapshots, so a restart resumes the model where the last epoch left it. An erasure request
+drops the user's open impressions and pending labels (:mod:`operators.erasure`); the model
+itself holds weights over features, no user id. Malformed
 impressions go to the dead-letter topic; malformed engagement events are only counted here,
 because the engagement flow, which owns that topic, already dead-letters them.
 
@@ -30,21 +33,26 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from flows.kafka_in import FRONT_STEPS, decoded_input, kafka_source
+from flows.erasure_in import decode_erasure, tombstones
+from flows.kafka_in import FRONT_STEPS, coordinates, decoded_input, kafka_source
 from flows.keyed_logic import KeyedLogic
 from flows.model_sink import ModelSink
-from flows.sinks import DeadLetterSink
+from flows.redis_sink import ErasureAck, FeatureSink
+from flows.sinks import deadletter_sink
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
+    TOPIC_ERASURE,
     TOPIC_IMPRESSIONS,
     DeadLetter,
     EngagementEvent,
+    ErasureRequest,
     Impression,
     dead_letter,
     decode_engagement,
     decode_impression,
 )
 from operators.emissions import Dropped
+from operators.erasure import Erased, Tombstones
 from operators.eventtime import Clock, utc_now
 from operators.labels import LabelConfig, LabelJoin, LabelledImpression
 from operators.metrics import (
@@ -65,6 +73,8 @@ STEP_KNOWN: Final = "known"
 STEP_KEY_USER: Final = "key_user"
 STEP_LABELS: Final = "labels"
 STEP_LABELLED: Final = "labelled"
+STEP_ERASED: Final = "erased"
+STEP_ACKS_OUT: Final = "erasure_acks_out"
 STEP_KEY_RANKER: Final = "key_ranker"
 STEP_RANKER: Final = "ranker"
 STEP_MODELS: Final = "models"
@@ -74,14 +84,17 @@ RANKER_KEY: Final = "ranker"
 STATEFUL_STEPS: Final = frozenset({STEP_LABELS, STEP_RANKER})
 STEP_IDS: Final = FRONT_STEPS | {
     STEP_INPUT, STEP_KNOWN, STEP_KEY_USER, STEP_LABELS, STEP_LABELLED, STEP_KEY_RANKER,
-    STEP_RANKER, STEP_MODELS, STEP_MODELS_OUT,
+    STEP_RANKER, STEP_MODELS, STEP_MODELS_OUT, STEP_ERASED, STEP_ACKS_OUT,
 }  # fmt: skip
 
 Joined = Impression | EngagementEvent
 
 
-def decode(msg: KafkaSourceMessage[Any, Any]) -> Joined | DeadLetter | None:
-    """An impression or engagement event; a dead letter for a bad impression, else None."""
+def decode(msg: KafkaSourceMessage[Any, Any]) -> Joined | ErasureRequest | DeadLetter | None:
+    """An impression, engagement event or erasure request; a dead letter for a bad
+    impression or erasure, else None."""
+    if msg.topic == TOPIC_ERASURE:
+        return decode_erasure(msg)
     raw = msg.value if isinstance(msg.value, bytes) else b""
     now_ms = time.time_ns() // 1_000_000
     if msg.topic == TOPIC_ENGAGEMENT:
@@ -95,7 +108,7 @@ def decode(msg: KafkaSourceMessage[Any, Any]) -> Joined | DeadLetter | None:
     _events(topic, "invalid").inc()
     if topic == TOPIC_ENGAGEMENT:
         return None
-    partition, offset = msg.partition or 0, msg.offset or 0
+    partition, offset = coordinates(msg)
     return dead_letter(topic, partition, offset, event.reason, raw, now_ms)
 
 
@@ -104,6 +117,12 @@ def count_input(value: Joined, out: list[Any]) -> None:
     topic = TOPIC_IMPRESSIONS if isinstance(value, Impression) else TOPIC_ENGAGEMENT
     outcome = next((x.outcome for x in out if isinstance(x, Dropped)), "ok")
     _events(topic, outcome).inc()
+
+
+def erasure_acks(key_value: tuple[str, Any]) -> list[ErasureAck]:
+    """The acknowledgement of an erasure the label step applied."""
+    _user, out = key_value
+    return [ErasureAck(out.request_id, FLOW_ID)] if isinstance(out, Erased) else []
 
 
 def labelled(key_value: tuple[str, Any]) -> list[LabelledImpression]:
@@ -167,8 +186,11 @@ def labelled_impressions(
     source: Source[Any],
     deadletters: Sink[DeadLetter],
     clock: Clock = utc_now,
+    erased: Tombstones | None = None,
+    acks: Sink[Any] | None = None,
 ) -> Stream[LabelledImpression]:
-    """Decode both topics, join per user and return the closed, labelled impressions.
+    """Decode the topics, join per user and return the closed, labelled impressions;
+    erasures go to `acks` (by default the feature store's Redis).
 
     Other consumers of labels (a weekly job, an evaluation) can build on this stream.
     """
@@ -176,10 +198,19 @@ def labelled_impressions(
     known: Stream[Joined] = op.filter(STEP_KNOWN, decoded, lambda x: x is not None)  # type: ignore[arg-type]
     by_user = op.key_on(STEP_KEY_USER, known, lambda x: x.user_id)
     config = label_config(settings)
+    stones = erased if erased is not None else Tombstones()
     joined = op.stateful(
         STEP_LABELS,
         by_user,
-        lambda resume: KeyedLogic(LabelJoin(config, resume, clock), count_input),
+        lambda resume: KeyedLogic(
+            LabelJoin(config, resume, clock), count_input, stones,
+            resume is not None,
+        ),
+    )  # fmt: skip
+    op.output(
+        STEP_ACKS_OUT,
+        op.flat_map(STEP_ERASED, joined, erasure_acks),
+        acks or FeatureSink(settings.redis_url),
     )
     return op.flat_map(STEP_LABELLED, joined, labelled)
 
@@ -191,13 +222,17 @@ def build_flow(
     deadletters: Sink[DeadLetter] | None = None,
     models: Sink[ModelVersion] | None = None,
     clock: Clock = utc_now,
+    acks: Sink[Any] | None = None,
 ) -> Dataflow:
-    """The learning dataflow; tests may swap the source, the sinks and the idle clock."""
+    """The learning dataflow; tests may swap the source, the sinks and the idle clock (with
+    a swapped source, no tombstones are read from the erasure topic)."""
     s = settings or load_settings(os.environ)
     flow = Dataflow(FLOW_ID)
-    src = source or kafka_source(s, [TOPIC_IMPRESSIONS, TOPIC_ENGAGEMENT])
-    dlq = deadletters or DeadLetterSink(s.kafka_bootstrap_servers)
-    closed = labelled_impressions(flow, s, src, dlq, clock)
+    topics = [TOPIC_IMPRESSIONS, TOPIC_ENGAGEMENT, TOPIC_ERASURE]
+    src = source or kafka_source(s, topics)
+    dlq = deadletters or deadletter_sink(s)
+    erased = Tombstones() if source is not None else tombstones(s)
+    closed = labelled_impressions(flow, s, src, dlq, clock, erased, acks)
     keyed = op.key_on(STEP_KEY_RANKER, closed, lambda _: RANKER_KEY)
     config = ranker_config(s)
 

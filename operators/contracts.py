@@ -16,12 +16,17 @@ Example:
 from __future__ import annotations
 
 import base64
+import hashlib
 from typing import Annotated, Final, Literal
 
 import msgspec
 
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 MAX_ID_CHARS: Final = 128
+# A dead letter keeps at most this much of the payload (every payload a flow accepts fits
+# whole; a larger one is cut, its size and digest kept) and of the reason.
+DEADLETTER_PAYLOAD_BYTES: Final = MAX_PAYLOAD_BYTES
+MAX_REASON_CHARS: Final = 1024
 MAX_TEXT_CHARS: Final = 8192
 MAX_TAGS: Final = 64
 MAX_EMBEDDING_DIM: Final = 4096
@@ -31,13 +36,19 @@ TOPIC_ENGAGEMENT: Final = "user.engagement.events"
 TOPIC_MEDIA: Final = "media.published"
 TOPIC_IMPRESSIONS: Final = "feed.impressions"
 TOPIC_DEADLETTER: Final = "feedflow.deadletter"
-ALL_TOPICS: Final = (TOPIC_ENGAGEMENT, TOPIC_MEDIA, TOPIC_IMPRESSIONS, TOPIC_DEADLETTER)
+TOPIC_ERASURE: Final = "feedflow.erasure"
+ALL_TOPICS: Final = (
+    TOPIC_ENGAGEMENT, TOPIC_MEDIA, TOPIC_IMPRESSIONS, TOPIC_DEADLETTER, TOPIC_ERASURE,
+)  # fmt: skip
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 Text = Annotated[str, msgspec.Meta(max_length=MAX_TEXT_CHARS)]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_CHARS)]
 Position = Annotated[float, msgspec.Meta(ge=0.0, le=1e7)]
-EpochMs = Annotated[int, msgspec.Meta(ge=0, le=10**14)]
+# Up to 2100-01-01: state packs event seconds as uint32 (to 2106), so a later stamp a broker
+# accepts must be refused here, not crash a flow.
+MAX_EPOCH_MS: Final = 4_102_444_800_000
+EpochMs = Annotated[int, msgspec.Meta(ge=0, le=MAX_EPOCH_MS)]
 ContentType = Literal["VIDEO", "AUDIO"]
 
 PLAYBACK_TYPES: Final = frozenset(
@@ -133,8 +144,24 @@ class Impression(msgspec.Struct, frozen=True, kw_only=True):
     items: Annotated[list[ImpressionItem], msgspec.Meta(max_length=MAX_FEED_ITEMS)]
 
 
+class ErasureRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A user to forget, on `feedflow.erasure` (key: `user_id`): every flow drops the user's
+    state and stored features when it reads one, and never rebuilds them from events stamped
+    at or before `ts`."""
+
+    user_id: Id
+    ts: EpochMs
+    request_id: Id
+
+
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    """A rejected message on `feedflow.deadletter`, with everything needed to replay it."""
+    """A rejected message on `feedflow.deadletter`: where the original is (topic, partition,
+    offset: the topic keeps it for its retention), why, and a bounded copy of it.
+
+    `payload_b64` holds the payload, or its first bytes when `truncated`; `size` and `digest`
+    (BLAKE2b-128, hex) are the whole original's, so a replay can check what it fetched.
+    Records written before these fields existed decode with `size` -1 and no digest.
+    """
 
     topic: str
     partition: int
@@ -142,10 +169,21 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
     payload_b64: str
     ts: int
+    size: int = -1
+    digest: str = ""
+    truncated: bool = False
 
     def payload(self) -> bytes:
-        """The original bytes of the rejected message."""
+        """The kept bytes of the rejected message (all of them unless `truncated`)."""
         return base64.b64decode(self.payload_b64)
+
+    def bounded(self, keep: int) -> DeadLetter:
+        """This letter with at most `keep` bytes of payload (a letter only ever shrinks)."""
+        kept = self.payload()
+        if len(kept) <= keep:
+            return self
+        prefix = base64.b64encode(kept[:keep]).decode("ascii")
+        return msgspec.structs.replace(self, payload_b64=prefix, truncated=True)
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -158,6 +196,7 @@ _engagement_decoder = msgspec.json.Decoder(EngagementEvent)
 _media_decoder = msgspec.json.Decoder(MediaPublished)
 _impression_decoder = msgspec.json.Decoder(Impression)
 _deadletter_decoder = msgspec.json.Decoder(DeadLetter)
+_erasure_decoder = msgspec.json.Decoder(ErasureRequest)
 _encoder = msgspec.json.Encoder()
 
 
@@ -225,6 +264,16 @@ def decode_impression(payload: bytes) -> Impression | Rejection:
         return Rejection(str(exc))
 
 
+def decode_erasure(payload: bytes) -> ErasureRequest | Rejection:
+    """Decode and validate one erasure request."""
+    if (big := _too_big(payload)) is not None:
+        return big
+    try:
+        return _erasure_decoder.decode(payload)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return Rejection(str(exc))
+
+
 def decode_deadletter(payload: bytes) -> DeadLetter | Rejection:
     """Decode one dead-letter record (for tooling and tests)."""
     try:
@@ -241,12 +290,22 @@ def encode(event: msgspec.Struct) -> bytes:
 def dead_letter(
     topic: str, partition: int, offset: int, reason: str, payload: bytes, ts_ms: int
 ) -> DeadLetter:
-    """Build the dead-letter record for a rejected message."""
+    """Build the bounded dead-letter record for a rejected message (see :class:`DeadLetter`).
+
+    Example:
+        >>> letter = dead_letter("t", 0, 7, "too big", b"x" * 100_000, 0)
+        >>> letter.size, letter.truncated, len(letter.payload()), len(letter.digest)
+        (100000, True, 65536, 32)
+    """
+    kept = payload[:DEADLETTER_PAYLOAD_BYTES]
     return DeadLetter(
         topic=topic,
         partition=partition,
         offset=offset,
-        reason=reason,
-        payload_b64=base64.b64encode(payload).decode("ascii"),
+        reason=reason[:MAX_REASON_CHARS],
+        payload_b64=base64.b64encode(kept).decode("ascii"),
         ts=ts_ms,
+        size=len(payload),
+        digest=hashlib.blake2b(payload, digest_size=16).hexdigest(),
+        truncated=len(kept) < len(payload),
     )

@@ -84,7 +84,7 @@ class Feedback(msgspec.Struct, frozen=True, kw_only=True):
 class Dropped(msgspec.Struct, frozen=True, kw_only=True):
     """An event not applied, with why; `outcome` matches the `feedflow_events_total` label."""
 
-    outcome: Literal["late", "duplicate"]
+    outcome: Literal["late", "duplicate", "erased"]
     reason: str
     user_id: str
     event_id: str

@@ -56,7 +56,9 @@ RECENCY_FLOOR: Final = 0.05
 RECENCY_UNKNOWN: Final = 0.5
 MULTIPLIER_RANGE: Final = (0.5, 3.0)
 ITEM_STATS_VERSION: Final = 2  # 2: popularity
-_SNAPSHOT_VERSION: Final = 2  # 1: before popularity (resumed with none counted)
+# 1: before popularity (resumed with none counted); 2: before the popularity stamp (resumed
+# with the item's event time as its stamp)
+_SNAPSHOT_VERSION: Final = 3
 POPULAR_PREFIX: Final = "popular:"
 
 PLAYS, SEGMENTS, COMPLETIONS, WF_SUM, WF_N, LIKES, DISLIKES, SHARES = range(8)
@@ -145,13 +147,18 @@ class ItemStats:
         self._half_life_h = settings.trending_half_life_h
         self._ttl_ms = settings.item_ttl_days * 86_400_000
         self._popular_half_life_ms = settings.popular_half_life_h * HOUR_MS
-        snap = resume or (_SNAPSHOT_VERSION, "", -1, None, None, b"", ())
-        if snap[0] not in (1, _SNAPSHOT_VERSION):
+        snap = resume or (_SNAPSHOT_VERSION, "", -1, None, None, b"", (), -1)
+        if snap[0] not in (1, 2, _SNAPSHOT_VERSION):
             raise ValueError(f"ItemStats: snapshot version {snap[0]} is not supported")
         self.media_id: str = snap[1]
         self._wm: int = snap[2]
         minutes, hours, totals = snap[3:6]
         self._popular = DecayedCount(self._popular_half_life_ms, snap[6] if snap[0] > 1 else None)
+        # The newest qualified view: what a popularity update is stamped with. The item's own
+        # event time would do for the value (the board ranks a decayed count as of any common
+        # time) but not for the stamp: it moves with every play, so the stamp of the last
+        # update a board sees would depend on which play and which view came first.
+        self._popular_ts: int = snap[7] if snap[0] > 2 else self._wm
         self._minutes = BucketRing(MINUTE_MS, 60, 1, minutes)
         self._hours = BucketRing(HOUR_MS, 24, _FIELDS, hours)
         self._totals = array("d", [0.0] * _FIELDS)
@@ -177,6 +184,8 @@ class ItemStats:
                 self._count(x.end_ts, COMPLETIONS, 1.0)
             if not x.early_abandon:  # completed views included
                 qualified = self._popular.add(x.end_ts)
+                if qualified:
+                    self._popular_ts = max(self._popular_ts, x.end_ts)
             if x.watch_fraction is not None:
                 # Fixed point: float sums depend on the order views arrive in, and views of
                 # one item come from many users, interleaved differently on every run.
@@ -195,8 +204,9 @@ class ItemStats:
         )
         if not qualified:
             return [features, update]
-        half_life = self._popular_half_life_ms
-        popular = msgspec.structs.replace(update, score=features.popularity, half_life_ms=half_life)
+        half_life, at = self._popular_half_life_ms, self._popular_ts
+        score = round(self._popular.value(at), 6)
+        popular = msgspec.structs.replace(update, score=score, ts=at, half_life_ms=half_life)
         return [features, update, popular]
 
     def notify_at(self) -> datetime | None:
@@ -248,7 +258,10 @@ class ItemStats:
         """Plain immutable state (about 2.5 KB: two bucket rings, the totals, popularity)."""
         minutes, hours = self._minutes.snapshot(), self._hours.snapshot()
         totals, popular = self._totals.tobytes(), self._popular.snapshot()
-        return (_SNAPSHOT_VERSION, self.media_id, self._wm, minutes, hours, totals, popular)
+        return (
+            _SNAPSHOT_VERSION, self.media_id, self._wm, minutes, hours, totals, popular,
+            self._popular_ts,
+        )  # fmt: skip
 
     def _count(self, ts: int, field: int, amount: float) -> None:
         self._hours.add(ts, field, amount)

@@ -24,6 +24,10 @@ EVENTS = Counter(
 DEADLETTERS = Counter(
     "feedflow_deadletter_total", "Messages written to the dead-letter topic.", ["topic"]
 )
+DEADLETTERS_STRIPPED = Counter(
+    "feedflow_deadletter_stripped_total",
+    "Dead letters refused for their size and sent again without payload.",
+)
 EVENT_LAG = Histogram(
     "feedflow_event_lag_seconds", "Processing time minus event time.", buckets=_SLOW
 )

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import msgspec
 
@@ -25,6 +26,9 @@ from operators.errors import ConfigError
 ENV_PREFIX = "FEEDFLOW_"
 _ALIASES = {"KAFKA_BOOTSTRAP_SERVERS": "kafka_bootstrap_servers", "REDIS_URL": "redis_url"}
 _SECRET = re.compile(r"(?<=://)([^:/@]*):([^@]*)@")
+KAFKA_PREFIX: Final = "KAFKA_"
+# librdkafka properties whose values are credentials (masked whenever settings are shown)
+_SECRET_PROPERTY = re.compile(r"password|secret|token|credential|jaas|\.pem$|oauthbearer\.config")
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -41,6 +45,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     snapshot_interval_s: int = 5
     recovery_backup_s: int = 300
     kafka_batch_size: int = 1000
+    # payload bytes a dead letter keeps (the coordinates, size and digest it always keeps)
+    deadletter_payload_bytes: int = 65536
     metrics_port: int = 0
     # Engagement semantics (event time)
     view_inactivity_s: int = 1800
@@ -55,6 +61,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     trending_top_k: int = 100
     # Long-horizon popularity: qualified views decayed with this half-life (event time)
     popular_half_life_h: float = 168.0
+    # Co-engagement (operators/co_engagement.py): a positive engagement links to the user's
+    # last `co_history` positive items; per item a sketch of `co_capacity` counters, the
+    # strongest `co_list_size` stored; a changed record is written `co_flush_ms` later
+    co_history: int = 8
+    co_capacity: int = 128
+    co_list_size: int = 48
+    co_flush_ms: int = 250
+    co_cache_ms: int = 500  # serving answers a record read this recently from memory
+    # Behaviour space (operators/behaviour.py): vector length of the weekly factorisation
+    behaviour_dim: int = 64
     # Weekly per-user weights: shrinkage towards the week's prior (in units of positive
     # engagement mass, about one completed view each) and how long a version's data is kept
     weights_prior_strength: float = 10.0
@@ -119,6 +135,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ab_config: str = ""
     # Served feeds the producer keeps for `feed.impressions` while the broker is away
     impressions_buffer: int = 10_000
+    # Kafka client properties for every producer and consumer (librdkafka names: SASL, SSL,
+    # client.id, …): from `FEEDFLOW_KAFKA_PROPERTIES` (a `name=value` file) and from
+    # `KAFKA_<NAME>` variables (`KAFKA_SECURITY_PROTOCOL=SASL_SSL` → `security.protocol`),
+    # the variables winning. Values of credential properties are masked when shown.
+    kafka_properties: str = ""
+    kafka_client: dict[str, str] = {}
 
     def masked(self) -> dict[str, Any]:
         """Settings as a dict with credentials in URLs replaced by `***`."""
@@ -126,7 +148,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         for key, value in out.items():
             if isinstance(value, str) and "://" in value:
                 out[key] = _SECRET.sub(lambda m: f"{m.group(1)}:***@", value)
+        out["kafka_client"] = {
+            k: "***" if _SECRET_PROPERTY.search(k) else v for k, v in self.kafka_client.items()
+        }
         return out
+
+    def kafka(self, **defaults: Any) -> dict[str, Any]:
+        """A librdkafka configuration: the broker, `defaults`, then the client properties.
+
+        Example:
+            >>> Settings(kafka_bootstrap_servers="b:9092",
+            ...          kafka_client={"security.protocol": "SSL"}).kafka(acks="all")
+            {'bootstrap.servers': 'b:9092', 'acks': 'all', 'security.protocol': 'SSL'}
+        """
+        return {"bootstrap.servers": self.kafka_bootstrap_servers, **defaults, **self.kafka_client}
 
     def require(self, *names: str) -> None:
         """Raise a ConfigError naming each of `names` that is empty.
@@ -157,9 +192,12 @@ def load_settings(environ: Mapping[str, str], flags: Mapping[str, Any] | None = 
         ConfigError: on an unknown `FEEDFLOW_*` variable or a value of the wrong type.
     """
     raw: dict[str, Any] = {}
+    client: dict[str, str] = {}
     for key, value in environ.items():
         if key in _ALIASES:
             raw[_ALIASES[key]] = value
+        elif key.startswith(KAFKA_PREFIX):
+            client[key[len(KAFKA_PREFIX) :].lower().replace("_", ".")] = value
         elif key.startswith(ENV_PREFIX):
             name = key[len(ENV_PREFIX) :].lower()
             if name not in _FIELDS:
@@ -171,7 +209,31 @@ def load_settings(environ: Mapping[str, str], flags: Mapping[str, Any] | None = 
         if name not in _FIELDS:
             raise ConfigError(f"unknown setting {name!r}")
         raw[name] = value
+    path = raw.get("kafka_properties")
+    raw["kafka_client"] = {**(_properties(Path(path)) if path else {}), **client}
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid setting: {exc}") from exc
+
+
+def _properties(path: Path) -> dict[str, str]:
+    """`name=value` lines of a Kafka client properties file (`#` comments, blank lines).
+
+    Raises:
+        ConfigError: the file cannot be read, or a line is not `name=value`.
+    """
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"FEEDFLOW_KAFKA_PROPERTIES: {exc}") from exc
+    out: dict[str, str] = {}
+    for n, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        name, sep, value = text.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"FEEDFLOW_KAFKA_PROPERTIES: line {n} is not name=value")
+        out[name.strip()] = value.strip()
+    return out

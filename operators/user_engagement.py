@@ -21,7 +21,10 @@ and, last, the user's full :class:`UserFeatures` record (for the feature store).
 The record is emitted when something a reader would notice changed (a view opened or
 closed, feedback applied), and otherwise at most every `user_features_refresh_s` of the
 user's event time: a heartbeat only moves the open view's position, and writing 20,000
-records a second for that would cost more than it serves.
+records a second for that would cost more than it serves. A user who then goes quiet for
+:data:`IDLE_FLUSH_S` of processing time gets the record of what the skipped heartbeats
+changed, so the stored record always ends as the state it reflects, however the events
+arrived (live, replayed, resumed after a crash).
 
 Example:
     >>> from operators.contracts import EngagementEvent
@@ -41,9 +44,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
+from operators import signals
+from operators.co_engagement import CoVisit, RecentPositives
 from operators.contracts import FEEDBACK_TYPES, EngagementEvent
 from operators.dedup import EventDedup
-from operators.emissions import Dropped, Segment, UserEmission, ViewStart
+from operators.emissions import Dropped, Feedback, Segment, UserEmission, ViewStart
 from operators.eventtime import Clock, from_ms, to_ms, utc_now
 from operators.item_info import ItemLookup
 from operators.playback import Sessionizer
@@ -51,8 +56,12 @@ from operators.settings import Settings
 from operators.user_features import UserFeatures
 from operators.user_profile import UserProfile
 
-UserOutput = UserEmission | UserFeatures
-_SNAPSHOT_VERSION: Final = 1
+UserOutput = UserEmission | UserFeatures | CoVisit
+_SNAPSHOT_VERSION: Final = 2  # 2 added the co-engagement history; 1 resumes without one
+IDLE_FLUSH_S: Final = 30  # longer than a heartbeat interval: only a quiet user is written
+_NOT_POSITIVE: Final = signals.NEGATIVE_PLAYBACK_MASK | signals.bit("disliked")
+_POSITIVE_FEEDBACK: Final = frozenset({"liked", "shared", "playlist"})
+_NEGATIVE_FEEDBACK: Final = frozenset({"disliked", "skipped"})
 
 
 class UserEngagement:
@@ -75,8 +84,10 @@ class UserEngagement:
         clock: Clock = utc_now,
         emit_features: bool = True,
     ):
-        snap = resume or (_SNAPSHOT_VERSION, None, None, None, -1)
-        if snap[0] != _SNAPSHOT_VERSION:
+        snap: tuple[Any, ...] = resume or (_SNAPSHOT_VERSION, None, None, None, -1, None, False)
+        if snap[0] == 1:
+            snap = (*snap, None)
+        elif snap[0] != _SNAPSHOT_VERSION:
             raise ValueError(f"UserEngagement: snapshot version {snap[0]} is not supported")
         self._clock = clock
         self._ttl_ms = settings.user_ttl_days * 86_400_000
@@ -87,6 +98,9 @@ class UserEngagement:
         self._arrival_ms = to_ms(clock())
         self._refresh_ms = settings.user_features_refresh_s * 1000
         self._emitted_ts: int = snap[4]
+        self._positives = RecentPositives(settings.co_history, snap[5])
+        # Applied since the last record (a 7th field; older snapshots have none pending).
+        self._pending = bool(snap[6]) if len(snap) > 6 else False
 
     def on_event(self, ev: EngagementEvent) -> list[UserOutput]:
         """Apply one event of this user; see the module doc for what comes out."""
@@ -105,21 +119,30 @@ class UserEngagement:
             feedback = self._profile.apply_feedback(ev)
             if feedback is not None:
                 out.append(feedback)
+                self._co_engagement(feedback, out)
         if self._emit_features and (out or ev.ts >= self._emitted_ts + self._refresh_ms):
             out.append(self._emit())
+        else:
+            self._pending = True
         return out
 
     def notify_at(self) -> datetime | None:
-        """Processing time of the next idle view close, or of state expiry."""
-        views = self._sessions.notify_at()
-        expiry = from_ms(self._arrival_ms + self._ttl_ms)
-        return expiry if views is None else min(views, expiry)
+        """Processing time of the next idle view close, idle flush, or state expiry."""
+        due = [from_ms(self._arrival_ms + self._ttl_ms)]
+        if (views := self._sessions.notify_at()) is not None:
+            due.append(views)
+        if self._pending and self._emit_features:
+            due.append(from_ms(self._arrival_ms + IDLE_FLUSH_S * 1000))
+        return min(due)
 
     def on_timer(self, now: datetime | None = None) -> list[UserOutput]:
-        """Close idle views (see :class:`Sessionizer`); emit their segments and features."""
+        """Close idle views (see :class:`Sessionizer`); emit their segments, and features when
+        a view closed or the user has been quiet for `IDLE_FLUSH_S` with a record pending."""
         closed: list[UserOutput] = list(self._sessions.on_timer(now))
         self._route(closed)
-        if closed and self._emit_features:
+        now_ms = to_ms(now if now is not None else self._clock())
+        quiet = self._pending and now_ms >= self._arrival_ms + IDLE_FLUSH_S * 1000
+        if (closed or quiet) and self._emit_features:
             closed.append(self._emit())
         return closed
 
@@ -127,7 +150,7 @@ class UserEngagement:
         """Close every open view (end of input) and emit the final features."""
         closed: list[UserOutput] = list(self._sessions.flush())
         self._route(closed)
-        if closed and self._emit_features:
+        if (closed or self._pending) and self._emit_features:
             closed.append(self._emit())
         return closed
 
@@ -138,7 +161,7 @@ class UserEngagement:
 
     def features(self) -> UserFeatures:
         """The user's full feature record, open views blended in provisionally."""
-        return self._profile.features(self._sessions.provisional())
+        return self._profile.features(self._sessions.provisional(), self._positives.digests)
 
     def provisional(self) -> list[Segment]:
         """Segments of the user's open views as they stand."""
@@ -152,23 +175,49 @@ class UserEngagement:
             self._sessions.snapshot(),
             self._profile.snapshot(),
             self._emitted_ts,
+            self._positives.snapshot(),
+            self._pending,
         )
 
     def _emit(self) -> UserFeatures:
         features = self.features()
         self._emitted_ts = features.ts
+        self._pending = False
         return features
 
     def _route(self, emissions: list[UserOutput]) -> None:
-        """Hand the sessionizer's emissions to the profile."""
+        """Hand the sessionizer's emissions to the profile (and closed views to the
+        co-engagement history, whose visits are appended)."""
         profile = self._profile
-        for x in emissions:
+        for x in list(emissions):
             if isinstance(x, Segment):
                 profile.apply_segment(x)
+                if x.final:
+                    self._co_engagement(x, emissions)
             elif isinstance(x, ViewStart):
                 profile.on_view_start(x)
             elif isinstance(x, Dropped):
                 profile.note_late()
+
+    def _co_engagement(self, x: Segment | Feedback, out: list[UserOutput]) -> None:
+        """Positive views and feedback extend the user's co-engagement history (a visit when
+        the item is new to it); dislikes and skips take the item out."""
+        if x.media_id is None:
+            return
+        if isinstance(x, Segment):
+            positive = x.consumed_s > 0 and not x.early_abandon and not x.signals & _NOT_POSITIVE
+            negative = bool(x.signals & _NOT_POSITIVE)
+            ts = x.end_ts
+        else:
+            positive = x.signal in _POSITIVE_FEEDBACK
+            negative = x.signal in _NEGATIVE_FEEDBACK
+            ts = x.ts
+        if positive:
+            visit = self._positives.positive(x.media_id, ts)
+            if visit is not None:
+                out.append(visit)
+        elif negative:
+            self._positives.negative(x.media_id)
 
     def _duplicate(self, ev: EngagementEvent) -> Dropped:
         return Dropped(

@@ -52,6 +52,9 @@ class UserFeatures(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
         continue_watching: (media id, resume position in seconds), newest first.
         consumed: CRC-32 hashes of recently consumed items (uint32 LE, newest first).
         disliked: CRC-32 hashes of disliked items.
+        co_recent: 8-byte digests (:func:`operators.dedup.id_hash64`) of the user's last
+            positively engaged items, newest first: the seeds of the co-engagement source,
+            which finds each one's record under its digest.
     """
 
     version: int = FEATURES_VERSION
@@ -72,6 +75,7 @@ class UserFeatures(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     continue_watching: tuple[tuple[str, int], ...] = ()
     consumed: bytes = b""
     disliked: bytes = b""
+    co_recent: bytes = b""  # appended: records written before it decode with none
 
     @property
     def cold_start(self) -> bool:
@@ -85,6 +89,11 @@ class UserFeatures(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     def creator_hashes(self) -> tuple[int, ...]:
         """The top creators' hashes as ints, best first."""
         return struct.unpack(f"<{len(self.creators) // 4}I", self.creators)
+
+    def co_seeds(self) -> tuple[bytes, ...]:
+        """The co-engagement seeds' digests, newest first."""
+        raw = self.co_recent
+        return tuple(raw[i : i + 8] for i in range(0, len(raw) - 7, 8))
 
     def disliked_hashes(self) -> tuple[int, ...]:
         """The disliked-item hashes as ints."""

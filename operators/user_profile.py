@@ -192,8 +192,9 @@ class UserProfile:
             user_id=ev.user_id, signal=name, ts=ev.ts, media_id=media, creator_id=creator
         )
 
-    def features(self, provisional: Sequence[Segment] = ()) -> UserFeatures:
-        """The full feature record at the user's event time, open views blended in."""
+    def features(self, provisional: Sequence[Segment] = (), co_recent: bytes = b"") -> UserFeatures:
+        """The full feature record at the user's event time, open views blended in;
+        `co_recent` is kept by the caller (:class:`operators.co_engagement.RecentPositives`)."""
         cold = self._cold_features()
         open_ids = [s.media_id for s in provisional]
         return UserFeatures(
@@ -215,6 +216,7 @@ class UserProfile:
             continue_watching=self._continue(provisional, cold["continue"]),
             consumed=cold["consumed"],
             disliked=cold["disliked"],
+            co_recent=co_recent,
         )
 
     def snapshot(self) -> tuple[tuple[Any, ...], bytes]:

@@ -43,6 +43,11 @@ def json_response(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON)
 
 
+def _query(request: Request) -> dict[str, str]:
+    """The request's parameters, decoded strictly (see :func:`serving.params.query`)."""
+    return params.query(request.scope["query_string"])
+
+
 def _ready(rt: Runtime) -> None:
     if not rt.catalogue.ready:
         raise NotReadyError("the index is not loaded yet; see /readyz")
@@ -50,8 +55,10 @@ def _ready(rt: Runtime) -> None:
 
 def feed_endpoint(rt: Runtime) -> Callable[[Request], Any]:
     async def feed(request: Request) -> Response:
-        req = params.feed_request(request.query_params, rt.limits)
+        req = params.feed_request(_query(request), rt.limits)
         _ready(rt)
+        if request.method == "HEAD":  # validated as a GET would be, but no feed is computed:
+            return Response(media_type=JSON)  # a feed publishes an impression
         return json_response(rt.service.feed(req))
 
     return feed
@@ -61,7 +68,7 @@ def similar_endpoint(rt: Runtime) -> Callable[[Request], Any]:
     async def similar(request: Request) -> Response:
         started = time.perf_counter()
         media_id = params.identifier(request.path_params["media_id"], "media_id")
-        limit = params.limit(request.query_params.get("limit"), rt.limits)
+        limit = params.limit(_query(request).get("limit"), rt.limits)
         _ready(rt)
         if rt.catalogue.items([media_id])[0] is None:
             raise UnknownItemError(f"media_id {media_id!r} is not in the served index")
@@ -78,7 +85,7 @@ def similar_endpoint(rt: Runtime) -> Callable[[Request], Any]:
 def trending_endpoint(rt: Runtime) -> Callable[[Request], Any]:
     async def trending(request: Request) -> Response:
         started = time.perf_counter()
-        q = request.query_params
+        q = _query(request)
         kind = params.content_type(q.get("content_type"))
         category = params.category(q.get("category"))
         limit = params.limit(q.get("limit"), rt.limits)
@@ -149,7 +156,10 @@ async def on_http_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return json_response(RouteNotFoundError("no such endpoint").body(), 404)
-    return json_response({"error": "http_error", "message": str(exc.detail)}, exc.status_code)
+    body = {"error": "http_error", "message": str(exc.detail)}
+    response = json_response(body, exc.status_code)
+    response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+    return response
 
 
 async def on_unexpected(_: Request, exc: Exception) -> Response:

@@ -117,6 +117,7 @@ class ItemStatsCache:
             return
         values = np.empty((len(known), 3), dtype=np.float32)
         popular = np.full(len(known), -np.inf)
+        plays = np.zeros(len(known), dtype=np.float32)
         half_life = self._half_life_ms
         for n, i in enumerate(known):
             rec = records[i]
@@ -125,11 +126,12 @@ class ItemStatsCache:
             else:
                 completion = rec.completion_rate if rec.completion_rate is not None else 0.5
                 values[n] = (completion, rec.like_ratio, rec.trending_score)
+                plays[n] = rec.plays_total
                 if rec.popularity > 0.0:
                     popular[n] = math.log2(rec.popularity) + rec.ts / half_life
         at = rows[known]
         first = int(np.count_nonzero(np.isneginf(self._table.columns().stats_until[at])))
-        self._table.write_stats(at, values, self._clock() + self._ttl, popular)
+        self._table.write_stats(at, values, self._clock() + self._ttl, popular, plays)
         self.loaded += first
 
 

@@ -1,11 +1,15 @@
 """Candidate retrieval and filters: ~500 items blended from several sources, then cleaned.
 
-Sources, in the order a duplicate is attributed: continue watching, ANN on the user's
-behavioural vector, the cold-start model's list for a cold user's cohort, fresh items
-(< 24 h) in the user's categories and type, trending in the user's cohort (their categories
-and content type) and the global trending board, popular (the long-horizon popularity boards
-of the user's categories, and of their content type or else of everything), and exploration
-(boards and new items of categories the user has not shown interest in). The user's
+Sources, in the order a duplicate is attributed: continue watching, co-engagement (what
+other users went on to watch after the user's recent items, :mod:`serving.co_engagement`),
+the behaviour space (items near the user's recent ones in vectors learned from
+engagement, :mod:`serving.behaviour`), ANN on the user's content vector (the source for new
+items and items nobody has engaged with yet), the cold-start model's list for a cold user's
+cohort, fresh items (< 24 h) in the user's categories and type, trending in the user's cohort
+(their categories and content type) and the global trending board, popular (the long-horizon
+popularity boards of the user's categories, and of their content type or else of
+everything), and exploration (boards and new items of categories the user has not shown
+interest in). The user's
 categories are the flows' top categories plus up to three more from the weekly weights.
 Filters drop what must never be shown (removed or unknown items, consumed and disliked
 items, the wrong content type when the request asked for one) and compute each survivor's
@@ -20,13 +24,18 @@ from itertools import repeat
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from operators.item_stats import POPULAR_PREFIX
+from serving.behaviour import BehaviourMatch
 from serving.caches import FreshItems, SideVectors, TrendingCache
 from serving.catalogue import Catalogue
+from serving.co_engagement import CoCandidates, collaborative
 from serving.item_table import TYPE_CODES, Columns, ItemTable
 from serving.ranking import (
     ANN,
+    BEHAVIOUR,
+    CO_ENGAGED,
     COHORT,
     CONTINUE,
     EXPLORE,
@@ -40,6 +49,9 @@ from serving.ranking import (
 )
 
 ANN_SHARE: Final = 0.8  # of the candidate budget, when the user has a vector
+CO_SHARE: Final = 0.4  # at most, of the candidate budget; ANN gets what it leaves of its share
+MIN_ANN_SHARE: Final = 0.4  # content keeps this much: new items have no co-engagement yet
+BEHAVIOUR_SHARE: Final = 0.2  # at most, of the candidate budget, from ANN's share too
 PER_CATEGORY: Final = 20  # trending items per category board of the user
 PER_TYPE: Final = 30
 FRESH_PER_CATEGORY: Final = 10
@@ -102,12 +114,22 @@ def retrieve(
     content_type: str | None,
     rng: random.Random,
     cohort: Sequence[str] = (),
+    co: CoCandidates | None = None,
+    beh: BehaviourMatch | None = None,
 ) -> Candidates:
     """Blend the sources into at most ~`budget` candidates (see module doc)."""
     out = Candidates()
     out.add(ctx.continue_ids, CONTINUE)
+    co_ids = co.ranked(int(budget * CO_SHARE)) if co is not None else []
+    out.add(co_ids, CO_ENGAGED)
+    taken = len(co_ids)
+    if beh is not None:
+        before = len(out)
+        out.add((m for m, _ in beh.hits), BEHAVIOUR, int(budget * BEHAVIOUR_SHARE))
+        taken += len(out) - before
     if ctx.vector is not None:
-        out.add_hits(src.catalogue.query(ctx.vector, int(budget * ANN_SHARE)))
+        k = max(int(budget * ANN_SHARE) - taken, int(budget * MIN_ANN_SHARE))
+        out.add_hits(src.catalogue.query(ctx.vector, k))
     out.add(cohort, COHORT)
     kind = content_type or ctx.content_type
     scale = 1 if ctx.vector is not None else 3  # without a vector, lean on the boards
@@ -151,7 +173,12 @@ def last_resort(catalogue: Catalogue, direction: Matrix, k: int) -> list[str]:
 
 
 def apply_filters(
-    ctx: UserContext, cands: Candidates, src: Sources, content_type: str | None
+    ctx: UserContext,
+    cands: Candidates,
+    src: Sources,
+    content_type: str | None,
+    co: CoCandidates | None = None,
+    beh: BehaviourMatch | None = None,
 ) -> Pool:
     """Drop unknown, removed, consumed, disliked and wrong-type items; attach their columns.
 
@@ -175,11 +202,21 @@ def apply_filters(
     kept = np.flatnonzero(keep)
     all_ids = cands.ids
     ids = [all_ids[i] for i in kept.tolist()]
-    return Pool(ids, sources[kept], _similarity(ctx, ids, cands, src), found.take(kept))
+    kept_cols = found.take(kept)
+    collab = None
+    if co is not None and co.score:
+        collab = collaborative(co.of(ids), kept_cols.plays)
+    behaviour = beh.features(ids) if beh is not None else None
+    kept_sources = sources[kept]
+    sims = _similarity(ctx, ids, kept_sources, cands, src)
+    return Pool(ids, kept_sources, sims, kept_cols, collab, behaviour)
 
 
-def _similarity(ctx: UserContext, ids: list[str], cands: Candidates, src: Sources) -> Matrix:
-    """Cosine with the user vector: from the ANN answer, else from the side vectors, else 0."""
+def _similarity(
+    ctx: UserContext, ids: list[str], sources: npt.NDArray[np.int8], cands: Candidates, src: Sources
+) -> Matrix:
+    """Cosine with the user vector: from the ANN answer, else from the side vectors, else
+    from the index (co-engaged items: a few hundred at most, one call), else 0."""
     vec = ctx.vector
     if vec is None or not ids:
         return np.zeros(len(ids), dtype=np.float32)
@@ -190,4 +227,12 @@ def _similarity(ctx: UserContext, ids: list[str], cands: Candidates, src: Source
         found, matrix = src.side.lookup([ids[n] for n in others])
         if found:
             sims[[others[n] for n in found]] = matrix @ vec
-    return sims  # items in neither (continue watching) rank on their own features
+        unknown = np.setdiff1d(others, [others[n] for n in found])  # in neither
+        learned = (SOURCE_CODE[CO_ENGAGED], SOURCE_CODE[BEHAVIOUR])
+        wanted = unknown[np.isin(sources[unknown], learned)].tolist()
+        if wanted:
+            vectors = src.catalogue.vectors([ids[n] for n in wanted])
+            rows = [n for n in wanted if ids[n] in vectors]
+            if rows:
+                sims[rows] = np.stack([vectors[ids[n]] for n in rows]) @ vec
+    return sims  # items in none of them (continue watching) rank on their own features

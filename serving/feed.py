@@ -43,16 +43,29 @@ import numpy as np
 from operators.ab import Arm, Assigner
 from operators.content import ItemRecord
 from operators.metrics import FEED_ERRORS, FEED_FALLBACK, FEED_REQUEST, timed
+from serving.behaviour import BehaviourHolder, BehaviourMatch
 from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache
-from serving.candidates import Sources, apply_filters, last_resort, retrieve
+from serving.candidates import BEHAVIOUR_SHARE, Sources, apply_filters, last_resort, retrieve
 from serving.catalogue import Catalogue
-from serving.features import CACHED, MISSING, FeatureFetcher
+from serving.co_engagement import CoCandidates, CoRecords, co_candidates
+from serving.features import CACHED, MISSING, OK, FeatureFetcher
 from serving.impressions import ImpressionSink, NoImpressions, Served
 from serving.item_table import ItemTable
 from serving.model import FEATURES, RankerModel
-from serving.ranking import ANN, EXPLORE, Matrix, Pool, UserContext, feature_matrix, freshness
+from serving.ranking import (
+    ANN,
+    BEHAVIOUR,
+    CO_ENGAGED,
+    EXPLORE,
+    Matrix,
+    Pool,
+    UserContext,
+    feature_matrix,
+    freshness,
+)
 from serving.rules import Placed, RuleParams, apply_rules, reason
 from serving.weekly import WeeklyState, cohort_similarity
+from state.feature_store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 LADDER: Final = ("trending", "cached_features", "retrieval_order", "cold_start")
@@ -60,7 +73,8 @@ DEFAULT_ARM: Final = "default"
 EVERYONE_PERSONALISED: Final = Arm(DEFAULT_ARM, True)  # no experiment, no holdback
 NO_INDEX: Final = "none"  # an impression's index_version before any index is loaded
 FRESHNESS: Final = FEATURES.index("freshness")
-POPULARITY: Final = "popularity"
+# What a new release cannot have earned yet: it is judged for its slots without them.
+UNEARNED: Final = ("popularity", "collaborative", "behaviour")
 
 
 @dataclass(frozen=True)
@@ -121,10 +135,14 @@ class FeedService:
         weekly: WeeklyState | None = None,
         arms: Assigner | None = None,
         impressions: ImpressionSink | None = None,
+        co: CoRecords | None = None,
+        behaviour: BehaviourHolder | None = None,
     ) -> None:
         """`arms`: the A/B assignment (serving's runtime passes the configured one, with the
         permanent holdback); None serves everyone personalised in :data:`DEFAULT_ARM`.
-        `impressions`: where served feeds go; None publishes nothing."""
+        `impressions`: where served feeds go; None publishes nothing. `co`: the
+        co-engagement records; None turns the source off. `behaviour`: the behaviour space
+        (None, or a holder without a loaded version: the source is off)."""
         self.config, self.catalogue, self.fetcher = config, catalogue, fetcher
         self.stats, self.trending, self.fresh, self.models = stats, trending, fresh, models
         self.table = table if table is not None else ItemTable()
@@ -134,6 +152,8 @@ class FeedService:
         self._rng = random.Random()
         self.arms = arms
         self.impressions = impressions or NoImpressions("no impression sink given")
+        self.co = co
+        self.behaviour = behaviour if behaviour is not None else BehaviourHolder()
 
     def arm_of(self, user_id: str) -> Arm:
         """The arm a user is served in."""
@@ -147,27 +167,29 @@ class FeedService:
         arm = self.arm_of(req.user_id)
         with _stage("features", trace, arm.name):
             fetched = self.fetcher.get(req.user_id)
+            ctx = UserContext.of(fetched.features, fetched.weights)
+            cold = ctx.cold
+            if not arm.personalised:
+                ctx = ctx.impersonal()
+            co = self._co_engagement(ctx, fetched.status, arm.name)
         if fetched.status == MISSING:
             trace.rungs.append("trending")
         elif fetched.status == CACHED:
             trace.rungs.append("cached_features")
-        ctx = UserContext.of(fetched.features, fetched.weights)
-        if ctx.cold and fetched.status != MISSING:
+        if cold and fetched.status != MISSING:
             trace.rungs.append("cold_start")
-        if not arm.personalised:
-            ctx = ctx.impersonal()
         self.trending.want(ctx.retrieval_categories())
-        pool = self._candidates(ctx, req, trace, arm)
+        pool, beh = self._candidates(ctx, req, trace, arm, co)
         model = self.models.model
         with _stage("ranking", trace, arm.name):
             scores, fresh, matrix = self._rank(ctx, pool, model, now_ms, trace, arm.name)
         with _stage("rules", trace, arm.name):
             params = self._rule_params(req, ctx)
-            # New releases are judged without the popularity they have not had time to earn.
-            unproven = None if matrix is None else model.score_without(matrix, scores, POPULARITY)
+            # New releases are judged without the audience they have not had time to earn.
+            unproven = None if matrix is None else model.score_without(matrix, scores, UNEARNED)
             vocab = self.table.vocab
             placed = apply_rules(ctx, pool, scores, fresh, params, vocab, unproven)
-            items, rows = self._items(ctx, pool, placed)
+            items, rows = self._items(ctx, pool, placed, co, beh)
         for rung in trace.rungs:
             FEED_FALLBACK.labels(reason=rung, arm=arm.name).inc()
         request_id = uuid.uuid4().hex
@@ -190,23 +212,54 @@ class FeedService:
             "took_ms": round(total * 1000, 3),
         }
 
-    def _candidates(self, ctx: UserContext, req: FeedRequest, trace: Trace, arm: Arm) -> Pool:
+    def _co_engagement(self, ctx: UserContext, status: str, arm: str) -> CoCandidates | None:
+        """Neighbours of the user's recent positive items (None: no seeds, or no records).
+
+        Read only when the features came from Redis: with Redis failing, the ladder's rung
+        answers without it rather than waiting a second time.
+        """
+        if self.co is None or not ctx.co_seeds or status != OK:
+            return None
+        try:
+            found = co_candidates(self.co.get(ctx.co_seeds))
+        except StoreUnavailableError as exc:
+            log.warning("co-engagement records unavailable: %s", exc)
+            FEED_ERRORS.labels(stage="features", arm=arm).inc()
+            return None
+        return found if found.score else None
+
+    def _behaviour(self, ctx: UserContext) -> BehaviourMatch | None:
+        """The user's point in the behaviour space and its nearest items (None: no version
+        loaded, no seeds, or none of them has a vector)."""
+        space = self.behaviour.space
+        if space is None or not ctx.co_seeds:
+            return None
+        return space.match(ctx.co_seeds, int(self.config.candidates * BEHAVIOUR_SHARE))
+
+    def _candidates(
+        self,
+        ctx: UserContext,
+        req: FeedRequest,
+        trace: Trace,
+        arm: Arm,
+        co: CoCandidates | None,
+    ) -> tuple[Pool, BehaviourMatch | None]:
         kind = req.content_type or ctx.content_type
         cold = ctx.cold and arm.personalised  # the cohort model is personalisation too
         cohort = self.weekly.cohort_items(ctx.language, kind, req.device) if cold else ()
+        budget, rng = self.config.candidates, self._rng
         with _stage("retrieval", trace, arm.name):
-            cands = retrieve(
-                ctx, self.sources, self.config.candidates, req.content_type, self._rng, cohort
-            )
+            beh = self._behaviour(ctx)
+            cands = retrieve(ctx, self.sources, budget, req.content_type, rng, cohort, co, beh)
         with _stage("filters", trace, arm.name):
-            pool = apply_filters(ctx, cands, self.sources, req.content_type)
+            pool = apply_filters(ctx, cands, self.sources, req.content_type, co, beh)
             if len(pool) < req.limit and len(self.catalogue):
                 cands.add(self._any_items(4 * req.limit), EXPLORE)
-                pool = apply_filters(ctx, cands, self.sources, req.content_type)
+                pool = apply_filters(ctx, cands, self.sources, req.content_type, co, beh)
             if cohort:  # the cohort's order stands in for a taste the user has not shown yet
                 pool.similarity = np.maximum(pool.similarity, cohort_similarity(pool.ids, cohort))
         trace.candidates, trace.pool = len(cands), len(pool)
-        return pool
+        return pool, beh
 
     def _any_items(self, k: int) -> list[str]:
         dim = self.catalogue.dim
@@ -252,13 +305,24 @@ class FeedService:
         )
 
     def _items(
-        self, ctx: UserContext, pool: Pool, placed: list[Placed]
+        self,
+        ctx: UserContext,
+        pool: Pool,
+        placed: list[Placed],
+        co: CoCandidates | None,
+        beh: BehaviourMatch | None,
     ) -> tuple[list[dict[str, Any]], list[int]]:
         """The page as JSON-ready dicts (an item removed a moment ago is left out), and the
         pool row of each."""
         records = self.catalogue.items([pool.ids[p.row] for p in placed])
         page = [(p, r) for p, r in zip(placed, records, strict=True) if r is not None]
         anchors = self._anchors(ctx, [(pool.source(p.row), r) for p, r in page])
+        for p, r in page:  # a learned source's item: the seed that contributed most
+            source = pool.source(p.row)
+            if source == CO_ENGAGED and co is not None:
+                anchors[r.media_id] = co.anchor[r.media_id]
+            elif source == BEHAVIOUR and beh is not None and (a := beh.anchor(r.media_id)):
+                anchors[r.media_id] = a
         out = []
         for p, record in page:
             source = pool.source(p.row)
@@ -278,19 +342,26 @@ class FeedService:
     def _anchors(self, ctx: UserContext, page: list[tuple[str, ItemRecord]]) -> dict[str, str]:
         """For ANN items: the recently watched item they are "because of".
 
-        The one of the same category, else the most recent: the ANN query ran on the whole
-        taste vector, so any single anchor is an explanation, and this one costs no vectors.
+        The one of the same category, else the most recent other item: the ANN query ran on
+        the whole taste vector, so any single anchor is an explanation, and this one costs no
+        vectors. An item is never its own anchor (no anchor: no `because_you_watched`).
         """
         if not ctx.recent:
             return {}
-        by_category: dict[str, str] = {}
+        by_category: dict[str, list[str]] = {}
         for media_id, record in zip(ctx.recent, self.catalogue.items(ctx.recent), strict=True):
             if record is not None:
-                by_category.setdefault(record.category, media_id)
-        newest = ctx.recent[0]
-        return {
-            r.media_id: by_category.get(r.category, newest) for source, r in page if source == ANN
-        }
+                by_category.setdefault(record.category, []).append(media_id)
+        out = {}
+        for source, r in page:
+            if source != ANN:
+                continue
+            mine = [m for m in by_category.get(r.category, ()) if m != r.media_id]
+            others = [m for m in ctx.recent if m != r.media_id]
+            anchor = mine[0] if mine else others[0] if others else None
+            if anchor is not None:
+                out[r.media_id] = anchor
+        return out
 
 
 @contextmanager

@@ -280,8 +280,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     `message.timeout.ms` 0 keeps an impression until it is delivered; the queue bound
     (`impressions_buffer`) is what limits an outage's memory.
     """
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
+    return settings.kafka(**{
         "acks": "all",
         "enable.idempotence": True,
         "linger.ms": 50,
@@ -290,7 +289,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "queue.buffering.max.kbytes": 64 * 1024,
         "reconnect.backoff.max.ms": 5000,
         "logger": logging.getLogger("serving.impressions.kafka"),
-    }
+    })  # fmt: skip
 
 
 def impression_sink(settings: Settings) -> ImpressionSink:

@@ -87,6 +87,7 @@ ROW: Final = np.dtype(
         ("like_ratio", np.float32),
         ("trending", np.float32),
         ("popular", np.float64),  # log2(popularity) + ts / half-life; -inf: none
+        ("plays", np.float32),  # plays in the item's lifetime (co-engagement normalisation)
         ("ctype", np.int8),
         ("live", np.bool_),
     ]
@@ -152,6 +153,10 @@ class Columns:
     @property
     def popular(self) -> npt.NDArray[np.float64]:
         return self.data["popular"]
+
+    @property
+    def plays(self) -> npt.NDArray[np.float32]:
+        return self.data["plays"]
 
     @property
     def stats_until(self) -> npt.NDArray[np.float64]:
@@ -232,15 +237,18 @@ class ItemTable:
         values: npt.NDArray[np.float32],
         until: float,
         popular: npt.NDArray[np.float64] | None = None,
+        plays: npt.NDArray[np.float32] | None = None,
     ) -> None:
-        """Set (completion, like ratio, trending) and the popularity keys of `rows` (from the
-        item stats store)."""
+        """Set (completion, like ratio, trending), the popularity keys and the play counts of
+        `rows` (from the item stats store)."""
         data = self._cols.data
         data["completion"][rows] = values[:, 0]
         data["like_ratio"][rows] = values[:, 1]
         data["trending"][rows] = values[:, 2]
         if popular is not None:
             data["popular"][rows] = popular
+        if plays is not None:
+            data["plays"][rows] = plays
         data["stats_until"][rows] = until
 
     def write_trending(self, rows: Ints, scores: npt.NDArray[np.float32]) -> None:

@@ -50,6 +50,10 @@ FEATURES: Final = (
     # Appended last, so impression rows of earlier versions stay aligned column by column:
     "popularity",  # long-horizon popularity (decayed qualified views), log-scaled against
     # the top of the `popular:all` board, 0..1
+    "collaborative",  # co-engagement with the user's recent items, normalised by both items'
+    # engagement, the request's strongest 1 (serving.co_engagement.collaborative)
+    "behaviour",  # inner product with the user's point in the behaviour space (their recent
+    # items' vectors learned from engagement), the request's strongest 1 (operators.behaviour)
 )
 
 DEFAULT_WEIGHTS: Final = {
@@ -65,6 +69,8 @@ DEFAULT_WEIGHTS: Final = {
     "freshness": 0.4,
     "continue_watching": 1.5,
     "popularity": 1.5,
+    "collaborative": 4.0,
+    "behaviour": 4.0,  # the same evidence (who engaged with what) seen through more users
 }
 
 
@@ -105,11 +111,14 @@ class RankerModel:
         return out
 
     def score_without(
-        self, matrix: npt.NDArray[np.float32], scores: npt.NDArray[np.float32], feature: str
+        self,
+        matrix: npt.NDArray[np.float32],
+        scores: npt.NDArray[np.float32],
+        features: tuple[str, ...],
     ) -> npt.NDArray[np.float32]:
-        """`scores` (of :meth:`score` on `matrix`) less one feature's share of them."""
-        col = FEATURES.index(feature)
-        out: npt.NDArray[np.float32] = scores - matrix[:, col] * self.vector[col]
+        """`scores` (of :meth:`score` on `matrix`) less some features' share of them."""
+        cols = [FEATURES.index(f) for f in features]
+        out: npt.NDArray[np.float32] = scores - matrix[:, cols] @ self.vector[cols]
         return out
 
 

@@ -7,20 +7,29 @@ from typing import Any
 from serving.params import MAX_ID
 
 _ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID}
+# What the server enforces of an identifier it is given (ids it returns come from events).
+_PARAM_ID = {**_ID, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
+_OPTIONAL_ID = {**_PARAM_ID, "minLength": 0, "description": "empty: as if absent"}
 _LIMIT = {
     "name": "limit",
     "in": "query",
     "description": "Items wanted; values above the configured maximum are capped.",
     "schema": {"type": "integer", "minimum": 1, "default": 20},
 }
-_TYPE = {"type": "string", "enum": ["VIDEO", "AUDIO"]}
 _REASON = {
     "type": "object",
     "required": ["type"],
     "properties": {
         "type": {
             "type": "string",
-            "enum": ["because_you_watched", "trending", "new", "popular", "explore"],
+            "enum": [
+                "because_you_watched",
+                "continue_watching",
+                "trending",
+                "new",
+                "popular",
+                "explore",
+            ],
         },
         "anchor_media_id": {**_ID, "description": "the watched item (because_you_watched)"},
     },
@@ -43,7 +52,17 @@ _FEED_ITEM = {
         **_ITEM["properties"],  # type: ignore[dict-item]
         "source": {
             "type": "string",
-            "enum": ["continue_watching", "ann", "fresh", "trending", "popular", "explore"],
+            "enum": [
+                "continue_watching",
+                "co_engagement",
+                "ann",
+                "fresh",
+                "trending",
+                "popular",
+                "explore",
+                "cohort",
+                "behaviour",
+            ],
         },
         "reason": {"$ref": "#/components/schemas/Reason"},
     },
@@ -105,7 +124,7 @@ def _get(summary: str, parameters: list[Any], ok: dict[str, Any], **more: Any) -
 
 def _paths() -> dict[str, Any]:
     feed_params = [
-        {"name": "user_id", "in": "query", "required": True, "schema": _ID},
+        {"name": "user_id", "in": "query", "required": True, "schema": _PARAM_ID},
         _LIMIT,
         {"name": "content_type", "in": "query",
          "schema": {"type": "string", "enum": ["VIDEO", "AUDIO", "MIXED"]}},
@@ -114,12 +133,16 @@ def _paths() -> dict[str, Any]:
          "schema": {"type": "number", "minimum": 0, "maximum": 1}},
         {"name": "device", "in": "query",
          "description": "the client's device class (a new user's cohort, for cold start)",
-         "schema": _ID},
+         "schema": _OPTIONAL_ID},
     ]  # fmt: skip
-    media = {"name": "media_id", "in": "path", "required": True, "schema": _ID}
+    media = {"name": "media_id", "in": "path", "required": True, "schema": _PARAM_ID}
     trending = [
-        {"name": "content_type", "in": "query", "schema": _TYPE},
-        {"name": "category", "in": "query", "schema": {"type": "string", "maxLength": MAX_ID}},
+        {
+            "name": "content_type",
+            "in": "query",
+            "schema": {"type": "string", "enum": ["VIDEO", "AUDIO", "MIXED"]},
+        },
+        {"name": "category", "in": "query", "schema": _OPTIONAL_ID},
         _LIMIT,
     ]
     probe = {"description": "JSON status", "content": {"application/json": {}}}
@@ -139,7 +162,17 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": probe, "503": probe},
             }
         },
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": probe}}},
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
     }
 
 

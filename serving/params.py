@@ -1,9 +1,12 @@
 """Query and path parameters: parsed and validated at the edge, before anything reads them.
 
-Identifiers follow the event contracts (non-empty, at most 128 characters) and may not hold
-control characters. An id becomes part of exactly one Redis key (`ff:{u:<id>}`), whatever
-characters it holds, so no id can address another entity's key. A `limit` above the
-configured maximum is capped, not rejected; anything else out of range is a 422.
+The query string must be UTF-8 (percent-escapes included): an invalid byte is a 422, never a
+U+FFFD that would make different raw ids one user. Identifiers follow the event contracts
+(non-empty, at most 128 characters) and may not hold control characters; `content_type` is
+one of the upper-case names exactly, as the schema says. An id becomes part of exactly one
+Redis key (`ff:{u:<id>}`), whatever characters it holds, so no id can address another
+entity's key. A `limit` above the configured maximum is capped, not rejected; anything else
+out of range is a 422.
 
 Example:
     >>> feed_request({"user_id": "u1", "limit": "500"}, Limits(default=20, maximum=100))
@@ -21,6 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
+from urllib.parse import parse_qsl
 
 from operators.content import normalise_category
 from serving.errors import BadParameterError
@@ -38,6 +42,24 @@ class Limits:
     default: int = 20
     maximum: int = 100
     diversity: float = 0.2
+
+
+def query(raw: bytes) -> dict[str, str]:
+    """The parameters of a raw query string (the last value of a repeated name).
+
+    Example:
+        >>> query(b"user_id=u%C3%A9&limit=5")
+        {'user_id': 'ué', 'limit': '5'}
+        >>> query(b"user_id=%ff%fe")
+        Traceback (most recent call last):
+        ...
+        serving.errors.BadParameterError: query: must be UTF-8 (percent-escapes included)
+    """
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise BadParameterError("query", "must be UTF-8 (percent-escapes included)") from None
+    return dict(pairs)
 
 
 def identifier(value: str | None, name: str) -> str:
@@ -67,8 +89,8 @@ def optional_identifier(value: str | None, name: str) -> str | None:
 
 
 def limit(value: str | None, limits: Limits) -> int:
-    """The page size: default when absent, capped at the maximum."""
-    if value is None or value == "":
+    """The page size: default when absent, capped at the maximum (empty is not absent)."""
+    if value is None:
         return limits.default
     try:
         n = int(value)
@@ -80,19 +102,18 @@ def limit(value: str | None, limits: Limits) -> int:
 
 
 def content_type(value: str | None, allow_mixed: bool = True) -> str | None:
-    """VIDEO or AUDIO; None for absent (or MIXED, where allowed)."""
-    if value is None or value == "":
+    """VIDEO or AUDIO; None for absent (or MIXED, where allowed); empty is not absent."""
+    if value is None:
         return None
-    upper = value.upper()
-    if upper not in CONTENT_TYPES or (upper == "MIXED" and not allow_mixed):
+    if value not in CONTENT_TYPES or (value == "MIXED" and not allow_mixed):
         allowed = CONTENT_TYPES if allow_mixed else CONTENT_TYPES[:2]
         raise BadParameterError("content_type", f"must be one of {', '.join(allowed)}")
-    return None if upper == "MIXED" else upper
+    return None if value == "MIXED" else value
 
 
 def diversity(value: str | None, default: float) -> float:
-    """A number in [0, 1]."""
-    if value is None or value == "":
+    """A number in [0, 1] (empty is not absent)."""
+    if value is None:
         return default
     try:
         x = float(value)

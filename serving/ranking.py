@@ -42,13 +42,16 @@ WEEKLY_RETRIEVAL: Final = 3  # weekly top categories retrieval adds to the user'
 
 # Candidate sources, in the order a duplicate is attributed; codes index SOURCES.
 CONTINUE: Final = "continue_watching"
+CO_ENGAGED: Final = "co_engagement"  # watched after the user's recent items by other users
 ANN: Final = "ann"
 FRESH: Final = "fresh"
 TRENDING: Final = "trending"
 POPULAR: Final = "popular"
 EXPLORE: Final = "explore"
 COHORT: Final = "cohort"  # the cold-start model's list for the user's cohort
-SOURCES: Final = (CONTINUE, ANN, FRESH, TRENDING, POPULAR, EXPLORE, COHORT)
+BEHAVIOUR: Final = "behaviour"  # near the user's recent items in the behaviour space
+# (appended: impression rows keep the codes of earlier versions)
+SOURCES: Final = (CONTINUE, CO_ENGAGED, ANN, FRESH, TRENDING, POPULAR, EXPLORE, COHORT, BEHAVIOUR)
 SOURCE_CODE: Final = {s: n for n, s in enumerate(SOURCES)}
 _EMPTY: Final = np.zeros(0, dtype=np.uint32)
 
@@ -71,6 +74,7 @@ class UserContext:
     disliked: Hashes = field(default_factory=lambda: _EMPTY)
     continue_ids: tuple[str, ...] = ()
     recent: tuple[str, ...] = ()
+    co_seeds: tuple[bytes, ...] = ()  # digests of the recent positive items, newest first
     cold: bool = True
     weekly: WeeklyAdjust | None = None
 
@@ -93,6 +97,7 @@ class UserContext:
             disliked=_hashes(features.disliked),
             continue_ids=tuple(m for m, _ in features.continue_watching),
             recent=features.recent,
+            co_seeds=features.co_seeds(),
             cold=features.cold_start,
             weekly=weekly,
         )
@@ -124,6 +129,8 @@ class Pool:
     sources: npt.NDArray[np.int8]
     similarity: Matrix
     cols: Columns
+    collab: Matrix | None = None  # the collaborative feature (None: no co-engagement)
+    behaviour: Matrix | None = None  # the behaviour feature (None: no point in the space)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -228,6 +235,10 @@ def feature_matrix(
     out[:, 10] = pool.sources == SOURCE_CODE[CONTINUE]
     if stats.shape[1] > 3:
         out[:, 11] = stats[:, 3]
+    if pool.collab is not None:
+        out[:, 12] = pool.collab
+    if pool.behaviour is not None:
+        out[:, 13] = pool.behaviour
     if ctx.weekly is not None:
         _blend_weekly(out, ctx.weekly, cols, vocab)
     return out

@@ -2,7 +2,9 @@
 
 Every `interval_s` it reads the trending and popularity boards (one MGET), the ranker pointer
 (and the new weights when it moved), the weekly weights pointer (and the new version's cohort
-lists when it moved) and rescans the catalogue when the index version changed; every
+lists when it moved), the behaviour-space pointer (and loads the new version when it moved:
+:class:`serving.behaviour.BehaviourHolder`) and rescans the catalogue when the index version
+changed; every
 `stats_interval_s` it fetches the item stats that requests found missing or stale. Redis
 errors are logged once per outage and leave the caches as they were; `redis_ok` says whether
 the last round trip worked (for /readyz).
@@ -21,6 +23,7 @@ import redis
 
 from operators.feature_codecs import decode_item_stats, decode_trending
 from operators.item_stats import POPULAR_PREFIX, ItemStatsRecord
+from serving.behaviour import BehaviourHolder
 from serving.caches import (
     POPULAR_ALL,
     Board,
@@ -65,13 +68,14 @@ class Refresher:
         start_reader: Callable[[], None] | None = None,
         after_round: Callable[[], None] | None = None,
         weekly: WeeklyState | None = None,
+        behaviour: BehaviourHolder | None = None,
     ) -> None:
         self._client, self._catalogue = client, catalogue
         self._stats, self._trending, self._fresh, self._models = stats, trending, fresh, models
         self._side, self._table = side, table
         self._interval, self._stats_interval = interval_s, stats_interval_s
         self._start_reader, self._after_round = start_reader, after_round
-        self._weekly = weekly
+        self._weekly, self._behaviour = weekly, behaviour
         self._scanned: str | None = None
         self._rejected: str | None = None
         self._stop = threading.Event()
@@ -96,6 +100,8 @@ class Refresher:
             self._refresh_model()
             if self._weekly is not None:
                 self._weekly.refresh(self._client)
+            if self._behaviour is not None:
+                self._behaviour.refresh()
             self._fresh.rebuild()
             self._trending.want(self._fresh.categories())
             self._sync_side_vectors()

@@ -40,6 +40,8 @@ import numpy.typing as npt
 from serving.item_table import TYPE_CODES, Vocab
 from serving.ranking import (
     ANN,
+    BEHAVIOUR,
+    CO_ENGAGED,
     CONTINUE,
     EXPLORE,
     FRESH,
@@ -198,11 +200,13 @@ def reason(source: str, media_id: str, anchor: str | None) -> dict[str, str]:
     Example:
         >>> reason("ann", "m2", "m1"), reason("fresh", "m3", None)
         ({'type': 'because_you_watched', 'anchor_media_id': 'm1'}, {'type': 'new'})
+        >>> reason("continue_watching", "m4", None), reason("ann", "m5", "m5")
+        ({'type': 'continue_watching'}, {'type': 'popular'})
     """
     if source == CONTINUE:
-        return {"type": "because_you_watched", "anchor_media_id": media_id}
-    if source == ANN:
-        if anchor is None:
+        return {"type": "continue_watching"}
+    if source in (ANN, CO_ENGAGED, BEHAVIOUR):
+        if anchor is None or anchor == media_id:
             return {"type": "popular"}
         return {"type": "because_you_watched", "anchor_media_id": anchor}
     return {"type": REASON_OF_SOURCE.get(source, "popular")}

@@ -23,8 +23,10 @@ from redis.retry import Retry
 from operators.ab import Assigner, load_config
 from operators.errors import ConfigError
 from operators.settings import Settings
+from serving.behaviour import BehaviourHolder
 from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache, records_of
 from serving.catalogue import Catalogue, ServingIndex
+from serving.co_engagement import CoRecords, RedisCoSource
 from serving.features import FeatureFetcher, RedisUserSource, request_client
 from serving.feed import FeedConfig, FeedService, ModelHolder
 from serving.impressions import impression_sink
@@ -33,6 +35,7 @@ from serving.model import default_model
 from serving.params import Limits
 from serving.refresher import Refresher
 from serving.weekly import WeeklyState
+from state.behaviour_store import BehaviourStore
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams, snapshot_store
 from state.update_log import LogEntry
@@ -99,6 +102,7 @@ class Runtime:
             "redis_reachable": redis_ok and self.service.fetcher.healthy,
             "model_version": self.service.models.model.version,
             "weights_version": self.service.weekly.version,
+            "behaviour_version": self.service.behaviour.version,  # not a readiness condition
             "item_stats_cached": len(self.service.stats),
             "fresh_items": len(self.service.fresh),
             "impressions": self.service.impressions.status(),  # not a readiness condition
@@ -184,10 +188,15 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
         settings.redis_retry_ms / 1000,
     )
     side = SideVectors()
+    behaviour = BehaviourHolder(
+        BehaviourStore(slow, snapshot_store(settings), (keys or IndexKeys()).prefix)
+    )
     service = FeedService(
         feed_config(settings), reader, fetcher, stats, trending, fresh, models,
         side=side, table=table, weekly=weekly, arms=arms,
         impressions=impression_sink(settings),
+        co=CoRecords(RedisCoSource(fast), settings.co_cache_ms / 1000),
+        behaviour=behaviour,
     )  # fmt: skip
     limits = Limits(settings.feed_limit_default, settings.feed_limit_max, settings.feed_diversity)
     runtime = Runtime(service, limits, reader=reader, clients=[fast, slow, log_client])
@@ -196,6 +205,6 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
         interval_s=settings.serving_refresh_ms / 1000,
         start_reader=reader.start,
         after_round=runtime.after_round,
-        weekly=weekly,
+        weekly=weekly, behaviour=behaviour,
     )  # fmt: skip
     return runtime

@@ -37,6 +37,7 @@ from operators.metrics import STORE_RETRIES
 USER: Final = "u"
 ITEM: Final = "i"
 TRENDING: Final = "t"
+CO_ENGAGEMENT: Final = "c"  # an item's co-engagement record, under its id's 8-byte digest
 _STAMP = struct.Struct(">Q")
 
 # KEYS[1] key; ARGV[1] stamped value; ARGV[2] ttl seconds (0 = none). Returns 1 when written.
@@ -71,6 +72,18 @@ class FeatureWrite:
     ttl_s: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class FeatureErase:
+    """Delete one entity's features (an erased user); `ts_ms` is the erasure's time."""
+
+    kind: str
+    entity_id: str
+    ts_ms: int
+
+
+Change = FeatureWrite | FeatureErase
+
+
 def feature_key(kind: str, entity_id: str) -> str:
     """The Redis key of one entity's features, hash-tagged per entity.
 
@@ -96,8 +109,9 @@ def unstamp(value: bytes | None) -> tuple[int, bytes] | None:
 class FeatureStore(Protocol):
     """Where flows write features and serving reads them."""
 
-    def put_many(self, writes: Sequence[FeatureWrite]) -> int:
-        """Write each value unless a newer one is stored; return how many were written."""
+    def put_many(self, writes: Sequence[Change]) -> int:
+        """Write each value unless a newer one is stored, delete each erased one; return how
+        many keys changed."""
         ...
 
     def get_many(self, kind: str, ids: Sequence[str]) -> list[bytes | None]:
@@ -111,9 +125,12 @@ class MemoryFeatureStore:
     def __init__(self) -> None:
         self.values: dict[str, bytes] = {}
 
-    def put_many(self, writes: Sequence[FeatureWrite]) -> int:
+    def put_many(self, writes: Sequence[Change]) -> int:
         written = 0
         for w in writes:
+            if isinstance(w, FeatureErase):
+                written += self.values.pop(feature_key(w.kind, w.entity_id), None) is not None
+                continue
             key, value = feature_key(w.kind, w.entity_id), stamp(w.ts_ms, w.payload)
             cur = self.values.get(key)
             if cur is None or cur[:8] <= value[:8]:
@@ -139,13 +156,16 @@ class RedisFeatureStore:
     def from_url(cls, url: str) -> RedisFeatureStore:
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5))
 
-    def put_many(self, writes: Sequence[FeatureWrite]) -> int:
+    def put_many(self, writes: Sequence[Change]) -> int:
         if not writes:
             return 0
 
         def attempt() -> int:
             pipe = self.client.pipeline(transaction=False)
             for w in writes:
+                if isinstance(w, FeatureErase):
+                    pipe.delete(feature_key(w.kind, w.entity_id))
+                    continue
                 self._guarded_set(
                     keys=[feature_key(w.kind, w.entity_id)],
                     args=[stamp(w.ts_ms, w.payload), w.ttl_s],

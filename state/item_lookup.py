@@ -13,8 +13,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+import redis
+
 from operators.item_info import ItemInfo
 from state.feature_store import retry
+from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.item_store import ItemStore
 
@@ -67,3 +70,11 @@ class CachedItemLookup:
         if found[0] is None:
             return None
         return ItemInfo.from_record(found[0].record, found[0].vector)
+
+
+def job_lookup(client: redis.Redis) -> CachedItemLookup:
+    """The item-store lookup of a batch job (weekly runs): an hour's cache, up to 1M items."""
+    keys = IndexKeys()
+    return CachedItemLookup(
+        ItemStore(client, keys), IndexRegistry(client, keys), ttl_s=3600.0, max_items=1_000_000
+    )

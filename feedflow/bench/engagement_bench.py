@@ -257,6 +257,7 @@ def bench_ingest(cfg: BenchConfig, work: Path, log: _Log) -> dict[str, Any]:
         on = timed_flow_run(stack, work / "flow-recovery", client, pre, recovery=True)
         log(f"ingest: recovery on {on['events_per_s_steady']} events/s steady")
         redis_bytes = redis_value_sizes(client, "ff:{u:*", cfg.redis_sample)
+        co_bytes = redis_value_sizes(client, "ff:{c:*", cfg.redis_sample)
         state = recovery_state_sizes(work / "flow-recovery" / "recovery" / "engagement")
         runs = [on]
         if cfg.no_recovery:
@@ -272,6 +273,7 @@ def bench_ingest(cfg: BenchConfig, work: Path, log: _Log) -> dict[str, Any]:
         "reference": reference,
         "runs": runs,
         "redis_bytes": redis_bytes,
+        "co_bytes": co_bytes,
         "flow_state": state,
     }
 
@@ -319,7 +321,9 @@ def bench_freshness(cfg: BenchConfig, work: Path, log: _Log, recovery: bool) -> 
                         catalogue_ids(client, 5000), cfg.probe_interval_s,
                         cfg.probe_timeout_s)  # fmt: skip
         try:
-            prober.run(10)  # warm-up probes: first lookups of probe users and items
+            # Warm-up: first lookups of probe users and items, and every probe user likes one
+            # item, so each timed probe links to an earlier one (event → neighbour list).
+            prober.run(prober.users)
             log(f"freshness: {cfg.probes} probes every {cfg.probe_interval_s * 1000:.0f} ms")
             before = prober.watcher.background, time.perf_counter(), flow.cpu_s()
             probes = prober.run(cfg.probes)
@@ -346,6 +350,7 @@ def bench_freshness(cfg: BenchConfig, work: Path, log: _Log, recovery: bool) -> 
         "background_measured_per_s": round((after[0] - before[0]) / seconds),
         "flow_cpu_share": round((after[2] - before[2]) / seconds, 3),
         "flow_ms": _latency([p.flow_ms() for p in probes], timeout_ms),
+        "co_ms": _latency([p.co_ms() for p in probes if p.co_key], timeout_ms),
         "broker_ms": _latency([p.broker_ms() for p in probes], timeout_ms),
     }
 

@@ -17,6 +17,7 @@ BUDGETS: Final = {
     "freshness_p99_ms": 1000,
     "redis_bytes": 500,
     "state_bytes": 2048,
+    "co_bytes": 1536,  # issue 11's aim for an item's neighbour list
 }
 
 
@@ -45,12 +46,21 @@ def _freshness_rows(fresh: dict[str, Any]) -> list[dict[str, Any]]:
     mode = "recovery on" if fresh["recovery"] else "--no-recovery"
     load = f"{mode}, {fresh['background_measured_per_s']:,} events/s"
     flow_ms, broker_ms = fresh["flow_ms"], fresh["broker_ms"]
-    return [
+    rows = [
         _row(f"event → Redis P99, {load} (ms)", "freshness_p99_ms", flow_ms["p99"],
              broker_ms["p99"], "broker round trip P99"),
         _row(f"event → Redis P50, {load} (ms)", None, flow_ms["p50"], broker_ms["p50"],
              "broker round trip P50"),
     ]  # fmt: skip
+    co_ms = fresh.get("co_ms")
+    if co_ms is not None:
+        rows += [
+            _row(f"event → neighbour list in Redis P99, {load} (ms)", "freshness_p99_ms",
+                 co_ms["p99"], broker_ms["p99"], "broker round trip P99"),
+            _row(f"event → neighbour list in Redis P50, {load} (ms)", None, co_ms["p50"],
+                 broker_ms["p50"], "broker round trip P50"),
+        ]  # fmt: skip
+    return rows
 
 
 def budget_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -82,6 +92,14 @@ def budget_rows(r: dict[str, Any]) -> list[dict[str, Any]]:
         _row("operator state per user, flow snapshot P99 (B)", "state_bytes", state["p99"],
              record["p99"], "feature value P99"),
     ]  # fmt: skip
+    co = ingest.get("co_bytes")
+    if co is not None and co["sampled"]:
+        rows += [
+            _row("Redis bytes per item, neighbour list, MEMORY USAGE mean", "co_bytes",
+                 co["memory_usage"]["mean"], co["value_len"]["mean"], "value length mean"),
+            _row("Redis bytes per item, neighbour list, MEMORY USAGE P99", "co_bytes",
+                 co["memory_usage"]["p99"], co["value_len"]["p99"], "value length P99"),
+        ]  # fmt: skip
     return rows
 
 

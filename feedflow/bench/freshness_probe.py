@@ -2,6 +2,11 @@
 
 A probe is a `media_liked` with ts = now for a dedicated probe user: new explicit feedback
 makes the user logic emit the user's feature record at once, stamped with the probe's ts.
+A like is also a positive engagement: the liked item's co-engagement record gains a link
+to the item the same probe user liked before, and the probe times that too (event →
+neighbour list in Redis: the record stamped at least the probe's ts *and* listing that
+item). Every probe user walks its own slice of the catalogue, so no other probe makes the
+same pair; a user's first probe has no earlier item and is not timed for co-engagement.
 Probes go out on a fixed schedule (every `interval_s`, whether or not earlier ones have
 landed); one loop sends them and polls Redis for all outstanding probes in one `MGET` per
 millisecond. A bare consumer on the topic's tail notes when each probe is fetched, which is
@@ -23,7 +28,9 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 from feedflow.bench.flow_harness import engagement_payload
 from flows.kafka_in import CONSUMER_CONFIG
 from operators.contracts import TOPIC_ENGAGEMENT, EngagementEvent, decode_engagement
-from state.feature_store import USER, feature_key, unstamp
+from operators.dedup import id_hash64
+from operators.feature_codecs import decode_co_record
+from state.feature_store import CO_ENGAGEMENT, USER, feature_key, unstamp
 
 PROBE = "bench-probe-"
 
@@ -36,11 +43,17 @@ class Probe:
     key: str
     ts: int
     sent: float
+    co_key: str = ""  # "" when the probe's user liked nothing before (not timed)
+    prior: str = ""
     fetched: float | None = None
     visible: float | None = None
+    co_visible: float | None = None
 
     def flow_ms(self) -> float | None:
         return None if self.visible is None else (self.visible - self.sent) * 1000
+
+    def co_ms(self) -> float | None:
+        return None if self.co_visible is None else (self.co_visible - self.sent) * 1000
 
     def broker_ms(self) -> float | None:
         return None if self.fetched is None else (self.fetched - self.sent) * 1000
@@ -86,6 +99,19 @@ class ProbeWatcher:
         self._consumer.close()
 
 
+def _at_least(raw: object, ts: int) -> bool:
+    stored = unstamp(raw) if isinstance(raw, bytes) else None
+    return stored is not None and stored[0] >= ts
+
+
+def _links(raw: object, probe: Probe) -> bool:
+    if not _at_least(raw, probe.ts):
+        return False
+    stored = unstamp(raw)  # type: ignore[arg-type]
+    assert stored is not None
+    return any(m == probe.prior for m, _ in decode_co_record(stored[1]).neighbours)
+
+
 class Prober:
     """Sends probes on a schedule and times each into Redis and into the bare consumer.
 
@@ -117,24 +143,42 @@ class Prober:
     def _send(self) -> Probe:
         i = self.n
         self.n += 1
-        user = f"{PROBE}{i % self.users}"
-        media = self.media[(i // self.users) % len(self.media)]
+        k = i % self.users
+        user = f"{PROBE}{k}"
+        media = self.media[self._slice(k, i // self.users)]
+        prior = self.media[self._slice(k, i // self.users - 1)] if i >= self.users else ""
         ts = self.last_ts = max(time.time_ns() // 1_000_000, self.last_ts + 1)
-        probe = Probe(f"{PROBE}{uuid.uuid4().hex}", feature_key(USER, user), ts, time.time())
+        co_key = feature_key(CO_ENGAGEMENT, id_hash64(media).hex()) if prior else ""
+        probe = Probe(f"{PROBE}{uuid.uuid4().hex}", feature_key(USER, user), ts, time.time(),
+                      co_key, prior)  # fmt: skip
         payload = engagement_payload(probe.event_id, user, media, ts)
         self.producer.produce(TOPIC_ENGAGEMENT, payload, user)
         self.producer.poll(0)
         return probe
 
+    def _slice(self, user: int, n: int) -> int:
+        """The `n`-th catalogue position of a probe user's own slice."""
+        per_user = max(len(self.media) // self.users, 2)
+        return (user * per_user + n % per_user) % len(self.media)
+
     def _land(self, pending: list[Probe]) -> list[Probe]:
-        """Mark probes visible in Redis; return those still outstanding."""
-        values = self.client.mget([p.key for p in pending])
+        """Mark probes visible in Redis (features and co-engagement record); return those
+        still outstanding."""
+        pipe = self.client.pipeline(transaction=False)
+        for p in pending:
+            pipe.get(p.key)
+            pipe.get(p.co_key or p.key)
+        values = pipe.execute()
         now, left = time.time(), []
-        for probe, raw in zip(pending, values, strict=True):
-            stored = unstamp(raw) if isinstance(raw, bytes) else None
-            if stored is not None and stored[0] >= probe.ts:
+        for n, probe in enumerate(pending):
+            if probe.visible is None and _at_least(values[2 * n], probe.ts):
                 probe.visible = now
-            elif now - probe.sent <= self.timeout_s:
+            if probe.co_key and probe.co_visible is None and _links(values[2 * n + 1], probe):
+                probe.co_visible = now
+            landed = probe.visible is not None and (
+                probe.co_visible is not None or not probe.co_key
+            )
+            if not landed and now - probe.sent <= self.timeout_s:
                 left.append(probe)
         return left
 

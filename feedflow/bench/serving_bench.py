@@ -7,7 +7,9 @@ For each catalogue size, on a private redis-server and a cached index snapshot (
    stage timed (features, retrieval, filters, ranking, rules, total), next to a **naive
    reference** measured in the same run on the same requests: the same pipeline, but item
    metadata and item stats read from Redis per candidate (one pipelined GET per key) instead
-   of the in-process mirrors.
+   of the in-process mirrors; and the same requests without the behaviour source, and
+   without both learned sources (co-engagement and behaviour), for their cost. The world
+   has a behaviour-space version of 200k items (the users' seeds among them).
 2. **Over HTTP**: `feedflow serve` as its own process, and a closed-loop load generator (a
    second process, keep-alive connections on loopback) at several concurrency levels:
    P50/P99 as the client sees them, requests per second held, and the server's mean time
@@ -139,6 +141,7 @@ def naive_service(rt: Runtime, client: redis.Redis) -> FeedService:
         PerCandidateStats(client),  # type: ignore[arg-type]
         s.trending, s.fresh, s.models, side=s.sources.side,
         table=table,  # type: ignore[arg-type]
+        co=s.co,
     )  # fmt: skip
 
 
@@ -176,6 +179,13 @@ def in_process(url: str, root: Path, users: Sequence[str], n: int, log: Log) -> 
         time.sleep(1.0)
         log(f"  in process: {n} requests (pipeline)")
         fast = _run(rt.service, users, n, seed=2)
+        log(f"  in process: {n} requests (without the behaviour source)")
+        space, rt.service.behaviour.space = rt.service.behaviour.space, None
+        without_behaviour = _run(rt.service, users, n, seed=2)
+        log(f"  in process: {n} requests (without co-engagement and behaviour sources)")
+        co, rt.service.co = rt.service.co, None
+        without_co = _run(rt.service, users, n, seed=2)
+        rt.service.co, rt.service.behaviour.space = co, space
         log(f"  in process: {n} requests (naive reference)")
         naive = _run(naive_service(rt, client), users, n, seed=2)
         ready, detail = rt.readiness()
@@ -184,6 +194,9 @@ def in_process(url: str, root: Path, users: Sequence[str], n: int, log: Log) -> 
             "ready": ready,
             "item_stats_cached": detail.get("item_stats_cached"),
             "pipeline": fast,
+            "pipeline_without_behaviour": without_behaviour,
+            "pipeline_without_co_engagement": without_co,  # and without behaviour
+            "behaviour_version": rt.service.behaviour.version,
             "naive_per_candidate_redis": naive,
         }
     finally:
@@ -323,7 +336,7 @@ def bench_size(
         client = redis.Redis.from_url(private.url)
         register(client, IndexKeys(), info)
         started = time.perf_counter()
-        ids = populate(client, items, users, seed, cache, info.version)
+        ids = populate(client, items, users, seed, cache, info.version, behaviour=True)
         fresh = publish_fresh(
             client, IndexKeys(), info.version, items, max(items // 200, 200), seed
         )

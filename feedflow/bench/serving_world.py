@@ -6,7 +6,9 @@ Creator, content type, language and publication time are drawn per item. The sna
 built once per (size, seed) and kept in a cache directory (minutes at 1M items on 2 cores);
 later runs register it in a fresh Redis and reuse it. Users are shaped like the flows' own
 records: an int8 vector that is the mean of 1-10 items from 1-2 topics, top categories,
-creators, recent items, continue watching, consumed and disliked hashes.
+creators, recent items, continue watching, consumed and disliked hashes, and the digests of
+their recent positive items, each of which has a full co-engagement record (48 neighbours
+from the user's topics), so every request reads and scores the co-engagement source.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -27,12 +30,16 @@ import redis
 from feedflow.bench.index_bench import catalogue
 from feedflow.simulator.vocabulary import CATEGORY_NAMES
 from feedflow.stack import free_port, redis_answers, redis_binary
+from operators.behaviour import Space
+from operators.co_engagement import CoRecord
 from operators.content import ItemRecord, Stamp, pack_record
-from operators.feature_codecs import encode_item_stats, encode_trending
+from operators.dedup import id_hash64
+from operators.feature_codecs import encode_co_record, encode_item_stats, encode_trending
 from operators.item_stats import ItemStatsRecord
 from operators.trending import TrendingList
 from operators.user_features import UserFeatures, encode_user_features, vector_bytes
-from state.feature_store import ITEM, TRENDING, USER, feature_key, stamp
+from state.behaviour_store import BehaviourStore
+from state.feature_store import CO_ENGAGEMENT, ITEM, TRENDING, USER, feature_key, stamp
 from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry, VersionInfo
 from state.index_replica import RECORDS_FILE, IndexParams, IndexReplica
@@ -44,6 +51,9 @@ _records_decoder = msgspec.msgpack.Decoder(list[ItemRecord])
 DAY_MS: Final = 86_400_000
 LANGUAGES: Final = ("en", "en", "en", "es", "de", "fr")
 TYPES: Final = ("VIDEO", "AUDIO")
+CO_SEEDS: Final = 8  # a user's recent positive items (the flows' default history)
+CO_NEIGHBOURS: Final = 48  # a full record (the flows' default list size)
+BEHAVIOUR_ITEMS: Final = 200_000  # items in the behaviour space (those engaged recently)
 
 
 @dataclass(frozen=True)
@@ -174,14 +184,49 @@ def write_item_records(client: redis.Redis, root: Path, version: str) -> int:
 
 
 def populate(
-    client: redis.Redis, items: int, users: int, seed: int, root: Path, version: str
+    client: redis.Redis,
+    items: int,
+    users: int,
+    seed: int,
+    root: Path,
+    version: str,
+    behaviour: bool = False,
 ) -> list[str]:
-    """Item records, users, item stats and trending boards; returns the user ids."""
+    """Item records, users, item stats and trending boards (and, if asked, a behaviour-space
+    version); returns the user ids."""
     write_item_records(client, root, version)
     vectors, topics = catalogue(items, DIM, seed)
-    ids = write_users(client, vectors, topics, users, seed)
+    ids, seeds = write_users(client, vectors, topics, users, seed)
     write_item_stats(client, topics, seed)
+    if behaviour:
+        write_behaviour(client, root, vectors, seeds, seed)
     return ids
+
+
+def write_behaviour(
+    client: redis.Redis,
+    root: Path,
+    vectors: npt.NDArray[np.float32],
+    seeds: Iterable[int],
+    seed: int,
+) -> None:
+    """A behaviour-space version over the users' seed items and a sample of the rest (up to
+    :data:`BEHAVIOUR_ITEMS`: the items engaged within a topic's retention), its vectors the
+    content vectors bent by noise, published as `feedflow behaviour run` does."""
+    rng = np.random.default_rng(seed + 6)
+    chosen = set(seeds)
+    room = max(min(BEHAVIOUR_ITEMS, len(vectors)) - len(chosen), 0)
+    chosen.update(rng.choice(len(vectors), room, replace=False).tolist())
+    rows = np.asarray(sorted(chosen), dtype=np.int64)
+    noisy = vectors[rows] + rng.normal(0.0, 0.05, (len(rows), vectors.shape[1]))
+    space = Space(
+        ids=[media_id(int(i)) for i in rows],
+        vectors=noisy.astype(np.float32),
+        counts=rng.zipf(1.6, len(rows)).clip(2, 100_000).astype(np.int64),
+        users=len(rows),
+        engagements=len(rows) * 4,
+    )
+    BehaviourStore(client, DirSnapshotStore(root)).publish(space)
 
 
 def write_users(
@@ -190,16 +235,20 @@ def write_users(
     topics: npt.NDArray[Any],
     users: int,
     seed: int,
-) -> list[str]:
-    """Store `users` user feature records shaped like the engagement flow's."""
+) -> tuple[list[str], set[int]]:
+    """Store `users` user feature records shaped like the engagement flow's; returns the
+    user ids and the items some user has among their recent positive items."""
     rng = np.random.default_rng(seed + 4)
     by_topic = [np.flatnonzero(topics == t) for t in range(int(topics.max()) + 1)]
     ids, pipe = [], client.pipeline(transaction=False)
     now = int(time.time() * 1000)
+    seeds: dict[int, npt.NDArray[Any]] = {}
     for u in range(users):
         favourites = rng.choice(len(by_topic), int(rng.integers(1, 3)), replace=False)
         pool = np.concatenate([by_topic[int(t)] for t in favourites])
         seen = rng.choice(pool, int(rng.integers(3, 24)))
+        for i in seen[:CO_SEEDS].tolist():
+            seeds.setdefault(int(i), pool)
         names = [CATEGORY_NAMES[int(t) % len(CATEGORY_NAMES)] for t in favourites]
         feats = UserFeatures(
             ts=now,
@@ -215,6 +264,7 @@ def write_users(
             continue_watching=tuple((media_id(int(i)), 120) for i in seen[3:5]),
             consumed=_hashes([media_id(int(i)) for i in seen[:16]]),
             disliked=_hashes([media_id(int(i)) for i in rng.choice(pool, 2)]),
+            co_recent=b"".join(id_hash64(media_id(int(i))) for i in seen[:CO_SEEDS]),
         )
         user = f"bench-u{u:07d}"
         pipe.set(feature_key(USER, user), stamp(now, encode_user_features(feats)))
@@ -222,7 +272,27 @@ def write_users(
         if len(pipe) >= 5000:
             pipe.execute()
     pipe.execute()
-    return ids
+    write_co_records(client, seeds, rng, now)
+    return ids, set(seeds)
+
+
+def write_co_records(
+    client: redis.Redis, seeds: dict[int, npt.NDArray[Any]], rng: np.random.Generator, now: int
+) -> None:
+    """A full co-engagement record (neighbours from the seed's user's categories) for every
+    item some user has among their recent positive items."""
+    pipe = client.pipeline(transaction=False)
+    for item, pool in seeds.items():
+        neighbours = rng.choice(pool, CO_NEIGHBOURS, replace=False)
+        counts = np.sort(rng.integers(500, 40_000, CO_NEIGHBOURS))[::-1]
+        record = CoRecord(media_id(item), now, int(rng.integers(20, 5000)), tuple(
+            (media_id(int(n)), int(c)) for n, c in zip(neighbours, counts, strict=True)
+        ))  # fmt: skip
+        key = feature_key(CO_ENGAGEMENT, id_hash64(record.media_id).hex())
+        pipe.set(key, stamp(now, encode_co_record(record)))
+        if len(pipe) >= 5000:
+            pipe.execute()
+    pipe.execute()
 
 
 def _hashes(ids: list[str]) -> bytes:
@@ -270,16 +340,37 @@ def _write_boards(
         client.set(feature_key(TRENDING, board), stamp(now, payload))
 
 
-class PrivateRedis:
-    """A redis-server of the benchmark's own on a free loopback port, stopped on exit."""
+@dataclass(frozen=True)
+class RedisTls:
+    """Files of a TLS-only redis-server: its certificate and key, and the CA clients trust."""
 
-    def __init__(self, workdir: Path) -> None:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+class PrivateRedis:
+    """A redis-server of its own on a free loopback port, stopped on exit; with a password
+    and/or TLS only when asked (then `url` carries them: `redis://:pw@…`, `rediss://…`)."""
+
+    def __init__(self, workdir: Path, password: str = "", tls: RedisTls | None = None) -> None:
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
-        argv = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        argv = [redis_binary(), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
+        if tls is None:
+            argv += ["--port", str(self.port)]
+        else:
+            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(tls.cert),
+                     "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca),
+                     "--tls-auth-clients", "no"]  # fmt: skip
+        if password:
+            argv += ["--requirepass", password]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{password}@" if password else ""
+        scheme = "rediss" if tls is not None else "redis"
+        query = f"?ssl_ca_certs={tls.ca}" if tls is not None else ""
+        self.url = f"{scheme}://{auth}127.0.0.1:{self.port}/0{query}"
         deadline = time.monotonic() + 10
         while not redis_answers(self.url):
             if time.monotonic() > deadline or self.proc.poll() is not None:

@@ -6,6 +6,9 @@
   shrinkage), a user's score for an item the sum of its similarities to the user's items.
 - **EASE** (Steck, WWW 2019): the closed form `B = I − P · diag(1 / diag(P))` with
   `P = (XᵀX + λI)⁻¹`, λ = 500, dense, over the items with at least one training interaction.
+- **MostPop, past only** (:func:`most_pop_at`, for the temporal protocol): MostPop counted
+  over the training interactions before each user's moment. The three above are fitted once
+  on every training interaction, later ones included.
 
 Columns are the items with a training interaction, sorted by id, so equal scores rank by id.
 Only those items can be recommended: an item nobody interacted with in training is unknown to
@@ -22,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -123,4 +126,47 @@ def recommend(m: TrainMatrix, scorer: Scorer, users: Sequence[str], k: int) -> d
             order = np.argsort(-scores[n], kind="stable")
             best = [int(i) for i in order[:k] if np.isfinite(scores[n, i])]
             out[user] = [m.items[i] for i in best]
+    return out
+
+
+def most_pop_at(
+    m: TrainMatrix, timed: Iterable[tuple[str, str, int]], moments: Mapping[str, int], k: int
+) -> dict[str, list[str]]:
+    """Each user's top `k` by popularity before their moment: MostPop without the future.
+
+    An item scores its number of users with a training interaction strictly earlier than
+    the user's moment (a pair counts once, at its first time); the user's training items
+    are excluded and items nobody had yet are not ranked (the list may be short). One pass
+    in time order, so it costs a sort per user rather than a fit per user.
+
+    Args:
+        m: the training matrix (its items are the candidates, its rows the exclusions).
+        timed: (user, item, time) of every training interaction.
+        moments: each user's moment, in the unit of the times.
+        k: list length.
+
+    Example:
+        >>> m = TrainMatrix.of([("u1", "a"), ("u2", "b"), ("u3", "b"), ("u4", "c")])
+        >>> timed = [("u1", "a", 1), ("u2", "b", 5), ("u3", "b", 6), ("u4", "c", 2)]
+        >>> most_pop_at(m, timed, {"u1": 3, "u4": 9}, k=2)
+        {'u1': ['c'], 'u4': ['b', 'a']}
+    """
+    item_at = {item: n for n, item in enumerate(m.items)}
+    first: dict[tuple[str, str], int] = {}
+    for user, item, ts in timed:
+        first[user, item] = min(ts, first.get((user, item), ts))
+    arrivals = sorted((ts, item_at[item]) for (_, item), ts in first.items())
+    counts = np.zeros(len(m.items), dtype=np.float64)
+    out: dict[str, list[str]] = {}
+    applied = 0
+    for user in sorted(moments, key=lambda u: (moments[u], u)):
+        while applied < len(arrivals) and arrivals[applied][0] < moments[user]:
+            counts[arrivals[applied][1]] += 1
+            applied += 1
+        scores = np.where(counts > 0, -counts, np.inf)  # ascending order: most first
+        row = m.row_of(user)
+        if row is not None:
+            scores[m.x[row] > 0] = np.inf
+        order = np.argsort(scores, kind="stable")[:k]  # ties by item id, the column order
+        out[user] = [m.items[i] for i in order if np.isfinite(scores[i])]
     return out

@@ -1,9 +1,23 @@
-"""`feedflow eval --path DIR [--json FILE]`: Feedflow and three baselines on one offline split.
+"""`feedflow eval --path DIR [--protocol leave-last-out|temporal] [--json FILE]`.
 
-Loads a MovieLens directory, holds out each user's last rating (:mod:`.protocol`), replays the
-rest through the real flows and asks the real feed API (:mod:`.replay`), scores MostPop,
-ItemKNN and EASE on the same split (:mod:`.baselines`) and prints one table row per model.
-Progress goes to stderr; `--json FILE` also writes every figure to FILE.
+Feedflow and three baselines on one offline split. Loads a MovieLens directory, holds out
+each user's last rating (:mod:`.protocol`), replays the rest through the real flows and asks
+the real feed API (:mod:`.replay`), scores MostPop, ItemKNN and EASE on the same split
+(:mod:`.baselines`) and prints one table row per model, then the share of Feedflow's top-20
+slots per candidate source. Progress goes to stderr; `--json FILE` also writes every figure
+to FILE.
+
+Protocols (the split is the same):
+
+- `leave-last-out` (default): every feed is asked once all training events are replayed.
+- `temporal`: each user's feed is asked at the moment of their held-out rating, the start of
+  the session it would have had (:func:`.movielens.session_starts`), with exactly the events
+  before that moment replayed (:func:`.protocol.checkpoints`; equal moments share one pause).
+  The user's training items, all earlier than the held-out one, are still dropped from the
+  list. MostPop, ItemKNN and EASE are batch models fitted once on all training ratings, so
+  here they see the future, which favours them; `MostPop-past` counts only the ratings
+  before each user's held-out rating (:func:`.baselines.most_pop_at`), the fair reference.
+  The popular-share metric keeps its one definition: the 100 most-rated training films.
 """
 
 from __future__ import annotations
@@ -21,11 +35,16 @@ import orjson
 
 from feedflow.evaluation import baselines, movielens, replay
 from feedflow.evaluation.protocol import (
+    CHECKPOINT_WINDOW_MS,
+    LEAVE_LAST_OUT,
     LIST_LENGTH,
     POPULAR_ITEMS,
+    PROTOCOLS,
+    TEMPORAL,
     Judge,
     Metrics,
     Split,
+    checkpoints,
     leave_last_out,
     popularity,
 )
@@ -33,6 +52,18 @@ from feedflow.evaluation.replay import FeedflowRun
 from operators.settings import Settings
 
 FEEDFLOW: Final = "Feedflow"
+MOST_POP_PAST: Final = "MostPop-past"
+DESCRIPTION: Final = {
+    LEAVE_LAST_OUT: "leave-last-out: every feed asked after all training events; "
+    "full ranking, training items excluded, top 20",
+    TEMPORAL: "temporal: each feed asked at the user's held-out moment with only earlier "
+    "events applied; full ranking, training items excluded, top 20",
+}
+BASELINES_SEE: Final = {
+    LEAVE_LAST_OUT: "all training ratings",
+    TEMPORAL: "MostPop, ItemKNN, EASE: all training ratings, later ones included (the "
+    "future, which favours them); MostPop-past: only ratings before the user's held-out one",
+}
 # (key in Metrics.row(), column title, decimals)
 COLUMNS: Final = (
     ("hr@10", "HR@10", 4),
@@ -55,6 +86,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "compare with MostPop, ItemKNN and EASE on the same split.",
     )
     p.add_argument("--path", required=True, type=Path, metavar="DIR", help="MovieLens directory")
+    p.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=LEAVE_LAST_OUT,
+        help="when feeds are asked: after the whole replay (default), or each at the user's "
+        "held-out moment with only earlier events replayed",
+    )
     p.add_argument("--json", dest="json_file", type=Path, metavar="FILE", help="write JSON here")
     p.add_argument(
         "--users",
@@ -82,16 +120,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         popular=frozenset(popularity(split.train)[:POPULAR_ITEMS]),
     )
     _say(f"{len(data.ratings)} ratings, {len(users)} users evaluated, {len(data.movies)} films")
+    _say(f"protocol {args.protocol}")
     results: dict[str, Metrics] = {}
     seconds: dict[str, float] = {}
-    for name, lists in run_baselines(split, users, seconds):
+    for name, lists in run_baselines(split, users, seconds, args.protocol):
         results[name] = judge.score(lists)
-    feedflow = run_feedflow(settings, data, split, users, args.seed)
+    if args.protocol == TEMPORAL:
+        feedflow = run_feedflow_temporal(settings, data, split, args.seed)
+    else:
+        feedflow = run_feedflow(settings, data, split, users, args.seed)
     results[FEEDFLOW] = judge.score(feedflow.lists)
     seconds.update(feedflow.seconds)
     seconds["total"] = time.perf_counter() - started
-    report = build_report(args.path, data, split, results, feedflow, seconds)
-    sys.stdout.write(table(results) + "\n")
+    report = build_report(args.path, args.protocol, data, split, results, feedflow, seconds)
+    sys.stdout.write(table(results) + "\n\n")
+    sys.stdout.write(source_table(feedflow.sources) + "\n\n")
     sys.stdout.write(facts(report) + "\n")
     if args.json_file is not None:
         args.json_file.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
@@ -108,9 +151,13 @@ def sample_users(data: movielens.MovieLens, n: int, seed: int) -> movielens.Movi
 
 
 def run_baselines(
-    split: Split[movielens.Rating], users: list[str], seconds: dict[str, float]
+    split: Split[movielens.Rating],
+    users: list[str],
+    seconds: dict[str, float],
+    protocol: str = LEAVE_LAST_OUT,
 ) -> list[tuple[str, dict[str, list[str]]]]:
-    """Top lists of MostPop, ItemKNN and EASE for `users`."""
+    """Top lists of MostPop, ItemKNN and EASE for `users`, fitted on all training ratings;
+    under the temporal protocol also MostPop-past, counted before each user's moment."""
     m = baselines.TrainMatrix.of((x.user, x.item) for x in split.train)
     models: list[tuple[str, Callable[[baselines.TrainMatrix], baselines.Scorer]]] = [
         ("MostPop", baselines.most_pop),
@@ -123,6 +170,12 @@ def run_baselines(
         _say(f"{name}: {len(m.users)} users × {len(m.items)} items")
         out.append((name, baselines.recommend(m, build(m), users, LIST_LENGTH)))
         seconds[name] = time.perf_counter() - started
+    if protocol == TEMPORAL:
+        started = time.perf_counter()
+        timed = ((x.user, x.item, x.ts) for x in split.train)
+        moments = {u: split.held_out[u].ts for u in users}
+        out.insert(1, (MOST_POP_PAST, baselines.most_pop_at(m, timed, moments, LIST_LENGTH)))
+        seconds[MOST_POP_PAST] = time.perf_counter() - started
     return out
 
 
@@ -141,8 +194,30 @@ def run_feedflow(
     return replay.run(settings, catalogue, events, split.history(), users, seed)
 
 
+def run_feedflow_temporal(
+    settings: Settings, data: movielens.MovieLens, split: Split[movielens.Rating], seed: int
+) -> FeedflowRun:
+    """Replay the training ratings, pausing to ask each user's feed at their held-out moment.
+
+    A user's moment is the start of their held-out rating's session, laid out after their
+    training sessions, so their own events all come before it.
+    """
+    hidden = {(u, x.item) for u, x in split.held_out.items()}
+    catalogue = movielens.catalogue(data, movielens.earliest_ms(split.train), hidden)
+    events = movielens.sessions(split.train)
+    starts = movielens.session_starts([*split.train, *split.held_out.values()])
+    moments = {u: starts[x.row] for u, x in split.held_out.items()}
+    plan = checkpoints([(e.user_id, e.ts) for e in events], moments)
+    _say(
+        f"Feedflow: {len(catalogue)} catalogue events, {len(events)} engagement events, "
+        f"{len(plan)} checkpoints"
+    )
+    return replay.run_temporal(settings, catalogue, events, split.history(), plan, seed)
+
+
 def build_report(
     path: Path,
+    protocol: str,
     data: movielens.MovieLens,
     split: Split[movielens.Rating],
     results: Mapping[str, Metrics],
@@ -156,13 +231,23 @@ def build_report(
         "films": len(data.movies),
         "users": len(split.held_out),
         "train_interactions": len(split.train),
-        "protocol": "leave-last-out, full ranking, training items excluded, top 20",
+        "protocol": protocol,
+        "protocol_detail": DESCRIPTION[protocol],
+        "baselines_see": BASELINES_SEE[protocol],
         "models": {name: m.row() for name, m in results.items()},
         "feedflow": {
             "engagement_events": feedflow.events,
+            "events_replayed": feedflow.applied,
             "dead_letters": feedflow.dead_letters,
             "fallbacks": dict(feedflow.fallbacks),
             "sources": dict(feedflow.sources),
+            "source_share": source_shares(feedflow.sources),
+            "behaviour": feedflow.behaviour,
+            **(
+                {"checkpoints": feedflow.checkpoints, "checkpoint_window_ms": CHECKPOINT_WINDOW_MS}
+                if protocol == TEMPORAL
+                else {}
+            ),
         },
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
@@ -180,16 +265,53 @@ def table(results: Mapping[str, Metrics]) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def source_shares(sources: Mapping[str, int]) -> dict[str, float]:
+    """Each candidate source's share of Feedflow's top-20 slots, largest first.
+
+    Example:
+        >>> source_shares({"popular": 1, "ann": 3})
+        {'ann': 0.75, 'popular': 0.25}
+    """
+    slots = sum(sources.values())
+    ranked = sorted(sources, key=lambda src: (-sources[src], src))
+    return {src: round(sources[src] / slots, 4) for src in ranked} if slots else {}
+
+
+def source_table(sources: Mapping[str, int]) -> str:
+    """Feedflow's top-20 slots per candidate source (the `source` of each feed item)."""
+    rows = [["source", "slots", "share"]]
+    rows += [
+        [src, str(sources[src]), f"{share:.4f}"] for src, share in source_shares(sources).items()
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [
+        "  ".join([r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].rjust(widths[2])])
+        for r in rows
+    ]
+    return "\n".join(["Feedflow top-20 slots by source", *lines])
+
+
 def facts(report: Mapping[str, Any]) -> str:
-    """A few lines about the run under the table."""
+    """A few lines about the run under the tables."""
     ff = report["feedflow"]
+    replay_line = (
+        f"Feedflow replay: events replayed {ff['events_replayed']}, outcomes "
+        f"{ff['engagement_events']}, dead letters {ff['dead_letters']}, "
+        f"fallbacks {ff['fallbacks']}"
+    )
+    if "checkpoints" in ff:
+        replay_line += f", checkpoints {ff['checkpoints']}"
+    if ff.get("behaviour"):
+        b = ff["behaviour"]
+        runs = f"{b['runs']} weekly runs, the last " if "runs" in b else ""
+        replay_line += f"\nbehaviour space: {runs}{b['items']} items, version {b['version']}"
     return "\n".join(
         [
+            f"protocol {report['protocol_detail']}",
+            f"baselines fitted on: {report['baselines_see']}",
             f"users {report['users']}, films {report['films']}, "
             f"training interactions {report['train_interactions']}",
-            f"Feedflow replay: events {ff['engagement_events']}, "
-            f"dead letters {ff['dead_letters']}, fallbacks {ff['fallbacks']}",
-            f"Feedflow sources in the top 20: {ff['sources']}",
+            replay_line,
             f"seconds: {report['seconds']}",
         ]
     )

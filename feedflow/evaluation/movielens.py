@@ -245,18 +245,47 @@ def sessions(ratings: Iterable[Rating]) -> list[EngagementEvent]:
     time, ties by the rating's file row and then by position within its session, so the
     replay is a deterministic function of the input.
     """
-    by_user: dict[str, list[Rating]] = {}
-    for r in ratings:
-        by_user.setdefault(r.user, []).append(r)
     keyed: list[tuple[int, int, int, EngagementEvent]] = []
-    for user_ratings in by_user.values():
-        free_ms = -1
-        for r in sorted(user_ratings, key=lambda x: (x.ts, x.row)):
-            events = session(r, max(r.ts * 1000, free_ms))
-            free_ms = events[-1].ts + SESSION_GAP_S * 1000
+    for user_ratings in _by_user(ratings).values():
+        for r, events in _laid_out(user_ratings):
             keyed.extend((e.ts, r.row, n, e) for n, e in enumerate(events))
     keyed.sort(key=lambda k: k[:3])
     return [e for *_, e in keyed]
+
+
+def session_starts(ratings: Iterable[Rating]) -> dict[int, int]:
+    """Epoch ms at which each rating's session starts (by file row), laid out as `sessions`.
+
+    A user's sessions depend only on that user's earlier ratings, so a held-out last rating
+    laid out with the training ones starts where its session would have followed them, and
+    the training sessions start where :func:`sessions` of the training ratings puts them.
+
+    Example:
+        >>> session_starts([Rating("u1", "m1", 5.0, 100, 0), Rating("u1", "m2", 3.0, 100, 1)])
+        {0: 100000, 1: 132000}
+    """
+    return {
+        r.row: events[0].ts
+        for user_ratings in _by_user(ratings).values()
+        for r, events in _laid_out(user_ratings)
+    }
+
+
+def _by_user(ratings: Iterable[Rating]) -> dict[str, list[Rating]]:
+    out: dict[str, list[Rating]] = {}
+    for r in ratings:
+        out.setdefault(r.user, []).append(r)
+    return out
+
+
+def _laid_out(user_ratings: Iterable[Rating]) -> Iterator[tuple[Rating, list[EngagementEvent]]]:
+    """One user's ratings by (timestamp, row), each with its session's events; a session
+    starts at its rating's time or SESSION_GAP_S after the previous session's last event."""
+    free_ms = -1
+    for r in sorted(user_ratings, key=lambda x: (x.ts, x.row)):
+        events = session(r, max(r.ts * 1000, free_ms))
+        free_ms = events[-1].ts + SESSION_GAP_S * 1000
+        yield r, events
 
 
 def earliest_ms(ratings: Iterable[Rating]) -> int:

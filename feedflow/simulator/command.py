@@ -62,6 +62,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=None,
         help="send at event time / speedup (default: on for the broker, off for a file)",
     )
+    p.add_argument(
+        "--catalogue-changes",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="publish and remove items during the span (default on)",
+    )
     p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON summary")
     return p
 
@@ -103,6 +109,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         malformed=args.malformed,
         start_ms=now_ms if args.start_ms == "now" else args.start_ms,
         speedup=args.speedup,
+        catalogue_changes=args.catalogue_changes,
     )
     sim = Simulation(config, now_ms=now_ms)
     try:
@@ -119,7 +126,7 @@ def _play(sim: Simulation, args: argparse.Namespace, settings: Settings) -> tupl
     pace = args.pace if args.pace is not None else args.out is None
     progress = Progress("simulate", total=round(sim.plan.expected_events))
     if args.out is None:
-        sink: Sink = KafkaSink(settings.kafka_bootstrap_servers)
+        sink: Sink = KafkaSink(settings.kafka_bootstrap_servers, settings.kafka_client)
         summary = sim.run(sink, pace=pace, progress=progress)
         return summary, f"broker {settings.kafka_bootstrap_servers}"
     with open(args.out, "wb", buffering=1 << 20) as stream:

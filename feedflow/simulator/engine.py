@@ -57,6 +57,7 @@ class SimConfig:
     malformed: float = 0.0
     start_ms: int | None = None
     speedup: float | None = None
+    catalogue_changes: bool = True  # items published and removed during the span
 
     def validate(self) -> None:
         """Raise SimulatorError naming the first impossible value."""
@@ -135,10 +136,12 @@ class Simulation:
         span_days = (self.plan.end_ms - self.plan.start_ms) / 86_400_000
         share = max(ARRIVALS_PER_30_DAYS * span_days / 30, MIN_ARRIVAL_SHARE)
         arriving = min(config.items, max(1, round(config.items * share)))
+        arriving = arriving if config.catalogue_changes else 0
         self.catalogue: Catalogue = build_catalogue(
             _stream(seed, "items"), seed, creators, config.items, arriving
         )
         removals = min(max(1, round(config.items * REMOVAL_SHARE)), config.items // 2)
+        removals = removals if config.catalogue_changes else 0
         self.changes = schedule_media(
             _stream(seed, "schedule"),
             self.catalogue,

@@ -10,6 +10,11 @@ row in the impression. The user then examines slot `p` with probability `(1 + p)
 (position bias), plays what they examined with their planted affinity
 (:func:`feedflow.simulator.choice.affinity`), and the views become engagement events.
 
+Co-engagement: every user has a watch history drawn from their planted affinities, run
+through the engagement flow's co-engagement logic (:mod:`operators.co_engagement`) into each
+item's record, so feeds carry serving's co-engagement candidates and collaborative feature
+for the user's recent items, as a live platform's would.
+
 Example:
     >>> world = FeedWorld(users=3, items=40, seed=2)
     >>> msgs = feed_traffic(world, feeds_per_user=1, feed_size=5, candidates=10, seed=1,
@@ -37,6 +42,14 @@ from feedflow.simulator.catalogue import (
 from feedflow.simulator.choice import affinity
 from feedflow.simulator.tastes import Taste, build_users
 from feedflow.simulator.vocabulary import CATEGORY_NAMES
+from operators.co_engagement import (
+    CoLink,
+    CoNeighbours,
+    CoRecord,
+    CoVisit,
+    RecentPositives,
+    links,
+)
 from operators.content import ItemRecord, Stamp
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
@@ -47,10 +60,20 @@ from operators.contracts import (
     encode,
 )
 from operators.dedup import hashes
+from operators.settings import Settings
 from operators.user_features import UserFeatures
+from serving.co_engagement import co_candidates, collaborative
 from serving.item_table import Columns, Vocab
 from serving.model import RankerModel, default_model
-from serving.ranking import ANN, EXPLORE, SOURCE_CODE, Pool, UserContext, feature_matrix
+from serving.ranking import (
+    ANN,
+    CO_ENGAGED,
+    EXPLORE,
+    SOURCE_CODE,
+    Pool,
+    UserContext,
+    feature_matrix,
+)
 
 Message = tuple[str, str, int, str]  # (topic, key, ts ms, JSON payload), like the simulator's
 DIM: Final = 16
@@ -59,6 +82,8 @@ EXPLORE_SHARE: Final = 0.3  # candidates drawn at random rather than by similari
 MAX_PLAYS: Final = 3  # views per feed at most
 MAX_VIEW_S: Final = 600  # a view lasts at most this long (the user moves on)
 HEARTBEAT_S: Final = 30
+HISTORY_DRAWS: Final = 120  # items a user considers for their co-engagement history
+CO_CANDIDATES: Final = 10  # co-engaged candidates per feed, at most
 
 
 def _unit(v: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -76,6 +101,7 @@ class FeedWorld:
         schedule_media(rng, self.catalogue, start_ms, start_ms, removals=0)
         self.items = self.catalogue.items
         self.by_id = {it.media_id: it for it in self.items}
+        self.row_of = {it.media_id: n for n, it in enumerate(self.items)}
         self.users = build_users(rng, seed, users, creators)
         nrng = np.random.default_rng(seed)
         directions = [_unit(nrng.normal(size=DIM)) for _ in CATEGORY_NAMES]
@@ -97,6 +123,36 @@ class FeedWorld:
         self.vocab = Vocab()
         self.columns = Columns.of([record_of(it) for it in self.items], self.vocab)
         self.contexts = [UserContext.of(served_features(t, directions, nrng)) for t in self.users]
+        self.seeds, self.co = co_engagement(self, rng)
+        plays = {r.media_id: r.engagements for r in self.co.values()}
+        self.plays = np.asarray([plays.get(it.media_id, 0) for it in self.items], np.float32)
+
+
+def co_engagement(
+    world: FeedWorld, rng: random.Random
+) -> tuple[list[tuple[str, ...]], dict[str, CoRecord]]:
+    """Each user's recent positive items, and every item's co-engagement record, from watch
+    histories drawn with the users' planted affinities (through the flow's own logic)."""
+    settings = Settings()
+    states: dict[str, CoNeighbours] = {}
+    seeds = []
+    for taste in world.users:
+        recent = RecentPositives(settings.co_history)
+        for ts, item in enumerate(rng.sample(world.items, min(HISTORY_DRAWS, len(world.items)))):
+            if rng.random() < affinity(rng, taste, item):
+                visit = recent.positive(item.media_id, ts)
+                if visit is None:
+                    continue
+                msgs: list[CoVisit | CoLink] = [visit, *links(visit)]
+                for msg in msgs:
+                    state = states.get(msg.media_id)
+                    if state is None:
+                        state = states[msg.media_id] = CoNeighbours(
+                            settings.co_capacity, settings.co_list_size, 0, 1
+                        )
+                    state.on_event(msg)
+        seeds.append(recent.items)
+    return seeds, {m: state.record() for m, state in states.items()}
 
 
 def record_of(item: Item) -> ItemRecord:
@@ -178,16 +234,22 @@ def _serve(
     drawn = np.asarray(rng.sample(range(n_items), min(n_items, candidates * 4)))
     sims = world.vectors[drawn] @ ctx.vector
     n_ann = round(candidates * (1 - EXPLORE_SHARE))
-    best = drawn[np.argsort(-sims, kind="stable")[:n_ann]]
-    ann = set(best.tolist())
-    rest = [i for i in drawn.tolist() if i not in ann]
-    rows = np.asarray([*best.tolist(), *rng.sample(rest, min(len(rest), candidates - n_ann))])
-    sources = [ANN] * len(best) + [EXPLORE] * (len(rows) - len(best))
+    co = co_candidates([world.co.get(m) for m in world.seeds[u]])
+    row_of = world.row_of
+    co_rows = [row_of[m] for m in co.ranked(CO_CANDIDATES) if m in row_of]
+    best = [i for i in drawn[np.argsort(-sims, kind="stable")[:n_ann]].tolist() if i not in co_rows]
+    taken = {*co_rows, *best}
+    rest = [i for i in drawn.tolist() if i not in taken]
+    explore = rng.sample(rest, min(len(rest), candidates - n_ann))
+    rows = np.asarray([*co_rows, *best, *explore])
+    sources = [CO_ENGAGED] * len(co_rows) + [ANN] * len(best) + [EXPLORE] * len(explore)
+    ids = [world.items[i].media_id for i in rows]
     pool = Pool(
-        [world.items[i].media_id for i in rows],
+        ids,
         np.asarray([SOURCE_CODE[s] for s in sources], dtype=np.int8),
         (world.vectors[rows] @ ctx.vector).astype(np.float32),
         world.columns.take(rows),
+        collaborative(co.of(ids), world.plays[rows]) if co.score else None,
     )
     matrix = feature_matrix(ctx, pool, world.stats[rows], now_ms, FRESH_MS, world.vocab)
     scores = ranker.score(matrix)

@@ -149,7 +149,7 @@ def test_writes_are_full_values_so_a_replay_changes_nothing(simulated) -> None:
 def test_step_ids_are_frozen() -> None:
     # Recovery state is keyed by step id: a rename silently loses it. Change this list only
     # together with a migration note.
-    assert {"user", "item", "trending"} == engagement.STATEFUL_STEPS
+    assert {"user", "item", "trending", "co_engagement"} == engagement.STATEFUL_STEPS
     assert engagement.FLOW_ID == "engagement"
 
 

@@ -76,6 +76,7 @@ def run_flow(
         source=TestingSource(inputs, batch_size=batch_size),
         deadletters=TestingSink(letters),
         models=TestingSink(versions),
+        acks=TestingSink([]),
     )
     run_main(flow, epoch_interval=timedelta(0) if recovery else None, recovery_config=recovery)
     return versions, letters
@@ -182,3 +183,14 @@ def test_step_ids_are_frozen() -> None:
     # together with a migration note.
     assert {"labels", "ranker"} == learning.STATEFUL_STEPS
     assert learning.FLOW_ID == "learning"
+
+
+def test_the_online_ranker_learns_to_trust_co_engagement(trained) -> None:
+    # Feeds carry serving's co-engagement candidates and collaborative feature for each
+    # user's recent items; people play what they like, and those who watched what the user
+    # watched liked the same things: the weight must come out positive.
+    feeds = [v for topic, _, _, v in trained["train"] if topic == TOPIC_IMPRESSIONS]
+    share = sum('"co_engagement"' in v for v in feeds) / len(feeds)
+    assert share > 0.5, f"only {share:.0%} of feeds had co-engaged candidates"
+    last = parse_model(document(trained["versions"][-1]))
+    assert last.vector[FEATURES.index("collaborative")] > 0.0  # measured: 0.11

@@ -16,7 +16,7 @@ import pytest
 from feedflow.cli import main
 from feedflow.simulator.writers import KafkaSink
 from feedflow.stack import LocalStack, StackInfo, free_port
-from feedflow.topic_reader import read_topic
+from flows.topic_reader import read_topic
 from operators.ab import Assigner, parse_config
 from operators.contracts import (
     TOPIC_ENGAGEMENT,

@@ -77,8 +77,11 @@ def test_engagement_reports_every_figure(quick: dict[str, Any]) -> None:
     assert _finite(*ingest["redis_bytes"]["value_len"].values())
     assert ingest["flow_state"]["keys"] > 0 and _finite(*ingest["flow_state"]["bytes"].values())
 
+    assert ingest["co_bytes"]["sampled"] > 0  # co-engagement records per item
+    assert _finite(*ingest["co_bytes"]["memory_usage"].values())
+
     fresh = result["freshness"]
-    for name in ("flow_ms", "broker_ms"):
+    for name in ("flow_ms", "broker_ms", "co_ms"):
         assert _finite(fresh[name]["p50"], fresh[name]["p99"], fresh[name]["timeouts"])
     assert _finite(fresh["background_measured_per_s"], fresh["flow_cpu_share"])
 

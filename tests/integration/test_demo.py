@@ -27,6 +27,12 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _stopping(err_path: Path) -> str:
+    """The demo's own account of its stop (what it printed after Ctrl-C)."""
+    text = err_path.read_text(errors="replace")
+    return text[text.rfind("stopping") :] if "stopping" in text else text[-4000:]
+
+
 def test_demo_prints_a_personalised_feed_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     env = {
         k: v
@@ -34,11 +40,13 @@ def test_demo_prints_a_personalised_feed_and_ctrl_c_stops_everything(tmp_path: P
         if k not in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS") and not k.startswith("FEEDFLOW_")
     }
     env["FEEDFLOW_STATE_DIR"] = str(tmp_path / "state")  # fmt: skip
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "feedflow.cli", "demo", "--users", "300", "--items", "1000",
-         "--rate", "500", "--port", str(free_port())],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+    err_path = tmp_path / "demo.err"
+    with err_path.open("w") as err:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "feedflow.cli", "demo", "--users", "300", "--items", "1000",
+             "--rate", "500", "--port", str(free_port())],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+        )  # fmt: skip
     lines: list[str] = []
     try:
         assert demo.stdout is not None
@@ -52,7 +60,11 @@ def test_demo_prints_a_personalised_feed_and_ctrl_c_stops_everything(tmp_path: P
                 break
         stack = orjson.loads((tmp_path / "state" / "demo-stack" / "stack.json").read_bytes())
         demo.send_signal(signal.SIGINT)
-        assert demo.wait(60) == 0
+        try:
+            code = demo.wait(60)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, f"demo ended with {code} after Ctrl-C:\n{_stopping(err_path)}"
     finally:
         if demo.poll() is None:
             demo.kill()

@@ -9,9 +9,12 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flows.redis_sink import ErasureAck, FeatureSink
+from state.erasure_log import ErasureLog
 from state.feature_store import (
     ITEM,
     USER,
+    FeatureErase,
     FeatureStore,
     FeatureWrite,
     MemoryFeatureStore,
@@ -89,3 +92,25 @@ def test_an_unreachable_redis_is_retried_then_fails_loudly() -> None:
     store = RedisFeatureStore(client, attempts=3, backoff_s=0.01)
     with pytest.raises(StoreUnavailableError, match="after 3 attempts"):
         store.put_many([FeatureWrite(USER, "u", 1, b"x")])
+
+
+def test_an_erasure_in_the_sink_is_never_coalesced_away(redis_url: str) -> None:
+    """Stored: a record stamped after the erasure but built on the erased history. One
+    batch then erases the key and writes the new history's first record, stamped older:
+    the erasure lands first, the new record after it, and the acknowledgement last."""
+    sink = FeatureSink(redis_url).build("features_out", 0, 1)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        sink.write_batch([FeatureWrite(USER, "back", 160, b"contaminated")])
+        sink.write_batch([
+            FeatureErase(USER, "back", 100),
+            FeatureWrite(USER, "back", 130, b"new history"),
+            ErasureAck("req-back", "engagement"),
+        ])  # fmt: skip
+        assert RedisFeatureStore(client).get_many(USER, ["back"]) == [b"new history"]
+        assert ErasureLog(client).acks("req-back").keys() == {"engagement"}
+        sink.write_batch([FeatureWrite(USER, "gone", 10, b"x"), FeatureErase(USER, "gone", 20)])
+        assert not client.exists(feature_key(USER, "gone"))  # write then erase: erased
+    finally:
+        sink.close()
+        client.close()

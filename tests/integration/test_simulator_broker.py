@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import Consumer
 
 from feedflow.simulator.engine import SimConfig, Simulation
-from feedflow.simulator.writers import KafkaSink
+from feedflow.simulator.writers import KafkaSink, ListSink
 from operators.contracts import TOPIC_ENGAGEMENT, TOPIC_MEDIA, Rejection, decode_engagement
 
 pytestmark = pytest.mark.integration
@@ -44,11 +44,16 @@ def _consume(bootstrap: str, want: int, prefix: str, timeout_s: float = 60.0) ->
 
 def test_ten_seconds_of_paced_traffic_round_trip(stack: Any) -> None:
     config = SimConfig(users=120, items=300, rate=400, duration_s=10, seed=SEED, malformed=0.02)
-    sim = Simulation(config, now_ms=time.time_ns() // 1_000_000)
+    now_ms = time.time_ns() // 1_000_000
+    sim = Simulation(config, now_ms=now_ms)
     started = time.monotonic()
     summary = sim.run(KafkaSink(stack.bootstrap), pace=True)
     assert 9.0 <= time.monotonic() - started < 20.0
-    assert summary.topics[TOPIC_ENGAGEMENT] > 0.5 * 400 * 10
+    # Pacing decides when, never what: the paced run sent exactly what the same simulation
+    # produces unpaced. (How many that is depends on the hour of day the span covers; with 120
+    # users about 1 % of start times give under half the target rate, so no fixed floor.)
+    unpaced = Simulation(config, now_ms=now_ms).run(ListSink())
+    assert summary.topics == unpaced.topics and summary.topics[TOPIC_ENGAGEMENT] > 0
 
     messages = _consume(stack.bootstrap, summary.events, prefix=f"s{SEED}-")
     assert len(messages) == summary.events

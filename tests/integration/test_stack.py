@@ -12,7 +12,7 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from feedflow.stack import LocalStack, StackInfo, broker_answers, is_running, redis_answers
-from operators.contracts import ALL_TOPICS, TOPIC_ENGAGEMENT
+from operators.contracts import ALL_TOPICS, TOPIC_ENGAGEMENT, TOPIC_ERASURE
 
 pytestmark = pytest.mark.integration
 
@@ -124,8 +124,14 @@ def test_cli_prints_eval_lines_and_stops(tmp_path: Path) -> None:
 
 def _assert_topics(bootstrap: str, partitions: int) -> None:
     from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._config import ConfigResource
 
-    topics = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = admin.list_topics(timeout=10).topics
     for name in ALL_TOPICS:
         assert name in topics
         assert len(topics[name].partitions) == partitions
+    # Erased users stay erased only while their requests stay: compacted, never expired.
+    [future] = admin.describe_configs([ConfigResource("topic", TOPIC_ERASURE)]).values()
+    config = {k: v.value for k, v in future.result(10).items()}
+    assert config["cleanup.policy"] == "compact" and config["retention.ms"] == "-1"

@@ -34,6 +34,8 @@ from feedflow.bench.serving_world import (
 from feedflow.week_events import file_payloads
 from feedflow.weights_job import run_week
 from operators.content import ItemRecord
+from operators.contracts import ErasureRequest
+from operators.erasure import Tombstones
 from operators.item_info import no_items
 from operators.settings import Settings
 from operators.user_features import UserFeatures, decode_user_features, encode_user_features
@@ -90,6 +92,18 @@ def views(user: str, items: list[ItemRecord], start_ms: int, **context: str) -> 
                                  "ts": end, "position_s": item.duration_s, **common}))  # fmt: skip
         ts = end + 60_000
     return out
+
+
+def week_file(world: World, tmp_path: Path, week: str, prefix: str, users: int) -> Path:
+    """A week of five completed views each for `users` users `<prefix><n>`, as a file."""
+    path = tmp_path / "week.jsonl"
+    start, _ = week_span(week)
+    records = sorted(world.records.values(), key=lambda r: r.media_id)
+    path.write_bytes(b"\n".join(
+        line for n in range(users)
+        for line in views(f"{prefix}{n}", records[n * 5 : n * 5 + 5], start)
+    ))  # fmt: skip
+    return path
 
 
 def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
@@ -203,12 +217,7 @@ def test_a_run_that_crashes_mid_write_leaves_the_active_version_untouched(
     real = feedflow.weights_job._shrunk
     monkeypatch.setattr(feedflow.weights_job, "_shrunk", crashing)
     monkeypatch.setattr(state.weights_registry, "BATCH", 2)  # so part of it reaches Redis
-    path = tmp_path / "week.jsonl"
-    start, _ = week_span("2024-W12")
-    records = sorted(world.records.values(), key=lambda r: r.media_id)
-    path.write_bytes(b"\n".join(
-        line for n in range(8) for line in views(f"u{n}", records[n * 5 : n * 5 + 5], start)
-    ))  # fmt: skip
+    path = week_file(world, tmp_path, "2024-W12", "u", 8)
     with pytest.raises(RuntimeError, match="disk on fire"):
         run_week(world.registry, Settings(), "2024-W12", file_payloads(path), no_items, "test")
     failed = max(world.registry.manifests().values(), key=lambda m: m.seq)
@@ -233,3 +242,16 @@ def test_cold_start_users_get_the_cohort_models_items(world: World) -> None:
     assert len(set(lists["es|AUDIO|phone"][:12]) & set(world.cold_items)) >= 8
     stranger = world.feed("nobody-at-all", device="phone")  # no language: a general list
     assert stranger["fallback"] == "cold_start" and len(stranger["items"]) == 20
+
+
+def test_a_user_forgotten_while_the_run_reads_the_week_is_left_out(
+    world: World, tmp_path: Path
+) -> None:
+    """The erasures are read again just before the users are written: a user erased after
+    the run started gets no weights in the new version; the others do."""
+    path = week_file(world, tmp_path, "2024-W13", "w", 4)
+    late = Tombstones([ErasureRequest(user_id="w1", ts=int(time.time() * 1000), request_id="r")])
+    result = run_week(world.registry, Settings(), "2024-W13", file_payloads(path), no_items,
+                      "test", publish=False, erased=Tombstones(), recheck=lambda: late)  # fmt: skip
+    stored = {u: world.registry.user_weights(u, result.version) for u in ("w0", "w1", "w2")}
+    assert stored["w1"] is None and stored["w0"] is not None and stored["w2"] is not None

@@ -11,6 +11,7 @@ from operators.content import ItemRecord, Stamp
 from operators.user_features import UserFeatures, encode_user_features, vector_bytes
 from serving.caches import FreshItems, ItemStatsCache, TrendingCache
 from serving.catalogue import MemoryCatalogue
+from serving.co_engagement import CoRecords, CoSource
 from serving.features import FeatureFetcher, MemoryUserSource
 from serving.feed import FeedConfig, FeedRequest, FeedService, ModelHolder
 from serving.item_table import ItemTable
@@ -96,7 +97,7 @@ def build_world(per_cell: int = 12) -> World:
 
 
 def service_for(
-    world: World, config: FeedConfig | None = None
+    world: World, config: FeedConfig | None = None, co: CoSource | None = None
 ) -> tuple[FeedService, MemoryUserSource]:
     source = MemoryUserSource(world.users)
     fresh = FreshItems(DAY_MS, clock_ms=lambda: NOW_MS)
@@ -117,6 +118,7 @@ def service_for(
         ModelHolder(default_model()),
         clock_ms=lambda: NOW_MS,
         table=table,
+        co=CoRecords(co) if co is not None else None,
     )
     return service, source
 

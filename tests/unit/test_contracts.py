@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from operators.contracts import (
     EVENT_TYPES,
+    MAX_EPOCH_MS,
     MAX_ID_CHARS,
     MAX_PAYLOAD_BYTES,
     POSITION_REQUIRED,
@@ -24,15 +25,16 @@ from operators.contracts import (
     dead_letter,
     decode_deadletter,
     decode_engagement,
+    decode_erasure,
     decode_impression,
     decode_media,
     encode,
 )
 
-DECODERS = [decode_engagement, decode_media, decode_impression, decode_deadletter]
+DECODERS = [decode_engagement, decode_media, decode_impression, decode_deadletter, decode_erasure]
 ids = st.text(min_size=1, max_size=MAX_ID_CHARS)
 positions = st.floats(min_value=0, max_value=1e6, allow_nan=False)
-ms = st.integers(min_value=0, max_value=10**13)
+ms = st.integers(min_value=0, max_value=MAX_EPOCH_MS)
 
 
 @st.composite
@@ -138,6 +140,7 @@ def _event(**overrides: object) -> bytes:
         ({"user_id": ""}, "user_id"),
         ({"ts": "yesterday"}, "ts"),
         ({"ts": True}, "ts"),
+        ({"ts": MAX_EPOCH_MS + 1}, "ts"),  # past 2100: refused, not a crash of the flow
         ({"content_type": "HOLOGRAM"}, "content_type"),
         ({"event_type": "media_seeked"}, "from_position_s"),
         ({"event_type": "subscription_to_creator"}, "creator_id"),

@@ -1,4 +1,4 @@
-"""The offline protocol and the baselines on small generated data with planted answers."""
+"""The offline protocols and the baselines on small generated data with planted answers."""
 
 from __future__ import annotations
 
@@ -9,13 +9,17 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedflow.evaluation import baselines, movielens, protocol
+from feedflow.evaluation.command import source_shares, source_table
+from feedflow.evaluation.movielens import Rating
 from feedflow.evaluation.protocol import (
+    Checkpoint,
     Interaction,
     Judge,
+    checkpoints,
     hit_rate_at,
     leave_last_out,
     ndcg_at,
@@ -166,6 +170,144 @@ def test_ease_matches_its_closed_form_on_a_tiny_matrix() -> None:
     b = np.eye(3) - p / np.diag(p)[None, :]
     got = baselines.ease(m, lam)(m.x)
     assert np.allclose(got, x @ b, atol=1e-5)
+
+
+# -- temporal protocol ---------------------------------------------------------------------
+
+# (user, time) events in time order, and a moment for some of the users; small ranges so that
+# ties (between events, between moments, and between an event and a moment) are common.
+timed_events = st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 30)), max_size=40).map(
+    lambda rows: sorted(rows, key=lambda r: r[1])
+)
+moments_of = st.dictionaries(st.sampled_from("abcdef"), st.integers(0, 35), max_size=6)
+
+
+def _check_plan(events, moments, plan: list[Checkpoint], window: int) -> None:
+    """The invariants of a temporal replay's plan (see protocol.checkpoints)."""
+    assert sorted(u for cp in plan for u in cp.users) == sorted(moments)
+    assert [cp.at for cp in plan] == sorted({cp.at for cp in plan})
+    for cp in plan:
+        applied, later = events[: cp.applied], events[cp.applied :]
+        assert all(ts < cp.at for _, ts in applied)  # nothing at or after the pause
+        assert all(ts >= cp.at for _, ts in later)  # and everything before it
+        for user in cp.users:
+            assert cp.at <= moments[user] <= cp.at + window
+            # The user's own earlier events are all applied when they are asked.
+            own_before = [ts for u, ts in events if u == user and ts < moments[user]]
+            assert all(ts < cp.at for ts in own_before)
+
+
+@settings(max_examples=200, deadline=None)
+@given(timed_events, moments_of, st.sampled_from([0, 3, 10, 100]))
+def test_no_event_at_or_after_a_moment_is_applied_and_every_earlier_own_event_is(
+    events, moments, window
+) -> None:
+    _check_plan(events, moments, checkpoints(events, moments, window), window)
+
+
+@settings(max_examples=100, deadline=None)
+@given(timed_events, moments_of)
+def test_without_a_window_a_checkpoint_is_exactly_one_moment_and_equal_moments_share_it(
+    events, moments
+) -> None:
+    plan = checkpoints(events, moments, window=0)
+    assert [cp.at for cp in plan] == sorted(set(moments.values()))
+    assert all({moments[u] for u in cp.users} == {cp.at} for cp in plan)
+    assert all(list(cp.users) == sorted(cp.users) for cp in plan)
+
+
+def test_ties_an_event_at_the_moment_comes_after_the_question() -> None:
+    events = [("a", 10), ("b", 20), ("a", 20), ("c", 20), ("b", 25)]
+    plan = checkpoints(events, {"a": 20, "b": 20, "c": 30})
+    # At 20: a's and b's moment; every event at 20, theirs included, waits until after it.
+    assert plan == [Checkpoint(20, 1, ("a", "b")), Checkpoint(30, 5, ("c",))]
+
+
+def test_a_window_groups_users_unless_their_own_events_fall_inside_it() -> None:
+    events = [("a", 1), ("b", 2), ("c", 3), ("b", 12), ("x", 13), ("c", 30)]
+    plan = checkpoints(events, {"a": 10, "b": 14, "c": 15, "d": 40}, window=10)
+    # b's own event at 12 lies between the pause at 10 and b's moment: b gets its own pause,
+    # and c (nothing of its own in 14..15) joins b's; d is too far from it.
+    assert plan == [
+        Checkpoint(10, 3, ("a",)),
+        Checkpoint(14, 5, ("b", "c")),
+        Checkpoint(40, 6, ("d",)),
+    ]
+
+
+def test_checkpoints_refuse_events_out_of_time_order() -> None:
+    with pytest.raises(ValueError, match="time order"):
+        checkpoints([("a", 5), ("b", 4)], {"a": 9})
+
+
+def _laid_out_ratings(rows: list[tuple[str, int]]) -> list[Rating]:
+    return [Rating(f"u{u}", f"m{n}", 4.0, ts, n) for n, (u, ts) in enumerate(rows)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from("abc"), st.integers(1000, 1100)), max_size=20).map(
+        _laid_out_ratings
+    )
+)
+def test_a_movielens_moment_follows_every_training_event_of_its_user(ratings) -> None:
+    # The temporal protocol asks a user at the start their held-out session would have had;
+    # MovieLens users rate in bursts, so that is often seconds after the rating's own time.
+    split = leave_last_out(ratings)
+    events = movielens.sessions(split.train)
+    starts = movielens.session_starts(ratings)
+    moments = {u: starts[x.row] for u, x in split.held_out.items()}
+    for user, moment in moments.items():
+        own = [e.ts for e in events if e.user_id == user]
+        assert own and max(own) < moment  # every training event of theirs is earlier
+        assert moment >= split.held_out[user].ts * 1000
+    # Laying the held-out ratings out too moves no training session.
+    train_starts = movielens.session_starts(split.train)
+    assert all(starts[row] == train_starts[row] for row in train_starts)
+    assert set(starts) == {r.row for r in ratings}
+    plan = checkpoints([(e.user_id, e.ts) for e in events], moments)
+    _check_plan([(e.user_id, e.ts) for e in events], moments, plan, 0)
+
+
+def test_most_pop_at_counts_only_the_past_and_matches_a_recount() -> None:
+    rng = random.Random(11)
+    timed = [
+        (f"u{rng.randrange(12)}", f"m{rng.randrange(15)}", rng.randrange(50)) for _ in range(200)
+    ]
+    m = baselines.TrainMatrix.of((u, i) for u, i, _ in timed)
+    moments = {u: rng.randrange(60) for u in m.users}
+    lists = baselines.most_pop_at(m, timed, moments, k=5)
+    first: dict[tuple[str, str], int] = {}
+    for u, i, ts in timed:
+        first[u, i] = min(ts, first.get((u, i), ts))
+    for user, top in lists.items():
+        counts = {
+            i: sum(1 for (_, i2), ts in first.items() if i2 == i and ts < moments[user])
+            for i in m.items
+        }
+        seen = {i for (u, i) in first if u == user}
+        ranked = sorted(
+            (i for i in m.items if counts[i] > 0 and i not in seen), key=lambda i: (-counts[i], i)
+        )
+        assert top == ranked[:5], user
+
+
+def test_most_pop_at_a_moment_before_everything_ranks_nothing() -> None:
+    m = baselines.TrainMatrix.of([("u1", "a"), ("u2", "b")])
+    assert baselines.most_pop_at(m, [("u1", "a", 5), ("u2", "b", 6)], {"u1": 5}, k=3) == {"u1": []}
+
+
+def test_source_shares_and_their_table() -> None:
+    sources = {"popular": 3, "ann": 15, "co_engagement": 2}
+    assert source_shares(sources) == {"ann": 0.75, "popular": 0.15, "co_engagement": 0.1}
+    assert source_shares({}) == {}
+    lines = source_table(sources).splitlines()
+    assert lines[1].split() == ["source", "slots", "share"]
+    assert [line.split() for line in lines[2:]] == [
+        ["ann", "15", "0.7500"],
+        ["popular", "3", "0.1500"],
+        ["co_engagement", "2", "0.1000"],
+    ]
 
 
 @pytest.mark.parametrize("module", [protocol, baselines, movielens])

@@ -227,6 +227,24 @@ def test_online_stats_equal_a_batch_recomputation_in_any_order(xs, rnd: random.R
     assert got["popularity"] == pytest.approx(decayed, rel=1e-5, abs=1e-6)
 
 
+@given(inputs, st.randoms(use_true_random=False))
+def test_the_last_popularity_update_is_the_same_in_any_order(xs, rnd: random.Random):
+    # A board keeps each item's newest update and publishes as of its newest stamp: the
+    # stamp must not depend on whether a play or a qualified view came first.
+    shuffled = list(xs)
+    rnd.shuffle(shuffled)
+
+    def last_popular(order: list[ItemInput]) -> ScoreUpdate | None:
+        out = [u for u in apply(ItemStats(SETTINGS, ITEMS), order)
+               if isinstance(u, ScoreUpdate) and u.half_life_ms > 0]  # fmt: skip
+        return max(out, key=lambda u: (u.ts, u.score), default=None)
+
+    a, b = last_popular(xs), last_popular(shuffled)
+    assert a == b
+    if a is not None:
+        assert a.ts == max(x.end_ts for x in xs if isinstance(x, Segment))
+
+
 @given(inputs, st.data())
 def test_snapshot_resume_continue_equals_an_uninterrupted_run(xs, data):
     cut = data.draw(st.integers(0, len(xs)))

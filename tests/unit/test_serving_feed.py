@@ -85,7 +85,8 @@ def test_continue_watching_survives_the_consumed_filter() -> None:
     body = service.feed(request("u1"))
     item = next(i for i in body["items"] if i["media_id"] == "news-V3")
     assert item["source"] == "continue_watching"
-    assert item["reason"] == {"type": "because_you_watched", "anchor_media_id": "news-V3"}
+    # Resuming an item is its own reason, never "because you watched" the item itself.
+    assert item["reason"] == {"type": "continue_watching"}
 
 
 @pytest.mark.parametrize("engagements", [None, 0, 4])

@@ -10,6 +10,7 @@ import pytest
 from feedflow.asgi_client import AsgiClient
 from serving.app import create_app
 from serving.errors import BadParameterError, NotReadyError, ServingError, http_status
+from serving.impressions import NoImpressions
 from serving.params import Limits
 from serving.runtime import Runtime
 from tests.unit.serving_fixtures import build_world, service_for
@@ -118,3 +119,60 @@ def test_errors_map_to_status_codes_in_one_place() -> None:
     assert http_status(BadParameterError("x", "bad")) == 422
     assert http_status(NotReadyError("later")) == 503
     assert http_status(ServingError("boom")) == 500
+
+
+class _Recorded(NoImpressions):
+    def __init__(self) -> None:
+        super().__init__("recorded in the test")
+        self.served: list[object] = []
+
+    def publish(self, served: object) -> None:  # type: ignore[override]
+        self.served.append(served)
+
+
+def test_head_on_the_feed_validates_but_computes_and_publishes_nothing() -> None:
+    world = build_world()
+    world.user("u1", "music", "AUDIO")
+    service, _ = service_for(world)
+    recorded = _Recorded()
+    service.impressions = recorded
+    with AsgiClient(create_app(Runtime(service, Limits()))) as c:
+        for _ in range(5):
+            r = c.request("HEAD", "/api/v1/content/feed", params={"user_id": "u1"})
+            assert r.status_code == 200 and r.content == b""
+        assert c.request("HEAD", "/api/v1/content/feed").status_code == 422
+        assert recorded.served == []
+        assert c.get("/api/v1/content/feed", params={"user_id": "u1"}).status_code == 200
+        assert len(recorded.served) == 1
+
+
+def test_a_wrong_method_gets_405_with_allow_and_a_json_body(client: AsgiClient) -> None:
+    r = client.request("POST", "/api/v1/content/feed", params={"user_id": "u1"})
+    assert r.status_code == 405 and r.headers["content-type"] == "application/json"
+    assert "GET" in r.headers["allow"] and r.json()["error"] == "http_error"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/api/v1/content/feed?user_id=%ff%fe",  # not UTF-8: never two U+FFFD
+        "/api/v1/content/feed?user_id=u1&content_type=video",  # the enum is upper-case
+        "/api/v1/content/feed?user_id=u1&content_type=v%C4%B1deo",  # dotless ı upper-cases to I
+        "/api/v1/trending?category=%c3%28",
+    ],
+)
+def test_what_the_schema_does_not_allow_is_refused(client: AsgiClient, url: str) -> None:
+    r = client.get(url)
+    assert r.status_code == 422 and r.json()["error"] == "invalid_parameter"
+
+
+def test_the_schema_says_what_the_server_enforces(client: AsgiClient) -> None:
+    doc = client.get("/openapi.json").json()
+    feed = {
+        p["name"]: p["schema"] for p in doc["paths"]["/api/v1/content/feed"]["get"]["parameters"]
+    }
+    assert feed["user_id"]["pattern"] and feed["user_id"]["maxLength"] == 128
+    assert feed["content_type"]["enum"] == ["VIDEO", "AUDIO", "MIXED"]
+    metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    assert list(metrics) == ["text/plain"]
+    assert client.get("/metrics").headers["content-type"].startswith("text/plain")

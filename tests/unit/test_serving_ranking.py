@@ -12,7 +12,16 @@ from operators.user_features import UserFeatures
 from serving.errors import ModelFormatError
 from serving.item_table import Vocab
 from serving.model import FEATURES, RankerModel, default_model, encode_model, parse_model
-from serving.ranking import ANN, CONTINUE, EXPLORE, FRESH, Pool, UserContext, feature_matrix
+from serving.ranking import (
+    ANN,
+    CO_ENGAGED,
+    CONTINUE,
+    EXPLORE,
+    FRESH,
+    Pool,
+    UserContext,
+    feature_matrix,
+)
 from serving.rules import RuleParams, apply_rules, reason
 from tests.unit.serving_fixtures import hashes
 
@@ -186,7 +195,12 @@ def test_requested_content_type_is_not_steered_by_diversity() -> None:
 
 def test_reasons_name_the_anchor_or_the_source() -> None:
     assert reason(ANN, "m2", "m1") == {"type": "because_you_watched", "anchor_media_id": "m1"}
-    assert reason(CONTINUE, "m2", None)["anchor_media_id"] == "m2"
+    assert reason(CONTINUE, "m2", None) == {"type": "continue_watching"}
+    assert reason(CO_ENGAGED, "m2", "m1") == {
+        "type": "because_you_watched",
+        "anchor_media_id": "m1",
+    }
+    assert reason(ANN, "m2", "m2") == {"type": "popular"}  # never anchored on itself
     assert reason(FRESH, "m2", None) == {"type": "new"}
     assert reason(EXPLORE, "m2", None) == {"type": "explore"}
     assert reason(ANN, "m2", None) == {"type": "popular"}

@@ -34,3 +34,36 @@ def test_secrets_are_masked_when_printed() -> None:
 def test_require_names_the_missing_variables() -> None:
     with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS"):
         load_settings({}).require("kafka_bootstrap_servers")
+
+
+def test_kafka_client_properties_from_a_file_and_variables_secrets_masked(tmp_path) -> None:
+    props = tmp_path / "client.properties"
+    props.write_text(
+        "# a managed broker\nsecurity.protocol = SASL_SSL\nsasl.mechanism=PLAIN\n\n"
+        "sasl.username=feedflow\nsasl.password=from-file\n"
+    )
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "b:9093",
+        "FEEDFLOW_KAFKA_PROPERTIES": str(props),
+        "KAFKA_SASL_PASSWORD": "hunter2",  # a variable wins over the file
+        "KAFKA_SSL_CA_LOCATION": "/etc/ca.pem",
+    }
+    s = load_settings(env)
+    assert s.kafka_client == {
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN", "sasl.username": "feedflow",
+        "sasl.password": "hunter2", "ssl.ca.location": "/etc/ca.pem",
+    }  # fmt: skip
+    config = s.kafka(acks="all")
+    assert config["bootstrap.servers"] == "b:9093" and config["sasl.password"] == "hunter2"
+    shown = repr(s)
+    assert "hunter2" not in shown and "from-file" not in shown
+    assert s.masked()["kafka_client"]["sasl.username"] == "feedflow"
+
+
+def test_a_broken_properties_file_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="FEEDFLOW_KAFKA_PROPERTIES"):
+        load_settings({"FEEDFLOW_KAFKA_PROPERTIES": str(tmp_path / "missing")})
+    bad = tmp_path / "bad.properties"
+    bad.write_text("security.protocol\n")
+    with pytest.raises(ConfigError, match="line 1"):
+        load_settings({"FEEDFLOW_KAFKA_PROPERTIES": str(bad)})

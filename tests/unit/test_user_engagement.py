@@ -12,12 +12,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from operators.co_engagement import CoVisit
 from operators.contracts import EngagementEvent
-from operators.dedup import id_hash32
+from operators.dedup import id_hash32, id_hash64
 from operators.emissions import Dropped, Feedback, Segment, ViewStart
 from operators.item_info import ItemInfo, lookup_from
 from operators.settings import Settings
-from operators.user_engagement import UserEngagement, UserOutput
+from operators.user_engagement import IDLE_FLUSH_S, UserEngagement, UserOutput
 from operators.user_features import UserFeatures
 from tests.unit.playback_events import T0, batch_consumption, ev, heartbeats, jittered
 
@@ -98,6 +99,25 @@ def test_feature_records_follow_changes_not_every_heartbeat():
     refreshed = run(user, heartbeats(50, 50, 20), flush=False)
     [record] = of(UserFeatures, refreshed)
     assert record.ts == T0 + 60_000 and record.continue_watching == (("m1", 60),)
+
+
+def test_a_user_gone_quiet_gets_the_record_the_skipped_heartbeats_changed():
+    """Heartbeats within the refresh are not written; once the user is quiet for
+    IDLE_FLUSH_S of processing time the stored record catches up with the state, also
+    after a snapshot and resume in between (a crash)."""
+    clock = FakeClock()
+    user = UserEngagement(SETTINGS, ITEMS, clock=clock)
+    run(user, [ev("media_started", 0, 0.0)], flush=False)
+    assert run(user, heartbeats(0, 0, 40), flush=False) == []
+    resumed = UserEngagement(SETTINGS, ITEMS, resume=user.snapshot(), clock=clock)
+    due = resumed.notify_at()
+    assert due == clock.now + timedelta(seconds=IDLE_FLUSH_S)
+    clock.now = due - timedelta(seconds=1)
+    assert resumed.on_timer() == []
+    clock.now = due
+    [record] = of(UserFeatures, resumed.on_timer())
+    assert record == resumed.features() and record.continue_watching == (("m1", 40),)
+    assert resumed.on_timer() == []  # written once, until something changes again
 
 
 def test_feedback_reaches_the_item_side_once_per_user_and_item():
@@ -266,3 +286,34 @@ def test_applying_the_stream_twice_changes_nothing(events):
     assert msgspec.structs.replace(after[0], late_events=0) == msgspec.structs.replace(
         before[0], late_events=0
     )
+
+
+def test_positive_views_seed_co_engagement_and_negative_ones_do_not() -> None:
+    user = UserEngagement(SETTINGS, ITEMS, clock=FakeClock())
+    full = [ev("media_started", 0, 0, media="m0"), ev("media_completed", 30, 30, media="m0")]
+    kept = [ev("media_started", 40, 0, media="m3"), ev("media_stopped", 140, 100, media="m3")]
+    quit_early = [ev("media_started", 200, 0, media="m6"), ev("media_stopped", 205, 5, media="m6")]
+    disliked = [
+        ev("media_started", 300, 0, media="m9"),
+        ev("media_stopped", 400, 100, media="m9"),
+        ev("media_disliked", 401, media="m9"),
+    ]
+    liked_only = [ev("media_liked", 500, media="m12")]
+    out = run(user, full + kept + quit_early + disliked + liked_only)
+    visits = [x for x in out if isinstance(x, CoVisit)]
+    # m6 was abandoned early; m9 was watched but disliked: neither links to anything.
+    assert [(v.media_id, v.prior) for v in visits] == [
+        ("m0", ()), ("m3", ("m0",)), ("m12", ("m3", "m0"))
+    ]  # fmt: skip
+    seeds = user.features().co_seeds()
+    assert seeds == (id_hash64("m12"), id_hash64("m3"), id_hash64("m0"))
+    resumed = UserEngagement(SETTINGS, ITEMS, pickle.loads(pickle.dumps(user.snapshot())))
+    assert resumed.features().co_seeds() == seeds
+
+
+def test_a_version_1_snapshot_resumes_without_a_co_engagement_history() -> None:
+    user = UserEngagement(SETTINGS, ITEMS, clock=FakeClock())
+    run(user, [ev("media_started", 0, 0, media="m0"), ev("media_completed", 30, 30, media="m0")])
+    old = (1, *user.snapshot()[1:5])
+    resumed = UserEngagement(SETTINGS, ITEMS, old)
+    assert resumed.features().co_seeds() == () and resumed.features().engagements == 1

@@ -42,8 +42,10 @@ def read_topic(
     since_ms: int | None = None,
     timeout_s: float | None = 300.0,
     idle_timeout_s: float | None = None,
+    client: dict[str, str] | None = None,
 ) -> Iterator[bytes]:
-    """Every message value of `topic` from `since_ms` (or the start) to today's end.
+    """Every message value of `topic` from `since_ms` (or the start) to today's end;
+    `client`: Kafka client properties (`Settings.kafka_client`: SASL, SSL, …).
 
     Raises:
         TopicReadError: the topic does not exist, the broker does not answer, or the read
@@ -57,6 +59,7 @@ def read_topic(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             **CONSUMER_CONFIG,
+            **(client or {}),
         }
     )
     try:

@@ -1,0 +1,85 @@
+"""`feedflow behaviour run|status|publish`: versions of the behaviour space (item vectors
+learned from engagement).
+
+`run` is the weekly job (cron it next to `feedflow weights run`): it reads every event
+`user.engagement.events` retains (or `--input`), learns a new version and makes it active
+once it is complete. `publish VERSION` moves the pointer back or forth (atomic; serving
+replicas follow within one refresh round). `status` lists the versions; exit code 3 when
+none is active.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import redis
+
+from feedflow import behaviour_job
+from feedflow.output import Progress, emit
+from feedflow.week_events import erasures, file_payloads, kafka_payloads
+from operators.settings import Settings
+from state.behaviour_store import BehaviourStateError, BehaviourStore, describe
+from state.index_replica import snapshot_store
+from state.item_lookup import job_lookup
+
+ACTIONS = ("run", "status", "publish")
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `feedflow behaviour`."""
+    p = sub.add_parser(
+        "behaviour",
+        help="item vectors learned from engagement: run, status, publish",
+        description="Learn item vectors from the engagement the topic retains as a new "
+        "version of the behaviour space, list versions, or move the active pointer.",
+    )
+    p.add_argument("action", choices=ACTIONS)
+    p.add_argument("target", nargs="?", help="publish: the VERSION")
+    p.add_argument("--input", type=Path, help="run: read events from this JSONL file")
+    p.add_argument("--no-publish", action="store_true", help="run: leave the pointer alone")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one `feedflow behaviour` action; returns the exit code."""
+    settings.require("redis_url")
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
+    store = BehaviourStore(client, snapshot_store(settings))
+    try:
+        if args.action == "status":
+            active = store.active()
+            versions = [describe(v) for _, v in sorted(store.versions().items())]
+            emit({"active": active, "versions": versions}, args.json)
+            return 0 if active else 3
+        if args.action == "publish":
+            if not args.target:
+                raise BehaviourStateError(
+                    "publish needs a VERSION (see `feedflow behaviour status`)"
+                )
+            previous = store.active()
+            store.activate(args.target)
+            emit({"active": args.target, "previous": previous}, args.json)
+            return 0
+        return _run(args, settings, client, store)
+    finally:
+        client.close()
+
+
+def _run(
+    args: argparse.Namespace, settings: Settings, client: redis.Redis, store: BehaviourStore
+) -> int:
+    if args.input is not None:
+        payloads = file_payloads(args.input)
+    else:
+        settings.require("kafka_bootstrap_servers")
+        payloads = kafka_payloads(settings, 0)  # everything the topic retains
+    items = job_lookup(client)
+    progress = Progress("behaviour: events")
+    result = behaviour_job.run(
+        store, settings, payloads, items, publish=not args.no_publish, progress=progress.advance,
+        erased=erasures(settings),
+    )  # fmt: skip
+    progress.close()
+    emit(result.as_dict(), args.json)
+    return 0 if result.version is not None else 3
