@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
+import msgspec
 import orjson
 import redis
 from confluent_kafka import Producer
@@ -69,15 +70,23 @@ from confluent_kafka import Producer
 from feedflow.bench.serving_world import PrivateRedis
 from feedflow.stack import LocalStack, free_port, redis_answers
 from operators.contracts import TOPIC_ENGAGEMENT, TOPIC_MEDIA
-from operators.settings import Settings
+from operators.feature_codecs import decode_co_record, decode_item_stats
+from operators.settings import load_settings
 from operators.user_engagement import IDLE_FLUSH_S
+from operators.user_features import decode_user_features
+from state.feature_store import unstamp
 from state.model_registry import VERSIONS_KEY
 
 FEATURES: Final = ("ff:{u:*", "ff:{i:*", "ff:{t:*", "ff:{c:*", "ff:item:*")
 SEED: Final = 7
 # Faster than production on purpose, so a bounded run sees several versions: snapshots every
-# second, feeds that close after 2 s without input, a version after 10 examples.
+# second, feeds that close after 2 s without input, a version after 10 examples. And views
+# that close after 20 s of their user's inactivity (two heartbeats) instead of 30 min: idle
+# timers run on the wall clock, while the simulator runs event time ~80x faster, so with
+# production settings an idle user's open view is due up to 30 min after the traffic, and the
+# two runs would be compared while a different subset of those timers had fired in each.
 FLOW_ENV: Final = {
+    "FEEDFLOW_VIEW_INACTIVITY_S": "20",
     "FEEDFLOW_SNAPSHOT_INTERVAL_S": "1",
     "FEEDFLOW_LABEL_IDLE_S": "2",
     "FEEDFLOW_RANKER_MIN_EXAMPLES": "10",
@@ -177,6 +186,36 @@ def kind_of(key: str) -> str:
     return next((kind for prefix, kind in KINDS.items() if key.startswith(prefix)), "other")
 
 
+DECODERS: Final[dict[str, Callable[[bytes], Any]]] = {
+    "users": decode_user_features, "items": decode_item_stats, "co-engagement": decode_co_record,
+}  # fmt: skip
+
+
+def explain(key: str, live: bytes | None, clean: bytes | None) -> dict[str, Any]:
+    """Which fields of a differing value differ, as `field: [live, clean]` (read-only help for
+    whoever looks at a failed run: the stamps, then the decoded record's fields)."""
+    sides = [unstamp(v) for v in (live, clean)]
+    if any(s is None for s in sides):
+        return {"present": [live is not None, clean is not None]}
+    (ts_a, a), (ts_b, b) = sides  # type: ignore[misc]
+    out: dict[str, Any] = {"stamp": [ts_a, ts_b]} if ts_a != ts_b else {}
+    decode = DECODERS.get(kind_of(key))
+    if decode is None:
+        return out
+    try:
+        fa, fb = msgspec.structs.asdict(decode(a)), msgspec.structs.asdict(decode(b))
+    except (msgspec.DecodeError, TypeError) as exc:
+        return {**out, "undecodable": str(exc)}
+    for name in fa:
+        if fa[name] != fb[name]:
+            out[name] = [_plain(fa[name]), _plain(fb[name])]
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return value.hex() if isinstance(value, bytes) else msgspec.to_builtins(value)
+
+
 def is_trending_board(key: str) -> bool:
     """A trending board (not a popularity board): the one stored value that depends on the
     order updates of different items reach it (see :mod:`operators.trending`)."""
@@ -197,10 +236,12 @@ def wait(check: Callable[[], bool], timeout_s: float, what: str) -> float:
 
 
 def settled(read: Callable[[], dict[str, bytes]], timeout_s: float) -> dict[str, bytes]:
-    """The values once the last timers have fired (stopped views close `view_close_grace_s`
-    after their stop, a quiet user's record is written `IDLE_FLUSH_S` after their last event,
-    both in processing time) and two reads 3 s apart agree."""
-    time.sleep(max(Settings().view_close_grace_s, IDLE_FLUSH_S) + 3)
+    """The values once the last timers have fired and two reads 3 s apart agree: an idle
+    user's views close at most `view_inactivity_s` (or `view_close_grace_s` after a stop) of
+    processing time after the user's last event, and a quiet user's record is written
+    `IDLE_FLUSH_S` after it."""
+    flows = load_settings(FLOW_ENV)
+    time.sleep(max(flows.view_close_grace_s, flows.view_inactivity_s, IDLE_FLUSH_S) + 3)
     deadline, last = time.monotonic() + timeout_s, None
     while time.monotonic() < deadline:
         now = read()
@@ -400,8 +441,8 @@ def run_chaos(
              "the end of the traffic")  # fmt: skip
         loop.stop.set()
         thread.join(10)
-        after = settled(lambda: values(chaos.client), 180)
-        clean = chaos.clean_run(after)
+        first = settled(lambda: values(chaos.client), 180)
+        clean = chaos.clean_run(first)
         # Read again: a timer of a state restored by the last restart may fire late (the idle
         # time of a restored user starts over at the restart), and the clean run took a while.
         after = values(chaos.client)
@@ -432,6 +473,14 @@ def run_chaos(
         "trending_boards_differing": len(trending),
         "differing_keys": dict(Counter(kind_of(k) for k in differing)),
         "differing_sample": differing[:10],
+        "changed_after_settling": sorted(
+            k for k in after.keys() | first.keys() if after.get(k) != first.get(k)
+        ),
+        "differences": {
+            k: explain(k, after.get(k), clean.get(k))
+            for k in differing
+            if not k.startswith("ff:{t:")
+        },
     }
 
 
