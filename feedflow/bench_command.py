@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from operators.settings import Settings
+from kernel.settings import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,8 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from operators.errors import FeedflowError
-from operators.settings import load_settings
+from kernel.errors import FeedflowError
+from kernel.settings import load_settings
 
 # name -> module; imported lazily so `feedflow --help` and light commands start fast.
 COMMANDS = {

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from feedflow.demo_feed import DEMO_WAIT_S, show_sample_feed
 from feedflow.stack import LocalStack, StackInfo, free_port
-from operators.ab import Assigner, load_config
-from operators.settings import Settings
+from kernel.settings import Settings
+from operators.ab import Assigner
+from state.ab_config import load_config
 
 
 @dataclass

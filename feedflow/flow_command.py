@@ -32,8 +32,8 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from prometheus_client import start_http_server
 
-from operators.errors import ConfigError
-from operators.settings import Settings
+from kernel.errors import ConfigError
+from kernel.settings import Settings
 
 FLOWS = {
     "engagement": "flows.engagement",

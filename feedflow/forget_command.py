@@ -25,9 +25,9 @@ from confluent_kafka import KafkaException, Producer
 from feedflow.output import emit
 from flows.erasure_in import read_erasures
 from flows.topic_reader import TopicReadError
+from kernel.errors import FeedflowError
+from kernel.settings import Settings
 from operators.contracts import TOPIC_ERASURE, ErasureRequest, encode
-from operators.errors import FeedflowError
-from operators.settings import Settings
 from state.erasure_log import ErasureLog
 from state.feature_store import USER, feature_key
 from state.weights_registry import WeightsRegistry, user_key

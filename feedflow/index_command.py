@@ -13,7 +13,7 @@ import time
 import redis
 
 from feedflow.output import Progress, emit
-from operators.settings import Settings
+from kernel.settings import Settings
 from state.index_keys import IndexKeys
 from state.index_rebuild import rebuild, retire, status
 from state.index_replica import IndexParams, snapshot_store

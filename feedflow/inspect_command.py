@@ -9,9 +9,9 @@ import msgspec
 import redis
 
 from feedflow.output import emit
+from kernel.settings import Settings
 from operators.dedup import id_hash64
 from operators.feature_codecs import decode_co_record, decode_item_stats
-from operators.settings import Settings
 from operators.user_features import UserFeatures, decode_user_features, vector_of
 from state.feature_store import CO_ENGAGEMENT, ITEM, USER, RedisFeatureStore, feature_key
 from state.index_keys import IndexKeys

@@ -14,7 +14,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import argparse
 import logging
 
-from operators.settings import Settings
+from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
 

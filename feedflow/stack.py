@@ -29,8 +29,8 @@ import redis
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from kernel.errors import FeedflowError
 from operators.contracts import ALL_TOPICS, TOPIC_ERASURE
-from operators.errors import FeedflowError
 
 STATE_FILE = "stack.json"
 LOOPBACK = "127.0.0.1"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from feedflow.output import emit
 from feedflow.stack import LocalStack
-from operators.settings import Settings
+from kernel.settings import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -30,6 +30,8 @@ import orjson
 
 from flows.erasure_in import tombstones
 from flows.topic_reader import TopicReadError, read_topic
+from kernel.errors import FeedflowError
+from kernel.settings import Settings
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
     TOPIC_ERASURE,
@@ -37,8 +39,6 @@ from operators.contracts import (
     decode_engagement,
 )
 from operators.erasure import Tombstones
-from operators.errors import FeedflowError
-from operators.settings import Settings
 
 IDLE_TIMEOUT_S: Final = 60.0
 log = logging.getLogger(__name__)

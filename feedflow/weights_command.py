@@ -21,7 +21,7 @@ import redis
 from feedflow.output import Progress, emit
 from feedflow.week_events import erasures, file_payloads, kafka_payloads
 from feedflow.weights_job import run_week
-from operators.settings import Settings
+from kernel.settings import Settings
 from operators.weekly_weights import UserWeights, last_complete_week, week_span
 from state.item_lookup import job_lookup
 from state.weights_registry import WeightsRegistry, WeightsStateError

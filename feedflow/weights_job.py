@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from feedflow.week_events import Counts, decoded
+from kernel.settings import Settings
 from operators.cold_start import CohortModel
 from operators.erasure import Tombstones
 from operators.item_info import ItemLookup
-from operators.settings import Settings
 from operators.week_aggregate import WeekAggregator
 from operators.weekly_weights import (
     UserWeights,

@@ -34,9 +34,9 @@ from flows.kafka_in import (
 )
 from flows.sinks import deadletter_sink
 from flows.sources import Ticker
+from kernel.metrics import EVENTS
+from kernel.settings import Settings, load_settings
 from operators.contracts import TOPIC_MEDIA, DeadLetter, MediaPublished, dead_letter, decode_media
-from operators.metrics import EVENTS
-from operators.settings import Settings, load_settings
 from state.index_writer import Change
 
 FLOW_ID: Final = "content"

@@ -61,6 +61,8 @@ from flows.kafka_in import (
 from flows.keyed_logic import KeyedLogic
 from flows.redis_sink import ErasureAck, FeatureSink, Output
 from flows.sinks import deadletter_sink
+from kernel.metrics import EVENT_LAG, EVENTS
+from kernel.settings import Settings, load_settings
 from operators.co_engagement import CoLink, CoNeighbours, CoRecord, CoVisit, links
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
@@ -77,8 +79,6 @@ from operators.erasure import Erased, Tombstones
 from operators.feature_codecs import encode_co_record, encode_item_stats, encode_trending
 from operators.item_info import ItemLookup
 from operators.item_stats import ItemStats, ItemStatsRecord, ScoreUpdate, ranking_keys
-from operators.metrics import EVENT_LAG, EVENTS
-from operators.settings import Settings, load_settings
 from operators.trending import TrendingBoard, TrendingList
 from operators.user_engagement import UserEngagement
 from operators.user_features import UserFeatures, encode_user_features

@@ -17,11 +17,11 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 
 from flows.kafka_in import coordinates
 from flows.topic_reader import read_topic
+from kernel.metrics import EVENTS
+from kernel.settings import Settings
 from operators.contracts import TOPIC_ERASURE, DeadLetter, ErasureRequest, dead_letter
 from operators.contracts import decode_erasure as decode_payload
 from operators.erasure import Tombstones
-from operators.metrics import EVENTS
-from operators.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import redis
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flows.sources import Tick
-from operators.settings import Settings
+from kernel.settings import Settings
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams, snapshot_store
 from state.index_writer import Change, IndexWriter

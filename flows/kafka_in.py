@@ -12,9 +12,9 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from kernel.metrics import EVENTS
+from kernel.settings import Settings
 from operators.contracts import DeadLetter, dead_letter
-from operators.metrics import EVENTS
-from operators.settings import Settings
 
 T = TypeVar("T")
 

@@ -39,6 +39,15 @@ from flows.keyed_logic import KeyedLogic
 from flows.model_sink import ModelSink
 from flows.redis_sink import ErasureAck, FeatureSink
 from flows.sinks import deadletter_sink
+from kernel.metrics import (
+    EVENT_LAG,
+    EVENTS,
+    LABELS,
+    RANKER_AUC,
+    RANKER_EXAMPLES,
+    RANKER_LOG_LOSS,
+)
+from kernel.settings import Settings, load_settings
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
     TOPIC_ERASURE,
@@ -55,17 +64,8 @@ from operators.emissions import Dropped
 from operators.erasure import Erased, Tombstones
 from operators.eventtime import Clock, utc_now
 from operators.labels import LabelConfig, LabelJoin, LabelledImpression
-from operators.metrics import (
-    EVENT_LAG,
-    EVENTS,
-    LABELS,
-    RANKER_AUC,
-    RANKER_EXAMPLES,
-    RANKER_LOG_LOSS,
-)
 from operators.online_ranker import ModelVersion, OnlineRanker, RankerConfig
-from operators.settings import Settings, load_settings
-from serving.model import FEATURES
+from operators.ranking_contract import FEATURES
 
 FLOW_ID: Final = "learning"
 STEP_INPUT: Final = "learning_in"

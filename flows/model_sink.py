@@ -12,7 +12,7 @@ import logging
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from operators.metrics import RANKER_VERSIONS
+from kernel.metrics import RANKER_VERSIONS
 from operators.online_ranker import ModelVersion
 from state.model_registry import RedisModelRegistry
 

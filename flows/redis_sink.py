@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from operators.metrics import FEATURE_FRESHNESS
+from kernel.metrics import FEATURE_FRESHNESS
 from state.erasure_log import ErasureLog
 from state.feature_store import (
     USER,

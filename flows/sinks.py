@@ -21,10 +21,10 @@ import msgspec
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from kernel.errors import FeedflowError
+from kernel.metrics import DEADLETTERS, DEADLETTERS_STRIPPED
+from kernel.settings import Settings
 from operators.contracts import DEADLETTER_PAYLOAD_BYTES, TOPIC_DEADLETTER, DeadLetter, encode
-from operators.errors import FeedflowError
-from operators.metrics import DEADLETTERS, DEADLETTERS_STRIPPED
-from operators.settings import Settings
 
 FLUSH_TIMEOUT_S = 30.0
 # Refusals that concern the message itself: sending it smaller is the answer.

@@ -26,7 +26,7 @@ from confluent_kafka import (
 )
 
 from flows.kafka_in import CONSUMER_CONFIG
-from operators.errors import FeedflowError
+from kernel.errors import FeedflowError
 
 METADATA_TIMEOUT_S: Final = 10.0
 BATCH: Final = 5_000

@@ -34,12 +34,11 @@ import hashlib
 import math
 import re
 import tomllib
-from pathlib import Path
 from typing import Annotated, Final, NamedTuple
 
 import msgspec
 
-from operators.errors import ConfigError
+from kernel.errors import ConfigError
 
 HOLDBACK_ARM: Final = "holdback"
 HOLDBACK_SHARE: Final = 0.02
@@ -122,24 +121,6 @@ def parse_config(raw: bytes, toml: bool = False) -> AbConfig:
         raise ConfigError(f"A/B config: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"A/B config: not UTF-8 ({exc})") from exc
-
-
-def load_config(path: str) -> AbConfig:
-    """The config at `path`, or :data:`DEFAULT_CONFIG` when `path` is empty.
-
-    Raises:
-        ConfigError: the file is unreadable or invalid (the message names it).
-    """
-    if not path:
-        return DEFAULT_CONFIG
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"A/B config {path}: {exc.strerror or exc}") from exc
-    try:
-        return parse_config(raw, toml=path.endswith(".toml"))
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def bucket(user_id: str, key: bytes) -> int:

@@ -49,10 +49,10 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
+from kernel.settings import Settings
 from operators.co_engagement import ANCHOR_EXPONENT, CoVisit
 from operators.contracts import EngagementEvent
 from operators.item_info import ItemLookup
-from operators.settings import Settings
 from operators.user_engagement import UserEngagement
 
 MIN_USERS: Final = 2  # an item one user engaged with overlaps with no one

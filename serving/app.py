@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from operators.keys import board_name
 from serving import params
 from serving.errors import (
     NotReadyError,
@@ -90,7 +91,7 @@ def trending_endpoint(rt: Runtime) -> Callable[[Request], Any]:
         category = params.category(q.get("category"))
         limit = params.limit(q.get("limit"), rt.limits)
         _ready(rt)
-        name = f"category:{category}" if category else f"type:{kind}" if kind else "all"
+        name = board_name(category=category, content_type=kind)
         board = rt.trending.board(name)
         records = rt.catalogue.items([m for m, _ in board])
         items = [

@@ -34,9 +34,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from kernel.errors import FeedflowError
 from operators.behaviour import affinity, fold_in, seed_weights
 from operators.dedup import id_hash64
-from operators.errors import FeedflowError
 from state.behaviour_store import EF_SEARCH, BehaviourStore, vectors_of
 from state.vector_index import HnswIndex
 

@@ -27,14 +27,15 @@ from typing import Final
 import numpy as np
 
 from operators.content import UNKNOWN, ItemRecord
-from operators.item_stats import POPULAR_PREFIX, ItemStatsRecord
+from operators.item_stats import ItemStatsRecord
+from operators.keys import board_name, category_of
 from serving.item_table import STATS_PRIOR, Columns, ItemTable
 from serving.ranking import TYPES, Matrix, popularity_feature
 from state.update_log import REMOVE, LogEntry
 
 MAX_PENDING: Final = 100_000
 MAX_BOARDS: Final = 4_096
-POPULAR_ALL: Final = f"{POPULAR_PREFIX}all"
+POPULAR_ALL: Final = board_name(popular=True)
 HOUR_MS: Final = 3_600_000
 Board = tuple[tuple[str, float], ...]
 
@@ -190,8 +191,10 @@ class TrendingCache:
 
     def __init__(self) -> None:
         self._boards: dict[str, Board] = {}
-        everyone = ("all", *(f"type:{t}" for t in TYPES))
-        self._names: set[str] = {*everyone, *(POPULAR_PREFIX + n for n in everyone)}
+        everyone = [
+            board_name(content_type=t, popular=p) for t in (None, *TYPES) for p in (False, True)
+        ]
+        self._names: set[str] = set(everyone)
         self.loaded = False
 
     def board(self, name: str) -> Board:
@@ -202,8 +205,8 @@ class TrendingCache:
         """Refresh the boards of these categories too, trending and popular (bounded)."""
         for category in categories:
             if category != UNKNOWN and len(self._names) < MAX_BOARDS - 1:
-                self._names.add(f"category:{category}")
-                self._names.add(f"{POPULAR_PREFIX}category:{category}")
+                self._names.add(board_name(category=category))
+                self._names.add(board_name(category=category, popular=True))
 
     def known(self, name: str) -> bool:
         """Whether board `name` is one the refresher reads."""
@@ -263,14 +266,14 @@ class FreshItems:
             ordered = sorted(self._items.items(), key=lambda kv: (-kv[1][0], kv[0]))
         by_key: dict[str, list[str]] = {}
         for media_id, (_, category, kind) in ordered:
-            by_key.setdefault(f"category:{category}", []).append(media_id)
-            by_key.setdefault(f"type:{kind}", []).append(media_id)
+            by_key.setdefault(board_name(category=category), []).append(media_id)
+            by_key.setdefault(board_name(content_type=kind), []).append(media_id)
         self._newest = tuple(m for m, _ in ordered)
         self._by_key = {k: tuple(v) for k, v in by_key.items()}
 
     def categories(self) -> list[str]:
         """Categories of the fresh items."""
-        return [k[len("category:") :] for k in self._by_key if k.startswith("category:")]
+        return [c for k in self._by_key if (c := category_of(k)) is not None]
 
     def newest(self, key: str | None = None) -> tuple[str, ...]:
         """Newest first: all (key None), or of `category:<c>` / `type:<T>`."""

@@ -26,7 +26,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from operators.item_stats import POPULAR_PREFIX
+from operators.keys import board_name, category_of, is_popular
 from serving.behaviour import BehaviourMatch
 from serving.caches import FreshItems, SideVectors, TrendingCache
 from serving.catalogue import Catalogue
@@ -135,18 +135,19 @@ def retrieve(
     scale = 1 if ctx.vector is not None else 3  # without a vector, lean on the boards
     categories = ctx.retrieval_categories()
     for category in categories:
-        out.add(src.fresh.newest(f"category:{category}"), FRESH, FRESH_PER_CATEGORY * scale)
-    fresh_all = src.fresh.newest(f"type:{kind}") if kind else src.fresh.newest()
+        fresh = src.fresh.newest(board_name(category=category))
+        out.add(fresh, FRESH, FRESH_PER_CATEGORY * scale)
+    fresh_all = src.fresh.newest(board_name(content_type=kind)) if kind else src.fresh.newest()
     out.add(fresh_all, FRESH, FRESH_OVERALL * scale)
     for category in categories:
-        out.add(_board(src, f"category:{category}"), TRENDING, PER_CATEGORY * scale)
+        out.add(_board(src, board_name(category=category)), TRENDING, PER_CATEGORY * scale)
     if kind:
-        out.add(_board(src, f"type:{kind}"), TRENDING, PER_TYPE * scale)
-    out.add(_board(src, "all"), TRENDING, PER_TYPE * scale)
+        out.add(_board(src, board_name(content_type=kind)), TRENDING, PER_TYPE * scale)
+    out.add(_board(src, board_name()), TRENDING, PER_TYPE * scale)
     for category in categories:
-        board = f"{POPULAR_PREFIX}category:{category}"
-        out.add(_board(src, board), POPULAR, POPULAR_PER_CATEGORY * scale)
-    popular = f"{POPULAR_PREFIX}type:{kind}" if kind else f"{POPULAR_PREFIX}all"
+        popular = board_name(category=category, popular=True)
+        out.add(_board(src, popular), POPULAR, POPULAR_PER_CATEGORY * scale)
+    popular = board_name(content_type=kind, popular=True)
     out.add(_board(src, popular), POPULAR, int(budget * POPULAR_SHARE))
     _explore(categories, src, out, rng, scale)
     return out
@@ -160,8 +161,8 @@ def _explore(
     known: Sequence[str], src: Sources, out: Candidates, rng: random.Random, scale: int
 ) -> None:
     """Items from a few categories the user has not shown interest in."""
-    names = [n for n in src.trending.names() if n.startswith("category:")]
-    others = [n for n in names if n[len("category:") :] not in known]
+    names = [n for n in src.trending.names() if not is_popular(n) and category_of(n)]
+    others = [n for n in names if category_of(n) not in known]
     for name in rng.sample(others, min(len(others), EXPLORE_BOARDS * scale)):
         out.add(_board(src, name), EXPLORE, EXPLORE_PER_BOARD)
         out.add(src.fresh.newest(name), EXPLORE, 2)

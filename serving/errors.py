@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from operators.errors import FeedflowError
+from kernel.errors import FeedflowError
 
 
 class ServingError(FeedflowError):
@@ -54,12 +54,6 @@ class NotReadyError(ServingError):
     """The process has not loaded what it needs to answer yet (see /readyz)."""
 
     code = "not_ready"
-
-
-class ModelFormatError(ServingError):
-    """Published ranker weights could not be read; the previous model stays in use."""
-
-    code = "bad_model"
 
 
 HTTP_STATUS: Final[dict[type[ServingError], int]] = {

@@ -40,9 +40,10 @@ from typing import Any, Final
 
 import numpy as np
 
+from kernel.metrics import FEED_ERRORS, FEED_FALLBACK, FEED_REQUEST, timed
 from operators.ab import Arm, Assigner
 from operators.content import ItemRecord
-from operators.metrics import FEED_ERRORS, FEED_FALLBACK, FEED_REQUEST, timed
+from operators.ranking_contract import FEATURES, RankerModel
 from serving.behaviour import BehaviourHolder, BehaviourMatch
 from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache
 from serving.candidates import BEHAVIOUR_SHARE, Sources, apply_filters, last_resort, retrieve
@@ -51,7 +52,6 @@ from serving.co_engagement import CoCandidates, CoRecords, co_candidates
 from serving.features import CACHED, MISSING, OK, FeatureFetcher
 from serving.impressions import ImpressionSink, NoImpressions, Served
 from serving.item_table import ItemTable
-from serving.model import FEATURES, RankerModel
 from serving.ranking import (
     ANN,
     BEHAVIOUR,

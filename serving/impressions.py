@@ -27,9 +27,9 @@ import numpy as np
 import numpy.typing as npt
 from confluent_kafka import KafkaError, Message, Producer
 
+from kernel.metrics import IMPRESSIONS, IMPRESSIONS_QUEUED
+from kernel.settings import Settings
 from operators.contracts import TOPIC_IMPRESSIONS, Impression, ImpressionItem, encode
-from operators.metrics import IMPRESSIONS, IMPRESSIONS_QUEUED
-from operators.settings import Settings
 
 log = logging.getLogger(__name__)
 

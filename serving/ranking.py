@@ -3,7 +3,7 @@
 Pure functions over a :class:`UserContext` (derived once from the stored user features) and
 a :class:`Pool` of filtered candidates with their metadata columns
 (:class:`serving.item_table.Columns`); no I/O, no per-item Python. Column order is
-:data:`serving.model.FEATURES`; the learning flow trains on the same code.
+:data:`operators.ranking_contract.FEATURES`; the learning flow trains on the same code.
 
 Example:
     >>> from operators.content import ItemRecord, Stamp
@@ -27,10 +27,10 @@ import numpy as np
 import numpy.typing as npt
 
 from operators.content import ItemRecord
+from operators.ranking_contract import FEATURES
 from operators.user_features import UserFeatures, vector_of
 from operators.weekly_weights import UserWeights
 from serving.item_table import STATS_PRIOR, TYPE_CODES, Columns, Vocab
-from serving.model import FEATURES
 from serving.weekly import BLEND, WeeklyAdjust
 
 Matrix = npt.NDArray[np.float32]
@@ -208,7 +208,7 @@ def _by_code(weights: dict[str, float], vocab: Vocab, codes: npt.NDArray[np.int3
 def feature_matrix(
     ctx: UserContext, pool: Pool, stats: Matrix, now_ms: int, fresh_ms: float, vocab: Vocab
 ) -> Matrix:
-    """Rows: candidates; columns: :data:`serving.model.FEATURES`.
+    """Rows: candidates; columns: :data:`operators.ranking_contract.FEATURES`.
 
     `stats` has one row per candidate: completion rate, like ratio, raw trending score and
     the popularity feature (:func:`popularity_feature`; 0 where a caller has no fourth

@@ -22,7 +22,9 @@ import msgspec
 import redis
 
 from operators.feature_codecs import decode_item_stats, decode_trending
-from operators.item_stats import POPULAR_PREFIX, ItemStatsRecord
+from operators.item_stats import ItemStatsRecord
+from operators.keys import is_popular
+from operators.ranking_contract import ModelFormatError, parse_model
 from serving.behaviour import BehaviourHolder
 from serving.caches import (
     POPULAR_ALL,
@@ -33,12 +35,11 @@ from serving.caches import (
     TrendingCache,
 )
 from serving.catalogue import Catalogue
-from serving.errors import ModelFormatError
 from serving.feed import ModelHolder
 from serving.item_table import ItemTable
-from serving.model import ACTIVE_KEY, parse_model, version_key
 from serving.weekly import WeeklyState
 from state.feature_store import ITEM, TRENDING, feature_key
+from state.model_registry import ACTIVE_KEY, version_key
 
 log = logging.getLogger(__name__)
 STAMP: Final = 8
@@ -168,9 +169,7 @@ class Refresher:
                 boards[name] = ()
         self._trending.update(boards)
         # Popularity boards carry popularity, not trending scores
-        self._stats.store_trending(
-            b for name, b in boards.items() if not name.startswith(POPULAR_PREFIX)
-        )
+        self._stats.store_trending(b for name, b in boards.items() if not is_popular(name))
 
     def _refresh_model(self) -> None:
         active = self._client.get(ACTIVE_KEY)

@@ -20,9 +20,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from operators.ab import Assigner, load_config
-from operators.errors import ConfigError
-from operators.settings import Settings
+from kernel.errors import ConfigError
+from kernel.settings import Settings
+from operators.ab import Assigner
+from operators.ranking_contract import default_model
 from serving.behaviour import BehaviourHolder
 from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache, records_of
 from serving.catalogue import Catalogue, ServingIndex
@@ -31,10 +32,10 @@ from serving.features import FeatureFetcher, RedisUserSource, request_client
 from serving.feed import FeedConfig, FeedService, ModelHolder
 from serving.impressions import impression_sink
 from serving.item_table import ItemTable
-from serving.model import default_model
 from serving.params import Limits
 from serving.refresher import Refresher
 from serving.weekly import WeeklyState
+from state.ab_config import load_config
 from state.behaviour_store import BehaviourStore
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams, snapshot_store

@@ -24,8 +24,8 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from kernel.errors import FeedflowError
 from operators.behaviour import ENCODER, Space
-from operators.errors import FeedflowError
 from state.index_keys import IndexKeys
 from state.index_registry import READY, RETIRED, IndexRegistry, VersionInfo
 from state.snapshots import DirSnapshotStore, Manifest

@@ -31,8 +31,8 @@ from typing import Final, Protocol, TypeVar, cast
 
 import redis
 
-from operators.errors import FeedflowError
-from operators.metrics import STORE_RETRIES
+from kernel.errors import FeedflowError
+from kernel.metrics import STORE_RETRIES
 
 USER: Final = "u"
 ITEM: Final = "i"

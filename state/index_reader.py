@@ -25,8 +25,8 @@ import numpy as np
 import numpy.typing as npt
 import redis
 
+from kernel.metrics import INDEX_DELETED, INDEX_ITEMS, INDEX_VERSION, PUBLISH_TO_SEARCHABLE
 from operators.content import ItemRecord
-from operators.metrics import INDEX_DELETED, INDEX_ITEMS, INDEX_VERSION, PUBLISH_TO_SEARCHABLE
 from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.index_replica import IndexParams, IndexReplica

@@ -18,7 +18,7 @@ import redis
 
 from operators.content import ItemRecord
 from operators.contracts import MediaPublished, decode_media
-from operators.encoders import make_encoder
+from state.encoders import make_encoder
 from state.index_keys import IndexKeys
 from state.index_registry import READY, RETIRED, IndexRegistry, IndexStateError
 from state.index_replica import IndexParams, IndexReplica

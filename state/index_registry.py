@@ -13,7 +13,7 @@ from typing import Final
 import msgspec
 import redis
 
-from operators.errors import FeedflowError
+from kernel.errors import FeedflowError
 from state.index_keys import IndexKeys
 
 BUILDING: Final = "building"

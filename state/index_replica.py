@@ -15,8 +15,8 @@ from typing import Final
 import msgspec
 import numpy as np
 
+from kernel.settings import Settings
 from operators.content import ItemRecord
-from operators.settings import Settings
 from state.index_registry import VersionInfo
 from state.snapshots import DirSnapshotStore, Manifest
 from state.update_log import REMOVE, START, LogEntry, UpdateLog

@@ -17,10 +17,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import redis
 
+from kernel.metrics import EVENTS, INDEX_DELETED, INDEX_ITEMS, INDEX_VERSION
 from operators.content import ItemRecord, is_newer, record_of, stamp_of
 from operators.contracts import TOPIC_MEDIA, MediaPublished, decode_media
-from operators.encoders import Encoder, doc_of, make_encoder, upstream_vector
-from operators.metrics import EVENTS, INDEX_DELETED, INDEX_ITEMS, INDEX_VERSION
+from operators.encoders import Encoder, doc_of, upstream_vector
+from state.encoders import make_encoder
 from state.index_keys import IndexKeys
 from state.index_registry import READY, IndexRegistry, IndexStateError
 from state.index_replica import IndexParams, IndexReplica

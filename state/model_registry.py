@@ -1,4 +1,7 @@
-"""Ranker versions in Redis, in the format serving hot-loads (:mod:`serving.model`).
+"""Ranker versions in Redis, in the document format of :mod:`operators.ranking_contract`.
+
+Keys (hash-tagged to one slot): `ACTIVE_KEY` holds the version serving should use,
+`version_key(v)` each published document, `VERSIONS_KEY` the versions by sequence number.
 
 Publishing a version writes its weight document (`version_key`), records it in a sorted set
 by sequence number and moves the active pointer (`ACTIVE_KEY`), in one MULTI, so serving's
@@ -22,11 +25,22 @@ from typing import Final, Protocol, cast
 import redis
 
 from operators.online_ranker import ModelVersion
-from serving.model import ACTIVE_KEY, encode_model, version_key
+from operators.ranking_contract import encode_model
 from state.feature_store import retry
 
+ACTIVE_KEY: Final = "ff:{model}:ranker:active"
 VERSIONS_KEY: Final = "ff:{model}:ranker:versions"  # sorted set: version → sequence number
 KEEP_VERSIONS: Final = 20
+
+
+def version_key(version: str) -> str:
+    """The key of one published weight document.
+
+    Example:
+        >>> version_key("v7")
+        'ff:{model}:ranker:v:v7'
+    """
+    return f"ff:{{model}}:ranker:v:{version}"
 
 
 def document(model: ModelVersion) -> bytes:

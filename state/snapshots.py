@@ -18,7 +18,7 @@ from typing import Final
 
 import msgspec
 
-from operators.errors import FeedflowError
+from kernel.errors import FeedflowError
 
 MANIFEST: Final = "manifest.json"
 CURRENT: Final = "CURRENT"

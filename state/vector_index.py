@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from operators.errors import FeedflowError
+from kernel.errors import FeedflowError
 
 Vector = npt.NDArray[np.float32]
 Hit = tuple[str, float]

@@ -29,7 +29,7 @@ from typing import Any, Final
 import msgspec
 import redis
 
-from operators.errors import FeedflowError
+from kernel.errors import FeedflowError
 from operators.weekly_weights import UserWeights, WeekPrior, decode_weights, encode_weights
 
 ACTIVE_KEY: Final = "ff:{weights}:active"

@@ -69,9 +69,9 @@ from confluent_kafka import Producer
 
 from feedflow.bench.serving_world import PrivateRedis
 from feedflow.stack import LocalStack, free_port, redis_answers
+from kernel.settings import load_settings
 from operators.contracts import TOPIC_ENGAGEMENT, TOPIC_MEDIA
 from operators.feature_codecs import decode_co_record, decode_item_stats
-from operators.settings import load_settings
 from operators.user_engagement import IDLE_FLUSH_S
 from operators.user_features import decode_user_features
 from state.feature_store import unstamp

@@ -70,8 +70,8 @@ from feedflow.bench.machine import cpu_model
 from feedflow.simulator.engine import SimConfig, Simulation
 from feedflow.simulator.writers import KafkaSink
 from feedflow.stack import LocalStack, StackInfo
+from kernel.settings import Settings
 from operators.contracts import TOPIC_ENGAGEMENT
-from operators.settings import Settings
 from state.feature_store import USER, feature_key
 
 START_MS = 1_600_000_000_000  # historical on purpose: preloaded traffic is a replay

@@ -26,6 +26,7 @@ from typing import Any
 
 from feedflow.simulator.engine import SimConfig, Simulation
 from feedflow.simulator.writers import ListSink
+from kernel.settings import Settings
 from operators.content import Stamp, record_of
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
@@ -39,7 +40,6 @@ from operators.emissions import Feedback, Segment, ViewStart
 from operators.encoders import HashingEncoder, doc_of
 from operators.item_info import ItemInfo, lookup_from
 from operators.item_stats import ItemStats, ranking_keys
-from operators.settings import Settings
 from operators.trending import TrendingBoard
 from operators.user_engagement import UserEngagement
 from operators.user_features import encode_user_features

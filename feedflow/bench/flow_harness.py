@@ -25,8 +25,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 from feedflow.bench.machine import process_cpu_s
 from flows.kafka_in import CONSUMER_CONFIG
+from kernel.errors import FeedflowError
 from operators.contracts import EngagementEvent, decode_engagement
-from operators.errors import FeedflowError
 
 # Inherited settings must not leak into the processes a benchmark starts.
 _OWN_ENV = ("FEEDFLOW_", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")

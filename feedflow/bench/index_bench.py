@@ -33,9 +33,9 @@ import numpy.typing as npt
 import orjson
 
 from feedflow.bench.machine import cpu_model
+from kernel.settings import Settings
 from operators.content import CONTENT_TYPES
 from operators.encoders import FIELD_WEIGHTS, HashingEncoder
-from operators.settings import Settings
 from state.vector_index import Hit, HnswIndex
 
 Matrix = npt.NDArray[np.float32]

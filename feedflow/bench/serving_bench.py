@@ -53,9 +53,9 @@ from feedflow.bench.serving_world import (
 )
 from feedflow.bench.suite import FEED_P50_MS, FEED_P99_MS
 from feedflow.stack import free_port
+from kernel.settings import Settings
 from operators.content import unpack_record
 from operators.feature_codecs import decode_item_stats
-from operators.settings import Settings
 from serving.feed import FeedRequest, FeedService, Trace
 from serving.item_table import STATS_PRIOR, Columns, Vocab
 from serving.ranking import Matrix

@@ -28,7 +28,7 @@ import redis
 
 from feedflow.demo import Component, components, start_components, stop_components
 from feedflow.stack import LocalStack
-from operators.settings import Settings
+from kernel.settings import Settings
 
 
 def rss_kb(pid: int) -> int | None:

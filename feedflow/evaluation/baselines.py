@@ -32,7 +32,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from operators.errors import FeedflowError
+from kernel.errors import FeedflowError
 
 EASE_LAMBDA: Final = 500.0
 MAX_DENSE_ITEMS: Final = 40_000

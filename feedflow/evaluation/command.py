@@ -49,7 +49,7 @@ from feedflow.evaluation.protocol import (
     popularity,
 )
 from feedflow.evaluation.replay import FeedflowRun
-from operators.settings import Settings
+from kernel.settings import Settings
 
 FEEDFLOW: Final = "Feedflow"
 MOST_POP_PAST: Final = "MostPop-past"

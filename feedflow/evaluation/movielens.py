@@ -50,8 +50,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from kernel.errors import FeedflowError
 from operators.contracts import EngagementEvent, MediaPublished
-from operators.errors import FeedflowError
 
 DURATION_S: Final = 60.0
 HEARTBEAT_S: Final = 10

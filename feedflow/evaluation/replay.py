@@ -76,6 +76,8 @@ from feedflow.bench.serving_world import PrivateRedis
 from feedflow.evaluation.protocol import LIST_LENGTH, Checkpoint, top_unseen
 from feedflow.output import Progress
 from flows import content, engagement
+from kernel.errors import FeedflowError
+from kernel.settings import Settings
 from operators.behaviour import Positives, factorise
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
@@ -85,8 +87,6 @@ from operators.contracts import (
     MediaPublished,
     encode,
 )
-from operators.errors import FeedflowError
-from operators.settings import Settings
 from serving.app import create_app
 from serving.runtime import build_runtime
 from state.behaviour_store import BehaviourStore

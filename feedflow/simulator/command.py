@@ -18,7 +18,7 @@ from feedflow.output import Progress, emit
 from feedflow.simulator.engine import SimConfig, Simulation, Summary
 from feedflow.simulator.errors import SimulatorError
 from feedflow.simulator.writers import JsonlSink, KafkaSink, Sink
-from operators.settings import Settings
+from kernel.settings import Settings
 
 _EPILOG = """\
 By default the simulated span ends now and its length is duration × speedup; the speedup is

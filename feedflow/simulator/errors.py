@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from operators.errors import FeedflowError
+from kernel.errors import FeedflowError
 
 
 class SimulatorError(FeedflowError):

@@ -42,6 +42,7 @@ from feedflow.simulator.catalogue import (
 from feedflow.simulator.choice import affinity
 from feedflow.simulator.tastes import Taste, build_users
 from feedflow.simulator.vocabulary import CATEGORY_NAMES
+from kernel.settings import Settings
 from operators.co_engagement import (
     CoLink,
     CoNeighbours,
@@ -60,11 +61,10 @@ from operators.contracts import (
     encode,
 )
 from operators.dedup import hashes
-from operators.settings import Settings
+from operators.ranking_contract import RankerModel, default_model
 from operators.user_features import UserFeatures
 from serving.co_engagement import co_candidates, collaborative
 from serving.item_table import Columns, Vocab
-from serving.model import RankerModel, default_model
 from serving.ranking import (
     ANN,
     CO_ENGAGED,

@@ -16,11 +16,11 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
 from flows import engagement
+from kernel.settings import Settings
 from operators.co_engagement import CoRecord
 from operators.contracts import TOPIC_ENGAGEMENT
 from operators.feature_codecs import decode_co_record
 from operators.item_info import ItemInfo, lookup_from
-from operators.settings import Settings
 from operators.user_features import decode_user_features
 from serving.catalogue import MemoryCatalogue
 from serving.co_engagement import MemoryCoSource

@@ -17,13 +17,14 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from feedflow.simulator.engine import SimConfig, Simulation
 from feedflow.simulator.writers import ListSink
 from flows import engagement
+from kernel.settings import Settings
 from operators.content import record_of, stamp_of
 from operators.contracts import TOPIC_ENGAGEMENT, TOPIC_MEDIA, MediaPublished, decode_media
-from operators.encoders import doc_of, make_encoder
+from operators.encoders import doc_of
 from operators.feature_codecs import decode_item_stats, decode_trending
 from operators.item_info import ItemInfo, lookup_from
-from operators.settings import Settings
 from operators.user_features import decode_user_features
+from state.encoders import make_encoder
 from state.feature_store import ITEM, TRENDING, USER, FeatureWrite, MemoryFeatureStore
 
 START_MS = 1_700_000_000_000

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from flows import engagement, learning
 from flows.redis_sink import ErasureAck
+from kernel.settings import Settings
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
     TOPIC_ERASURE,
@@ -30,7 +31,6 @@ from operators.contracts import (
 )
 from operators.erasure import Tombstones
 from operators.item_info import ItemInfo, lookup_from
-from operators.settings import Settings
 from state.feature_store import USER, FeatureErase, MemoryFeatureStore
 from tests.flows.test_engagement_flow import START_MS as EVENTS_START
 from tests.flows.test_engagement_flow import catalogue, simulate

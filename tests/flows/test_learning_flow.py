@@ -23,6 +23,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from feedflow.simulator.feeds import FeedWorld, Message, feed_traffic
 from flows import learning
+from kernel.settings import Settings
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
     TOPIC_IMPRESSIONS,
@@ -31,8 +32,7 @@ from operators.contracts import (
 )
 from operators.labels import LabelJoin, LabelledImpression
 from operators.online_ranker import ModelVersion, roc_auc
-from operators.settings import Settings
-from serving.model import FEATURES, RankerModel, default_model, parse_model
+from operators.ranking_contract import FEATURES, RankerModel, default_model, parse_model
 from state.model_registry import MemoryModelRegistry, document
 
 T0 = 1_600_000_000_000  # historical on purpose: nothing may depend on the wall clock

@@ -17,6 +17,7 @@ from feedflow.cli import main
 from feedflow.simulator.writers import KafkaSink
 from feedflow.stack import LocalStack, StackInfo, free_port
 from flows.topic_reader import read_topic
+from kernel.settings import Settings
 from operators.ab import Assigner, parse_config
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
@@ -25,9 +26,8 @@ from operators.contracts import (
     decode_impression,
     encode,
 )
-from operators.settings import Settings
+from operators.ranking_contract import FEATURES
 from serving.impressions import ImpressionPublisher, impression_sink
-from serving.model import FEATURES
 from tests.unit.ab_traffic import Traffic, simulate
 from tests.unit.serving_fixtures import build_world, request, service_for
 

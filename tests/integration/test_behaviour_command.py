@@ -21,9 +21,9 @@ import redis
 
 from feedflow import cli
 from feedflow.evaluation.replay import WEEK_MS, WeeklyBehaviour
+from kernel.settings import Settings
 from operators.contracts import EngagementEvent, decode_engagement
 from operators.dedup import id_hash64
-from operators.settings import Settings
 from serving.behaviour import BehaviourHolder
 from state.behaviour_store import BehaviourStore
 from state.snapshots import DirSnapshotStore

@@ -16,7 +16,7 @@ import pytest
 from feedflow.cli import main
 from feedflow.evaluation import movielens, replay
 from feedflow.evaluation.protocol import Checkpoint
-from operators.settings import Settings
+from kernel.settings import Settings
 
 pytestmark = pytest.mark.integration
 GENRES = ("Action", "Comedy", "Documentary", "Horror", "Romance")

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from feedflow import index_command
+from kernel.settings import Settings
 from operators.contracts import MediaPublished, encode
-from operators.settings import Settings
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams, snapshot_store
 from state.index_writer import Change, IndexWriter

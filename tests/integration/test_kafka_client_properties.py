@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from feedflow.stack import StackInfo
-from operators.settings import load_settings
+from kernel.settings import load_settings
 from serving.impressions import impression_sink
 
 pytestmark = pytest.mark.integration

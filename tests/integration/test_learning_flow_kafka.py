@@ -13,7 +13,8 @@ from feedflow.simulator.feeds import FeedWorld, feed_traffic
 from feedflow.simulator.writers import KafkaSink
 from feedflow.stack import StackInfo
 from operators.contracts import TOPIC_IMPRESSIONS
-from serving.model import ACTIVE_KEY, FEATURES, parse_model, version_key
+from operators.ranking_contract import FEATURES, parse_model
+from state.model_registry import ACTIVE_KEY, version_key
 from tests.integration.processes import stop
 from tests.integration.test_engagement_flow_kafka import dead_letters, start_flow
 from tests.integration.test_model_registry import serving_ranker

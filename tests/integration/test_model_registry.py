@@ -9,11 +9,11 @@ import pytest
 import redis
 
 from operators.online_ranker import ModelVersion
+from operators.ranking_contract import default_model, parse_model
 from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache
 from serving.catalogue import MemoryCatalogue
 from serving.feed import ModelHolder
 from serving.item_table import ItemTable
-from serving.model import default_model, parse_model
 from serving.refresher import Refresher
 from state.model_registry import MemoryModelRegistry, ModelRegistry, RedisModelRegistry
 

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from feedflow.stack import StackInfo
 from flows.sinks import DeadLetterSink
+from kernel.metrics import DEADLETTERS_STRIPPED
 from operators.contracts import (
     DEADLETTER_PAYLOAD_BYTES,
     TOPIC_DEADLETTER,
@@ -36,7 +37,6 @@ from operators.contracts import (
     dead_letter,
     decode_deadletter,
 )
-from operators.metrics import DEADLETTERS_STRIPPED
 from state.feature_store import USER, feature_key
 from tests.integration.processes import stop
 from tests.integration.test_engagement_flow_kafka import start_flow

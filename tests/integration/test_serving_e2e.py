@@ -29,9 +29,9 @@ from feedflow.bench.serving_world import PrivateRedis
 from feedflow.simulator.engine import SimConfig, Simulation
 from feedflow.simulator.writers import KafkaSink
 from feedflow.stack import LocalStack, StackInfo
+from kernel.settings import Settings
 from operators.content import normalise_category
 from operators.contracts import TOPIC_ENGAGEMENT, TOPIC_MEDIA
-from operators.settings import Settings
 from operators.user_features import UserFeatures, decode_user_features
 from serving.app import create_app
 from serving.runtime import Runtime, build_runtime

@@ -33,11 +33,11 @@ from feedflow.bench.serving_world import (
 )
 from feedflow.week_events import file_payloads
 from feedflow.weights_job import run_week
+from kernel.settings import Settings
 from operators.content import ItemRecord
 from operators.contracts import ErasureRequest
 from operators.erasure import Tombstones
 from operators.item_info import no_items
-from operators.settings import Settings
 from operators.user_features import UserFeatures, decode_user_features, encode_user_features
 from operators.weekly_weights import week_span
 from serving.app import create_app

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from operators.content import ItemRecord, Stamp
+from operators.ranking_contract import default_model
 from operators.user_features import UserFeatures, encode_user_features, vector_bytes
 from serving.caches import FreshItems, ItemStatsCache, TrendingCache
 from serving.catalogue import MemoryCatalogue
@@ -15,7 +16,6 @@ from serving.co_engagement import CoRecords, CoSource
 from serving.features import FeatureFetcher, MemoryUserSource
 from serving.feed import FeedConfig, FeedRequest, FeedService, ModelHolder
 from serving.item_table import ItemTable
-from serving.model import default_model
 
 NOW_MS = 1_700_000_000_000
 DAY_MS = 86_400_000

@@ -14,6 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernel.errors import ConfigError
+from kernel.settings import Settings
 from operators.ab import (
     DEFAULT_CONFIG,
     HOLDBACK_ARM,
@@ -21,13 +23,11 @@ from operators.ab import (
     AbConfig,
     ArmSpec,
     Assigner,
-    load_config,
     parse_config,
 )
 from operators.ab_report import srm_check
-from operators.errors import ConfigError
-from operators.settings import Settings
 from serving.runtime import build_runtime
+from state.ab_config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SPLIT = b"""{"salt": "exp-1", "control": "control", "arms": [

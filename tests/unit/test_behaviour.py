@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernel.settings import Settings
 from operators import behaviour
 from operators.behaviour import MIN_USERS, Positives, factorise
 from operators.dedup import id_hash64
 from operators.item_info import no_items
-from operators.settings import Settings
 from serving.behaviour import BehaviourSpace
 from tests.unit.playback_events import ev
 from tests.unit.serving_fixtures import build_world, request, service_for

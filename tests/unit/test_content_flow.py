@@ -7,8 +7,8 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from confluent_kafka import KafkaError as ConfluentError
 
 from flows import content
+from kernel.settings import Settings
 from operators.contracts import TOPIC_MEDIA, MediaPublished, encode
-from operators.settings import Settings
 from state.index_writer import Change
 
 GOOD = MediaPublished(

@@ -24,9 +24,9 @@ from operators.encoders import (
     EncoderError,
     HashingEncoder,
     doc_of,
-    make_encoder,
     upstream_vector,
 )
+from state.encoders import make_encoder
 
 
 def _doc(title, tags=(), category="music", creator="c1", description="", lang="en"):
@@ -139,3 +139,13 @@ def test_upstream_embedding_used_only_for_the_active_version():
 def test_unknown_encoder_is_refused():
     with pytest.raises(EncoderError, match="unknown encoder"):
         make_encoder("word2vec", 64)
+
+
+def test_settings_know_every_encoder_and_its_dimension() -> None:
+    from kernel.settings import ENCODER_DIMS
+    from state.encoders import _FACTORIES
+
+    assert set(ENCODER_DIMS) == set(_FACTORIES)
+    for name, dim in ENCODER_DIMS.items():
+        encoder = make_encoder(name, 48)
+        assert encoder.dim == (dim or 48), name

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from feedflow.evaluation import movielens
 from feedflow.evaluation.command import sample_users
 from feedflow.evaluation.movielens import DURATION_S, Rating
+from kernel.settings import Settings
 from operators.contracts import (
     EngagementEvent,
     MediaPublished,
@@ -22,7 +23,6 @@ from operators.contracts import (
 )
 from operators.emissions import Dropped, Feedback, Segment
 from operators.item_info import ItemInfo, lookup_from
-from operators.settings import Settings
 from operators.user_engagement import UserEngagement
 
 FIXED_NOW = datetime(2030, 1, 1, tzinfo=UTC)

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from kernel.settings import Settings
 from operators.ab import HOLDBACK_ARM, Assigner, parse_config
 from operators.contracts import Impression, decode_impression
-from operators.settings import Settings
+from operators.ranking_contract import FEATURES, default_model
 from serving.feed import FeedConfig
 from serving.impressions import ImpressionPublisher, NoImpressions, Served, impression_sink
-from serving.model import FEATURES, default_model
 from serving.params import Limits
 from serving.ranking import ANN
 from serving.runtime import Runtime

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kernel.settings import Settings
 from operators.emissions import Feedback, Segment, ViewStart
 from operators.item_info import ItemInfo, lookup_from
 from operators.item_stats import (
@@ -21,7 +22,6 @@ from operators.item_stats import (
     engagement_multiplier,
     ranking_keys,
 )
-from operators.settings import Settings
 from tests.unit.playback_events import T0
 
 MIN = 60_000

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from operators.content import ItemRecord, Stamp
-from operators.encoders import ContentDoc, make_encoder
+from operators.encoders import ContentDoc
+from state.encoders import make_encoder
 
 pytestmark = pytest.mark.minilm
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from operators.labels import Example, LabelledImpression
 from operators.online_ranker import OnlineRanker, RankerConfig, roc_auc
-from serving.model import FEATURES, encode_model, parse_model
+from operators.ranking_contract import FEATURES, encode_model, parse_model
 
 NAMES = FEATURES[:3]  # real serving names, so documents parse
 A, B, C = NAMES

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kernel.settings import Settings
 from operators import signals
 from operators.consumption import PROGRESS, View, add_interval, covered, observation
 from operators.contracts import EngagementEvent
 from operators.emissions import Dropped, Segment, UserEmission, ViewStart
 from operators.item_info import ItemInfo, lookup_from
 from operators.playback import MAX_OPEN_VIEWS, Sessionizer
-from operators.settings import Settings
 from tests.unit.playback_events import (
     T0,
     Script,

@@ -7,9 +7,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from operators.item_stats import ItemStatsRecord
+from operators.ranking_contract import DEFAULT_WEIGHTS, RankerModel
 from operators.user_features import UserFeatures, encode_user_features
 from serving.feed import FeedConfig, FeedService, Trace
-from serving.model import DEFAULT_WEIGHTS, RankerModel
 from tests.unit.serving_fixtures import (
     CATEGORIES,
     DAY_MS,

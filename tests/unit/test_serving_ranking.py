@@ -8,10 +8,16 @@ import numpy as np
 import pytest
 
 from operators.content import ItemRecord, Stamp
+from operators.ranking_contract import (
+    FEATURES,
+    ModelFormatError,
+    RankerModel,
+    default_model,
+    encode_model,
+    parse_model,
+)
 from operators.user_features import UserFeatures
-from serving.errors import ModelFormatError
 from serving.item_table import Vocab
-from serving.model import FEATURES, RankerModel, default_model, encode_model, parse_model
 from serving.ranking import (
     ANN,
     CO_ENGAGED,

@@ -14,14 +14,15 @@ import redis
 from operators.content import ItemRecord, Stamp
 from operators.feature_codecs import encode_item_stats, encode_trending
 from operators.item_stats import ItemStatsRecord
+from operators.ranking_contract import default_model, encode_model
 from operators.trending import TrendingList
 from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache
 from serving.catalogue import MemoryCatalogue
 from serving.feed import ModelHolder
 from serving.item_table import ItemTable
-from serving.model import ACTIVE_KEY, default_model, encode_model, version_key
 from serving.refresher import Refresher
 from state.feature_store import ITEM, TRENDING, feature_key, stamp
+from state.model_registry import ACTIVE_KEY, version_key
 
 HOUR = 3_600_000
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from operators.errors import ConfigError
-from operators.settings import load_settings
+from kernel.errors import ConfigError
+from kernel.settings import load_settings
 
 
 def test_flags_override_environment_override_defaults() -> None:
@@ -67,3 +67,19 @@ def test_a_broken_properties_file_is_a_clear_error(tmp_path) -> None:
     bad.write_text("security.protocol\n")
     with pytest.raises(ConfigError, match="line 1"):
         load_settings({"FEEDFLOW_KAFKA_PROPERTIES": str(bad)})
+
+
+def test_an_encoder_with_its_own_dimension_sizes_the_user_vectors() -> None:
+    assert load_settings({"FEEDFLOW_ENCODER": "minilm-l6-v2"}).embedding_dim == 384
+    assert load_settings({}).embedding_dim == 64
+    assert load_settings({"FEEDFLOW_EMBEDDING_DIM": "32"}).embedding_dim == 32
+    both = {"FEEDFLOW_ENCODER": "minilm-l6-v2", "FEEDFLOW_EMBEDDING_DIM": "384"}
+    assert load_settings(both).embedding_dim == 384
+
+
+def test_a_dimension_contradicting_the_encoder_is_refused_at_start() -> None:
+    env = {"FEEDFLOW_ENCODER": "minilm-l6-v2", "FEEDFLOW_EMBEDDING_DIM": "64"}
+    with pytest.raises(ConfigError, match=r"contradicts FEEDFLOW_ENCODER=minilm-l6-v2.*384"):
+        load_settings(env)
+    with pytest.raises(ConfigError, match="FEEDFLOW_ENCODER='word2vec' is unknown"):
+        load_settings({"FEEDFLOW_ENCODER": "word2vec"})

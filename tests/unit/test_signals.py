@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kernel.settings import load_settings
 from operators import signals
-from operators.settings import load_settings
 from operators.signals import SignalWeights
 from operators.watch_score import (
     DURATION_EDGES_S,

@@ -14,6 +14,7 @@ import pytest
 from feedflow.simulator.command import add_parser, run
 from feedflow.simulator.engine import SimConfig, Simulation, Summary
 from feedflow.simulator.writers import JsonlSink, ListSink
+from kernel.settings import Settings
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
     TOPIC_MEDIA,
@@ -23,7 +24,6 @@ from operators.contracts import (
     decode_engagement,
     decode_media,
 )
-from operators.settings import Settings
 
 START = 1_700_000_000_000
 BASE = SimConfig(users=150, items=600, rate=3000, duration_s=10, seed=11, start_ms=START)

@@ -10,11 +10,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from kernel.settings import Settings
 from operators.decay import DecayedCount
 from operators.emissions import Segment, ViewStart
 from operators.item_info import ItemInfo, lookup_from
 from operators.item_stats import ItemInput, ItemStats, ScoreUpdate, ranking_keys
-from operators.settings import Settings
 from operators.trending import STALE_MS, TrendingBoard, TrendingList
 
 T0 = 1_700_000_000_000

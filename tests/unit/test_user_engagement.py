@@ -12,12 +12,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kernel.settings import Settings
 from operators.co_engagement import CoVisit
 from operators.contracts import EngagementEvent
 from operators.dedup import id_hash32, id_hash64
 from operators.emissions import Dropped, Feedback, Segment, ViewStart
 from operators.item_info import ItemInfo, lookup_from
-from operators.settings import Settings
 from operators.user_engagement import IDLE_FLUSH_S, UserEngagement, UserOutput
 from operators.user_features import UserFeatures
 from tests.unit.playback_events import T0, batch_consumption, ev, heartbeats, jittered

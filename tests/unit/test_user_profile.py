@@ -8,10 +8,10 @@ import msgspec
 import numpy as np
 import pytest
 
+from kernel.settings import Settings
 from operators.dedup import id_hash32
 from operators.emissions import Segment, ViewStart
 from operators.item_info import ItemInfo, lookup_from
-from operators.settings import Settings
 from operators.user_features import (
     UserFeatures,
     decode_user_features,

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from feedflow.simulator.engine import SimConfig, Simulation
 from feedflow.simulator.writers import ListSink
+from kernel.settings import Settings
 from operators.content import normalise_category
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
@@ -22,7 +23,6 @@ from operators.contracts import (
     decode_media,
 )
 from operators.item_info import ItemInfo, lookup_from
-from operators.settings import Settings
 from operators.week_aggregate import WeekAggregator
 from operators.weekly_weights import (
     WEEK_MS,

@@ -1,16 +1,15 @@
-"""The ranking model: a linear score over user × item features, weights hot-loaded from Redis.
+"""The ranking contract between training and serving: the features, their order, the model.
 
-The features are computed by :mod:`serving.ranking` for every candidate as one float32
-matrix; scoring is one matrix-vector product. The learning issue publishes new weights in
-this format, and training uses the same feature code, so the two cannot drift.
+The ranker is a linear score over user × item features. Serving computes the features for
+every candidate as one float32 matrix whose columns are :data:`FEATURES` in order
+(:mod:`serving.ranking`), and scores it with one matrix-vector product; the learning flow
+trains on rows built by the same code and publishes weights in the document format below
+(:mod:`state.model_registry` stores it). Both sides import this module, so they cannot drift.
 
-Published format (Redis, hash-tagged to one slot):
-
-- `ff:{model}:ranker:active` — a string: the version serving should use;
-- `ff:{model}:ranker:v:<version>` — JSON: `{"version": str, "bias": float, "weights":
-  {feature: float, ...}}`. Feature names must be among :data:`FEATURES`; a feature the
-  document leaves out weighs 0; an unknown name or a non-finite number rejects the document
-  (serving keeps the model it has and logs why).
+Document: JSON `{"version": str, "bias": float, "weights": {feature: float, ...}}`. Feature
+names must be among :data:`FEATURES`; a feature the document leaves out weighs 0; an unknown
+name or a non-finite number rejects the document (serving keeps the model it has and logs
+why).
 
 Example:
     >>> m = parse_model(b'{"version": "v7", "bias": 0.5, "weights": {"similarity": 2.0}}')
@@ -27,12 +26,11 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from serving.errors import ModelFormatError
+from kernel.errors import FeedflowError
 
-ACTIVE_KEY: Final = "ff:{model}:ranker:active"
 DEFAULT_VERSION: Final = "default"
 
-# Column order of the feature matrix (see serving.ranking.feature_matrix).
+# Column order of the feature matrix (serving.ranking.feature_matrix builds it).
 FEATURES: Final = (
     "similarity",  # cosine of user vector and item vector (cold users: cohort list place)
     "category_affinity",  # 1, 0.6, 0.35 for the user's first, second, third category
@@ -74,14 +72,8 @@ DEFAULT_WEIGHTS: Final = {
 }
 
 
-def version_key(version: str) -> str:
-    """The key of one published weight document.
-
-    Example:
-        >>> version_key("v7")
-        'ff:{model}:ranker:v:v7'
-    """
-    return f"ff:{{model}}:ranker:v:{version}"
+class ModelFormatError(FeedflowError):
+    """A weight document could not be read; whoever holds a model keeps it."""
 
 
 class RankerDoc(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 import msgspec
 
-from operators.errors import ConfigError
+from kernel.errors import ConfigError
 
 ENV_PREFIX = "FEEDFLOW_"
 _ALIASES = {"KAFKA_BOOTSTRAP_SERVERS": "kafka_bootstrap_servers", "REDIS_URL": "redis_url"}
@@ -179,6 +179,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return f"Settings({self.masked()!r})"
 
 
+# Every encoder by name, with its vectors' dimension when it has one of its own; the hashing
+# encoder takes `embedding_dim`. User vectors live in the items' space, so their size is
+# the encoder's: settings derive it, and refuse a contradicting `FEEDFLOW_EMBEDDING_DIM`.
+ENCODER_DIMS: Final[dict[str, int | None]] = {"hashing-v1": None, "minilm-l6-v2": 384}
+
 _ENV_OF = {field: env for env, field in _ALIASES.items()}
 _FIELDS = {f.name: f for f in msgspec.structs.fields(Settings)}
 
@@ -209,12 +214,35 @@ def load_settings(environ: Mapping[str, str], flags: Mapping[str, Any] | None = 
         if name not in _FIELDS:
             raise ConfigError(f"unknown setting {name!r}")
         raw[name] = value
+    _derive_dim(raw)
     path = raw.get("kafka_properties")
     raw["kafka_client"] = {**(_properties(Path(path)) if path else {}), **client}
     try:
         return msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid setting: {exc}") from exc
+
+
+def _derive_dim(raw: dict[str, Any]) -> None:
+    """Set `embedding_dim` from an encoder with a dimension of its own (see `ENCODER_DIMS`).
+
+    Raises:
+        ConfigError: the encoder is unknown, or `embedding_dim` was given and contradicts it.
+    """
+    name = str(raw.get("encoder", _FIELDS["encoder"].default))
+    if name not in ENCODER_DIMS:
+        raise ConfigError(f"FEEDFLOW_ENCODER={name!r} is unknown; known: {sorted(ENCODER_DIMS)}")
+    fixed = ENCODER_DIMS[name]
+    given = raw.get("embedding_dim")
+    if fixed is None:
+        return
+    if given is None:
+        raw["embedding_dim"] = fixed
+    elif str(given).strip() != str(fixed):
+        raise ConfigError(
+            f"FEEDFLOW_EMBEDDING_DIM={given} contradicts FEEDFLOW_ENCODER={name}, whose vectors "
+            f"have {fixed} dimensions; leave FEEDFLOW_EMBEDDING_DIM unset"
+        )
 
 
 def _properties(path: Path) -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""The shared kernel below every layer: settings, errors and metric definitions."""
