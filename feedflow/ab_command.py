@@ -53,7 +53,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     """Register `feedflow ab`."""
     p = sub.add_parser(
         "ab",
-        help="A/B arms: per-arm outcomes with significance and sample-ratio checks",
         description="report: read feed.impressions and user.engagement.events (bounded), "
         "attribute engagement to impressions and compare the arms of FEEDFLOW_AB_CONFIG; "
         "exit code 3 on a sample-ratio mismatch. assign: the arm of each USER.",

@@ -30,7 +30,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     """Register `feedflow behaviour`."""
     p = sub.add_parser(
         "behaviour",
-        help="item vectors learned from engagement: run, status, publish",
         description="Learn item vectors from the engagement the topic retains as a new "
         "version of the behaviour space, list versions, or move the active pointer.",
     )

@@ -17,7 +17,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     p = sub.add_parser(
         "bench",
-        help="measure every budget next to a same-run reference; write BENCHMARKS.md",
         description="Run the benchmarks on private local stacks (loopback only). The full run "
         "takes over an hour on 2 cores (index builds at 1M and 3M items) and rewrites the "
         "summary and serving sections of BENCHMARKS.md; --quick takes a few minutes and "

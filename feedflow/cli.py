@@ -1,7 +1,8 @@
 """The `feedflow` console script: one entry point, a subcommand per job, `--help` everywhere.
 
 Each subcommand lives in its own module exposing `add_parser(subparsers)` and
-`run(args, settings) -> int`. Settings are read once here, from the environment and flags.
+`run(args, settings) -> int`; only the module of the command given is imported. Settings
+are read once here, from the environment and flags.
 """
 
 from __future__ import annotations
@@ -12,32 +13,56 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Final
 
 from kernel.errors import FeedflowError
 from kernel.settings import load_settings
 
-# name -> module; imported lazily so `feedflow --help` and light commands start fast.
-COMMANDS = {
-    "stack": "feedflow.stack_command",
-    "flow": "feedflow.flow_command",
-    "simulate": "feedflow.simulator.command",
-    "index": "feedflow.index_command",
-    "weights": "feedflow.weights_command",
-    "behaviour": "feedflow.behaviour_command",
-    "demo": "feedflow.demo",
-    "inspect": "feedflow.inspect_command",
-    "serve": "feedflow.serve_command",
-    "ab": "feedflow.ab_command",
-    "eval": "feedflow.evaluation.command",
-    "bench": "feedflow.bench_command",
-    "forget": "feedflow.forget_command",
+# name -> (module, summary). Only the module of the command given is imported, so
+# `feedflow --help` and light commands do not pay for bytewax, hnswlib, river or starlette.
+COMMANDS: Final = {
+    "stack": ("feedflow.stack_command", "local Kafka-protocol broker + Redis on loopback"),
+    "flow": ("feedflow.flow_command", "run a dataflow (engagement, content, learning)"),
+    "simulate": ("feedflow.simulator.command", "synthetic traffic to the broker or a file"),
+    "index": (
+        "feedflow.index_command",
+        "vector index versions: status, blue/green rebuild, retire",
+    ),
+    "weights": (
+        "feedflow.weights_command",
+        "weekly per-user weights: run, status, publish, rollback",
+    ),
+    "behaviour": (
+        "feedflow.behaviour_command",
+        "item vectors learned from engagement: run, status, publish",
+    ),
+    "demo": ("feedflow.demo", "run everything locally: stack, flows, serving, simulated traffic"),
+    "inspect": ("feedflow.inspect_command", "a user's or an item's current features, as stored"),
+    "serve": (
+        "feedflow.serve_command",
+        "run the feed API (feed, similar, trending, probes, metrics)",
+    ),
+    "ab": (
+        "feedflow.ab_command",
+        "A/B arms: per-arm outcomes with significance and sample-ratio checks",
+    ),
+    "eval": (
+        "feedflow.evaluation.command",
+        "offline evaluation: a MovieLens data set through the real flows and feed",
+    ),
+    "bench": (
+        "feedflow.bench_command",
+        "measure every budget next to a same-run reference; write BENCHMARKS.md",
+    ),
+    "forget": ("feedflow.forget_command", "erase a user everywhere, or verify an erasure"),
 }
 
 # Flags that map one-to-one onto Settings fields.
 SETTING_FLAGS = ("partitions", "workers", "recovery_dir", "host", "port", "metrics_port")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser: every command listed by its summary, `command`'s own flags imported."""
     parser = argparse.ArgumentParser(
         prog="feedflow",
         description="Feedflow: fresh recommendation features and feeds from playback telemetry.",
@@ -45,16 +70,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module_name in COMMANDS.values():
-        importlib.import_module(module_name).add_parser(sub)
+    for name, (module_name, summary) in COMMANDS.items():
+        if name == command:
+            importlib.import_module(module_name).add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
+
+
+def command_in(argv: Sequence[str]) -> str | None:
+    """The command an argument list names (its first positional argument), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # Before numpy loads: BLAS threads would fight workers and request threads for the cores.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command_in(given))
+    args = parser.parse_args(given)
     flags = {name: getattr(args, name, None) for name in SETTING_FLAGS}
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -63,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings = load_settings(os.environ, flags)
-        module = importlib.import_module(COMMANDS[args.command])
+        module = importlib.import_module(COMMANDS[args.command][0])
         return int(module.run(args, settings))
     except FeedflowError as exc:
         sys.stderr.write(f"feedflow {args.command}: {exc}\n")

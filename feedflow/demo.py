@@ -40,7 +40,6 @@ class Component:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
-        help="run everything locally: stack, flows, serving, simulated traffic",
         description="Start the local stack and every component; Ctrl-C stops them all.",
     )
     p.add_argument("--users", type=int, default=2000)

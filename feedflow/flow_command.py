@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "flow",
-        help="run a dataflow (engagement, content, learning)",
         description="Run one Bytewax dataflow until stopped. Scale with processes (-i/-a), "
         "not threads: workers in one process share the GIL.",
     )

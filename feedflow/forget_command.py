@@ -58,7 +58,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     """Register `feedflow forget`."""
     p = sub.add_parser(
         "forget",
-        help="erase a user everywhere, or verify an erasure",
         description="Erase a user: publish an erasure request every flow applies, delete the "
         "user's stored features and weights, and keep an audit entry without the raw id. "
         "--verify reports every store checked (exit 1 while something is pending).",

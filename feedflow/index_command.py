@@ -23,7 +23,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     """Register `feedflow index`."""
     p = sub.add_parser(
         "index",
-        help="vector index versions: status, blue/green rebuild, retire",
         description="Inspect the vector index, rebuild it beside the active version and flip "
         "atomically, or delete a retired version.",
     )

@@ -22,7 +22,6 @@ from state.item_store import ItemStore
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "inspect",
-        help="a user's or an item's current features, as stored",
         description="Print the stored features of one user or one item.",
     )
     p.add_argument("kind", choices=["user", "item"])

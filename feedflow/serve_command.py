@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
-        help="run the feed API (feed, similar, trending, probes, metrics)",
         description="Serve the feed API. Reads the index snapshots of <state_dir>/index (or "
         "FEEDFLOW_INDEX_DIR) and Redis at REDIS_URL; /readyz turns true once the index is "
         "loaded.",

@@ -348,7 +348,7 @@ def _reap(pid: int) -> None:
 
 
 # The erasure topic keeps every user's latest request for good: it is how flows and rebuilds
-# keep erased users erased (README, "Erasure").
+# keep erased users erased (docs/operations.md, "Erasure").
 TOPIC_CONFIG: Final[dict[str, dict[str, str]]] = {
     TOPIC_ERASURE: {"cleanup.policy": "compact", "retention.ms": "-1"},
 }

@@ -14,7 +14,6 @@ from kernel.settings import Settings
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "stack",
-        help="local Kafka-protocol broker + Redis on loopback",
         description="Start, inspect or stop the local stack. `up` prints lines a shell can eval:"
         ' eval "$(feedflow stack up)".',
     )

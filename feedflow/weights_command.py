@@ -33,7 +33,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     """Register `feedflow weights`."""
     p = sub.add_parser(
         "weights",
-        help="weekly per-user weights: run, status, publish, rollback",
         description="Compute a week's per-user ranking weights and cold-start lists as a new "
         "version, list versions, or move the active pointer (atomic, no restart).",
     )

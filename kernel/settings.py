@@ -75,7 +75,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     # engagement mass, about one completed view each) and how long a version's data is kept
     weights_prior_strength: float = 10.0
     weights_ttl_days: int = 35
-    # Signal table (DESIGN.md): weight of each engagement signal in user vectors and affinities
+    # Signal table: weight of each engagement signal in user vectors and affinities
     signal_completed: float = 1.0
     signal_replay: float = 0.8
     signal_liked: float = 0.8

@@ -1,12 +1,12 @@
 """Counters in explicit event-time buckets over a sliding horizon (minutes, hours, days).
 
 Bytewax's window operators slow down badly with many keys and tie watermarks to wall-clock
-time (reference notes §3.4), so per-key windows are plain arrays here: `count` buckets of
-`width_ms`, each holding `fields` numbers, addressed by `bucket id % count`. A slot records
-which absolute bucket it holds, so stale slots are reset lazily and a total at event time
-`now` only sums buckets inside `(now − count × width, now]`. For any `now` at or past the
-newest event, the total does not depend on the order events arrived in: an event old enough
-to find its slot taken by a newer bucket is outside every such window anyway.
+time, so per-key windows are plain arrays here: `count` buckets of `width_ms`, each holding
+`fields` numbers, addressed by `bucket id % count`. A slot records which absolute bucket it
+holds, so stale slots are reset lazily and a total at event time `now` only sums buckets inside
+`(now − count × width, now]`. For any `now` at or past the newest event, the total does not
+depend on the order events arrived in: an event old enough to find its slot taken by a newer
+bucket is outside every such window anyway.
 
 Example:
     >>> ring = BucketRing(width_ms=60_000, count=60, fields=1)

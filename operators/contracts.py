@@ -1,4 +1,4 @@
-"""Typed event contracts for the four Kafka topics of DESIGN.md.
+"""Typed event contracts for the Kafka topics Feedflow reads and writes.
 
 Every decoder takes raw bytes and returns either the event or a :class:`Rejection` with a
 reason; it never raises on bad input, so a flow can route the rejection to the dead-letter

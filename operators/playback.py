@@ -30,9 +30,9 @@ snapshot → resume → continue gives what an uninterrupted run gives.
 those views. A timer extrapolates the user's event time by the processing time elapsed since
 the user's last event, read from the injected clock: `W + (now − last arrival)`. Live, that
 is the wall clock; in a backfill, where a user's events arrive milliseconds apart, it stays at
-`W`, so a historical file is not closed early by today's date (the EventClock pitfall of
-the reference notes §3.4). The arrival time is not snapshotted: after a restart the idle time
-starts over, so events queued during the downtime are applied before any timer fires. Timers
+`W`, so a historical file is not closed early by today's date (the pitfall of an event
+clock tied to the wall clock). The arrival time is not snapshotted: after a restart the idle
+time starts over, so events queued during the downtime are applied before any timer fires. Timers
 never move `W` and never change what a segment contains; they only decide when it is emitted.
 
 Example:

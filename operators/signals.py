@@ -4,8 +4,8 @@ Signals are bits of one small int, so a view or an item can carry a set of them 
 Playback signals come from telemetry (and from the seconds actually consumed: `completed`
 above 90 %, `abandoned` below 30 %); explicit signals come from feedback events. Weights are
 configurable through :class:`~kernel.settings.Settings` (`signal_*` fields); the defaults
-follow DESIGN.md: completed strongest positive; replay, liked, shared strong positive;
-playlist and subscription strong affinity; started weak positive; paused early (and
+follow the platform's signal table: completed strongest positive; replay, liked, shared
+strong positive; playlist and subscription strong affinity; started weak positive; paused early (and
 abandoned) mild negative; disliked and skipped moderate negative.
 
 Example:

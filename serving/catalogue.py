@@ -1,6 +1,6 @@
 """What serving reads of the catalogue: the index reader, seen through one small protocol.
 
-:class:`ServingIndex` is the content issue's :class:`state.index_reader.IndexReader` with the
+:class:`ServingIndex` is the content flow's :class:`state.index_reader.IndexReader` with the
 two batch reads serving needs (vectors of many items, every live record once at start-up);
 :class:`MemoryCatalogue` is its exact in-memory twin for unit tests.
 

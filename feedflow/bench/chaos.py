@@ -1,4 +1,4 @@
-"""Chaos (issue 12, item 3): kill -9 each component in turn under simulated traffic.
+"""Chaos: kill -9 each component in turn under simulated traffic.
 
     python -m feedflow.bench.chaos [--duration 150] [--rate 200] [--json FILE]
 
@@ -35,7 +35,7 @@ engagement flow reads an item's metadata when it applies a view. A clean run rea
 catalogue first, removals included, so it judges views of items removed later without their
 metadata; live, the simulated viewers watch a new item at the instant it is published, before
 the content flow has stored it, and the miss is cached. Either way the two runs differ by
-replay, not by faults (see the README's operations section).
+replay, not by faults (see docs/operations.md).
 
 A broker fault is not part of it: the embedded broker keeps its topics in memory, so a
 restarted one is empty (a production cluster replicates partitions; no Kafka broker can be

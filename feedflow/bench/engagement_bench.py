@@ -1,4 +1,4 @@
-"""Engagement flow benchmark (issue 4): ingest per worker, event → Redis freshness, bytes per user.
+"""Engagement flow benchmark: ingest per worker, event → Redis freshness, bytes per user.
 
 Each figure is measured next to a simple reference from the same run, on the same private
 stack (a Tansu broker and a redis-server on loopback, started here and stopped at the end),

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from typing import Any, Final
 
-# DESIGN.md, Budgets: ingest per worker process, event → feature P99, Redis and state bytes.
+# The budgets: ingest per worker process, event → feature P99, Redis and state bytes.
 BUDGETS: Final = {
     "ingest_eps": 20_000,
     "freshness_p99_ms": 1000,
     "redis_bytes": 500,
     "state_bytes": 2048,
-    "co_bytes": 1536,  # issue 11's aim for an item's neighbour list
+    "co_bytes": 1536,  # the aim for an item's neighbour list
 }
 
 

@@ -1,4 +1,4 @@
-"""Serving benchmark (issue 5): feed latency at 100k and 1M items with 500 candidates.
+"""Serving benchmark: feed latency at 100k and 1M items with 500 candidates.
 
 For each catalogue size, on a private redis-server and a cached index snapshot (see
 :mod:`feedflow.bench.serving_world`):
@@ -17,7 +17,7 @@ For each catalogue size, on a private redis-server and a cached index snapshot (
 
 Run: `python -m feedflow.bench.serving_bench --quick` (100k) or without `--quick` (100k and
 1M; the 1M snapshot is built once, ~10 min on 2 cores, then reused). `--write-md` updates
-the "## Serving (issue 5)" section of BENCHMARKS.md.
+the "## Serving" section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 STAGES: Final = ("features", "retrieval", "filters", "ranking", "rules", "total")
 BUDGET_P50_MS: Final = FEED_P50_MS  # the budgets live with the suite's table
 BUDGET_P99_MS: Final = FEED_P99_MS
-SECTION: Final = "## Serving (issue 5)"
+SECTION: Final = "## Serving"
 Log = Callable[[str], None]
 
 
@@ -535,7 +535,7 @@ def _notes(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Serving benchmark (issue 5).")
+    p = argparse.ArgumentParser(description="Serving benchmark.")
     p.add_argument("--quick", action="store_true", help="100k items only, shorter runs")
     p.add_argument("--sizes", help="comma-separated catalogue sizes")
     p.add_argument("--levels", help="comma-separated client counts (default 1,2,4,8)")

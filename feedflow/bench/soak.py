@@ -1,4 +1,4 @@
-"""Soak (issue 12, item 8): the whole system at a steady rate for a bounded time, memory sampled.
+"""Soak: the whole system at a steady rate for a bounded time, memory sampled.
 
     python -m feedflow.bench.soak [--duration 600] [--rate 1000] [--json FILE]
 

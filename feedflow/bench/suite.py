@@ -1,4 +1,4 @@
-"""`feedflow bench`: every budget of DESIGN.md measured in one run, each next to a reference.
+"""`feedflow bench`: every budget measured in one run, each next to a reference.
 
 Three parts, each also runnable on its own (see its module):
 
@@ -39,7 +39,7 @@ ROOT: Final = Path(__file__).resolve().parents[2]
 SECTION: Final = "## Summary: `feedflow bench`"
 PARTS: Final = ("engagement", "index", "serving")
 
-# DESIGN.md, Budgets, plus the serving issue's ranking budget.
+# The budgets, plus the ranking stage's own.
 FEED_P99_MS: Final = 15.0
 FEED_P50_MS: Final = 5.0
 FEED_BUDGET_ITEMS: Final = 1_000_000

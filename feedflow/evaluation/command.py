@@ -80,7 +80,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     """Register `feedflow eval`."""
     p = sub.add_parser(
         "eval",
-        help="offline evaluation: a MovieLens data set through the real flows and feed",
         description="Hold out each user's last rating, replay the rest through the content "
         "and engagement flows into a private Redis, ask the feed API of every user, and "
         "compare with MostPop, ItemKNN and EASE on the same split.",

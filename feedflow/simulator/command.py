@@ -33,7 +33,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `simulate` subcommand to an argparse subparsers object and return it."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "simulate",
-        help="synthetic traffic to the broker or a file",
         description="Simulate a video and audio catalogue and users' second-level playback.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -1,4 +1,4 @@
-"""Accounting that closes (issue 12, item 2): every event the engagement flow reads is counted
+"""Accounting that closes: every event the engagement flow reads is counted
 once, as ok, invalid, duplicate, late or error, and the sum is what the simulator produced.
 
 Simulated traffic with malformed payloads, then re-sends of some valid events (the same

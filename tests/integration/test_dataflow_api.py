@@ -1,5 +1,5 @@
 """Bytewax's dataflow API listens on every interface and cannot be told otherwise: a flow
-keeps it off unless `--public-dataflow-api` asks for it (issue 12, item 6)."""
+keeps it off unless `--public-dataflow-api` asks for it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Kafka client properties reach every client the project creates (issue 12, item 6).
+"""Kafka client properties reach every client the project creates.
 
 A property librdkafka does not know makes any client refuse to start, naming it: set through
 `KAFKA_FEEDFLOW_PROBE` (→ `feedflow.probe`), every process that talks to Kafka must fail

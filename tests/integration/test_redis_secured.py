@@ -1,4 +1,4 @@
-"""A password-protected and a TLS-only Redis (issue 12, item 6): real redis-servers started
+"""A password-protected and a TLS-only Redis: real redis-servers started
 here (and a plain one, the same test's reference), the content flow writing the catalogue and
 index pointer through them, `feedflow behaviour` reading them; a wrong password fails loudly
 without printing it.

@@ -78,7 +78,7 @@ def test_write_benchmarks_puts_the_summary_first_and_keeps_other_sections(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "BENCHMARKS.md"
-    path.write_text("# Benchmarks\n\nintro\n\n## Engagement flow (issue 4)\n\nhand notes\n")
+    path.write_text("# Benchmarks\n\nintro\n\n## Engagement flow\n\nhand notes\n")
     monkeypatch.setitem(suite.RUNNERS, "serving", lambda cfg, log: serving_result())
     cfg = suite.SuiteConfig.for_mode(False, parts=("serving",))
     result = suite.run_suite(cfg, "feedflow bench", log=lambda line: None)
