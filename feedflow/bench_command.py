@@ -13,6 +13,7 @@ from kernel.settings import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `feedflow bench`."""
     from feedflow.bench.suite import PARTS
 
     p = sub.add_parser(
@@ -36,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run `feedflow bench`; returns the exit code (1 if a part failed, 2 for an unknown part)."""
     from feedflow.bench.suite import (
         PARTS,
         ROOT,

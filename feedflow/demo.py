@@ -38,6 +38,7 @@ class Component:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `feedflow demo`."""
     p = sub.add_parser(
         "demo",
         description="Start the local stack and every component; Ctrl-C stops them all.",
@@ -87,6 +88,7 @@ def serving_port(wanted: int, host: str) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run `feedflow demo` until Ctrl-C, `--duration` or a failed component, then stop it all."""
     arms = Assigner(load_config(settings.ab_config))  # the one serving will use
     state = Path(settings.state_dir)
     stack = LocalStack(state / "demo-stack", settings.partitions, settings.redis_url or None)

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `feedflow flow`."""
     p = sub.add_parser(
         "flow",
         description="Run one Bytewax dataflow until stopped. Scale with processes (-i/-a), "
@@ -114,6 +115,12 @@ def recovery_config(settings: Settings, name: str) -> RecoveryConfig:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one dataflow until it stops; returns the exit code.
+
+    Raises:
+        ConfigError: `--process-id` without `--addresses` (or the reverse), or `--rebuild`
+            with `--no-recovery`.
+    """
     settings.require("kafka_bootstrap_servers", "redis_url")
     if (args.process_id is None) != (args.addresses is None):
         raise ConfigError("--process-id and --addresses go together")

@@ -20,6 +20,7 @@ from state.item_store import ItemStore
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `feedflow inspect`."""
     p = sub.add_parser(
         "inspect",
         description="Print the stored features of one user or one item.",
@@ -49,6 +50,7 @@ def user_view(features: UserFeatures) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run `feedflow inspect`; returns the exit code (1 when nothing is stored for the id)."""
     settings.require("redis_url")
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
     store = RedisFeatureStore(client)

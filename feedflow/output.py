@@ -31,6 +31,7 @@ class Progress:
         self._tty = sys.stderr.isatty()
 
     def advance(self, n: int = 1) -> None:
+        """Count `n` more done; redraws when half a second has passed since the last draw."""
         self.done += n
         now = time.monotonic()
         if now - self._last >= 0.5:
@@ -38,6 +39,7 @@ class Progress:
             self._draw(now)
 
     def close(self) -> None:
+        """Draw the final line (rate and elapsed time) and end it."""
         self._draw(time.monotonic(), final=True)
 
     def _draw(self, now: float, final: bool = False) -> None:

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `feedflow serve`."""
     p = sub.add_parser(
         "serve",
         description="Serve the feed API. Reads the index snapshots of <state_dir>/index (or "
@@ -31,6 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run `feedflow serve`: the feed API under uvicorn until stopped, then returns 0."""
     import uvicorn
 
     from serving.app import create_app

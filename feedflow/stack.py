@@ -72,10 +72,12 @@ class StackInfo:
         )
 
     def to_json(self) -> dict[str, Any]:
+        """Plain data, as `stack.json` records it and `feedflow stack up --json` prints it."""
         return asdict(self)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StackInfo:
+        """The info `stack.json` recorded (the inverse of :meth:`to_json`; pops `processes`)."""
         procs = [ManagedProcess(**p) for p in data.pop("processes", [])]
         return cls(processes=procs, **data)
 

@@ -12,6 +12,7 @@ from kernel.settings import Settings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register `feedflow stack`."""
     p = sub.add_parser(
         "stack",
         description="Start, inspect or stop the local stack. `up` prints lines a shell can eval:"
@@ -39,6 +40,7 @@ def stack_for(args: argparse.Namespace, settings: Settings, reuse_redis: bool) -
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one `feedflow stack` action; returns the exit code (`status`: 3 when not running)."""
     # A Redis is reused only when REDIS_URL names one; a server that merely happens to run
     # on the standard port is not ours to write into.
     reuse = bool(settings.redis_url) and not args.own_redis

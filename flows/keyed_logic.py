@@ -1,8 +1,9 @@
 """One adapter from Feedflow's keyed-state classes to Bytewax's `StatefulLogic`.
 
-Every keyed class in `operators/` has the same small surface — `on_event`, `notify_at` and
-`snapshot`, and when it has timers or ends, `on_timer(now)`, `is_expired(now)` and `flush()` —
-so the flows wrap them all the same way and the classes never import Bytewax.
+Every keyed class in `operators/` is a :class:`~operators.keyed.KeyedState` — `on_event`,
+`snapshot`, and the hooks `notify_at`, `on_timer(now)`, `is_expired(now)` and `flush()` that
+default to nothing — so the flows wrap them all the same way and the classes never import
+Bytewax.
 
 A per-user step also forgets users (:mod:`operators.erasure`): given the process's
 tombstones, an erasure request discards the key's state and answers `Erased`, and an event
@@ -14,25 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from bytewax.operators import StatefulLogic
 
 from operators.contracts import ErasureRequest
 from operators.erasure import Tombstones, erased_drop
 from operators.eventtime import to_ms
-
-
-class Keyed(Protocol):
-    """What a keyed-state class offers."""
-
-    def on_event(self, value: Any) -> Iterable[Any]: ...
-    def notify_at(self) -> datetime | None: ...
-    def snapshot(self) -> Any: ...
+from operators.keyed import KeyedState
 
 
 class KeyedLogic(StatefulLogic[Any, Any, Any]):
-    """Runs a :class:`Keyed` object for one key; discards it once it says it expired.
+    """Runs a :class:`~operators.keyed.KeyedState` for one key; discards it once it says it expired.
 
     Args:
         inner: the keyed-state object (built from the resume snapshot by the caller).
@@ -44,7 +38,7 @@ class KeyedLogic(StatefulLogic[Any, Any, Any]):
 
     def __init__(
         self,
-        inner: Keyed,
+        inner: KeyedState[Any, Any],
         after_item: Callable[[Any, list[Any]], None] | None = None,
         tombstones: Tombstones | None = None,
         resumed: bool = True,
@@ -82,14 +76,11 @@ class KeyedLogic(StatefulLogic[Any, Any, Any]):
 
     def on_notify(self) -> tuple[Iterable[Any], bool]:
         now = datetime.now(UTC)
-        on_timer = getattr(self.inner, "on_timer", None)
-        out = list(on_timer(now)) if on_timer is not None else []
-        is_expired = getattr(self.inner, "is_expired", None)
-        return out, bool(is_expired(now)) if is_expired is not None else StatefulLogic.RETAIN
+        out = list(self.inner.on_timer(now))
+        return out, self.inner.is_expired(now)
 
     def on_eof(self) -> tuple[Iterable[Any], bool]:
-        flush = getattr(self.inner, "flush", None)
-        return (list(flush()) if flush is not None else []), StatefulLogic.RETAIN
+        return list(self.inner.flush()), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         return self.inner.notify_at()

@@ -99,7 +99,7 @@ def read_topic(
 
 
 def _starts(consumer: Consumer, topic: str, since_ms: int | None) -> dict[int, int]:
-    """partition → the first offset to read (the beginning, or the first at `since_ms`)."""
+    """Partition → the first offset to read (the beginning, or the first at `since_ms`)."""
     meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
     found = meta.topics.get(topic)
     if found is None or found.error is not None or not found.partitions:

@@ -7,7 +7,3 @@ class FeedflowError(Exception):
 
 class ConfigError(FeedflowError):
     """A setting is missing, unknown or out of range."""
-
-
-class ContractError(FeedflowError):
-    """An event or request broke a documented contract (raised only by strict helpers)."""

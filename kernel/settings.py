@@ -179,6 +179,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         return f"Settings({self.masked()!r})"
 
 
+# The defaults: every other parameter set (index, serving rules, page limits) starts from these.
+DEFAULTS: Final = Settings()
+
 # Every encoder by name, with its vectors' dimension when it has one of its own; the hashing
 # encoder takes `embedding_dim`. User vectors live in the items' space, so their size is
 # the encoder's: settings derive it, and refuse a contradicting `FEEDFLOW_EMBEDDING_DIM`.
@@ -218,9 +221,10 @@ def load_settings(environ: Mapping[str, str], flags: Mapping[str, Any] | None = 
     path = raw.get("kafka_properties")
     raw["kafka_client"] = {**(_properties(Path(path)) if path else {}), **client}
     try:
-        return msgspec.convert(raw, Settings, strict=False)
+        settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid setting: {exc}") from exc
+    return settings
 
 
 def _derive_dim(raw: dict[str, Any]) -> None:

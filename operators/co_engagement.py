@@ -45,6 +45,7 @@ import msgspec
 
 from operators.dedup import id_hash64
 from operators.eventtime import Clock, from_ms, to_ms, utc_now
+from operators.keyed import KeyedState
 
 WEIGHT_SCALE: Final = 1000  # a link at distance 1 (fixed point: sums stay exact)
 BACKWARD_SHARE: Final = 0.5  # "x, then y" says more about y given x than about x given y
@@ -159,7 +160,7 @@ def links(visit: CoVisit) -> list[CoLink]:
     ]
 
 
-class CoNeighbours:
+class CoNeighbours(KeyedState["CoVisit | CoLink", CoRecord]):
     """One item's co-engagement sketch (weighted Space-Saving) and engagement count.
 
     Inputs are :class:`CoVisit` (of this item) and :class:`CoLink` (at this item). The

@@ -29,7 +29,10 @@ from __future__ import annotations
 import bisect
 import struct
 from array import array
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
 
 from operators import signals
 
@@ -64,9 +67,30 @@ _NO_HEAD: Final = 2**63
 OBS: Final = struct.Struct(">QBII")
 
 Obs = tuple[int, int, int, int]
-ViewSnapshot = tuple[
-    str, int, int, int, int, int, int, int, int, str | None, bytes, bytes, bytes, int
-]
+
+
+class ViewState(msgspec.Struct, frozen=True, kw_only=True):
+    """A view as snapshotted, by name (msgpack keeps the names: a field added later gets a
+    default, a moved one cannot shift the others). The first format was a positional array
+    of these fields in this order; :meth:`View.resume` reads both."""
+
+    media_id: str
+    opened_ts: int
+    first_ts: int
+    last_ts: int
+    end_ts: int
+    flags: int
+    replays: int
+    client_completed: int
+    max_pos: int
+    content_type: str | None
+    observations: bytes  # packed OBS records, oldest first
+    tail: bytes  # the last folded observation, packed (b"": none)
+    intervals: bytes  # consumed intervals, array("I")
+    dwell: int
+
+
+ViewSnapshot = ViewState | Sequence[Any] | dict[str, Any]
 
 
 def observation(ts_ms: int, kind: int, position_s: float, from_s: float | None = None) -> Obs:
@@ -263,35 +287,42 @@ class View:
     def snapshot(self) -> ViewSnapshot:
         """Plain immutable state (provisional intervals are rebuilt on resume)."""
         tail = OBS.pack(*self.tail) if self.tail is not None else b""
-        return (
-            self.media_id,
-            self.opened_ts,
-            self.first_ts,
-            self.last_ts,
-            self.end_ts,
-            self.flags,
-            self.replays,
-            self.client_completed,
-            self.max_pos,
-            self.content_type,
-            b"".join(self.buf),
-            tail,
-            array("I", self.c_iv).tobytes(),
-            self.c_dwell,
+        return ViewState(
+            media_id=self.media_id,
+            opened_ts=self.opened_ts,
+            first_ts=self.first_ts,
+            last_ts=self.last_ts,
+            end_ts=self.end_ts,
+            flags=self.flags,
+            replays=self.replays,
+            client_completed=self.client_completed,
+            max_pos=self.max_pos,
+            content_type=self.content_type,
+            observations=b"".join(self.buf),
+            tail=tail,
+            intervals=array("I", self.c_iv).tobytes(),
+            dwell=self.c_dwell,
         )
 
     @classmethod
     def resume(cls, snap: ViewSnapshot) -> View:
-        """Rebuild a view from :meth:`snapshot`."""
-        view = cls(snap[0], snap[1])
-        (_, _, view.first_ts, view.last_ts, view.end_ts, view.flags, view.replays) = snap[:7]
-        view.client_completed, view.max_pos, view.content_type = snap[7:10]
-        raw = snap[10]
+        """Rebuild a view from :meth:`snapshot` (a :class:`ViewState`, its msgpack map, or
+        the first format's positional array)."""
+        if isinstance(snap, dict):
+            snap = msgspec.convert(snap, ViewState)
+        elif not isinstance(snap, ViewState):
+            snap = ViewState(**dict(zip(ViewState.__struct_fields__, snap, strict=True)))
+        view = cls(snap.media_id, snap.opened_ts)
+        view.first_ts, view.last_ts, view.end_ts = snap.first_ts, snap.last_ts, snap.end_ts
+        view.flags, view.replays = snap.flags, snap.replays
+        view.client_completed, view.max_pos = snap.client_completed, snap.max_pos
+        view.content_type = snap.content_type
+        raw = snap.observations
         view.buf = [raw[i : i + OBS.size] for i in range(0, len(raw), OBS.size)]
         view.head_ts = OBS.unpack_from(view.buf[0])[0] if view.buf else _NO_HEAD
-        view.tail = OBS.unpack(snap[11]) if snap[11] else None
-        view.c_iv = array("I", snap[12]).tolist()
-        view.c_dwell = snap[13]
+        view.tail = OBS.unpack(snap.tail) if snap.tail else None
+        view.c_iv = array("I", snap.intervals).tolist()
+        view.c_dwell = snap.dwell
         view.newest = OBS.unpack(view.buf[-1]) if view.buf else view.tail
         view._recompute_provisional()
         return view

@@ -63,13 +63,6 @@ class ItemRecord(msgspec.Struct, array_like=True, frozen=True, kw_only=True):
     published_at: int = 0
 
 
-class TextFeatures(msgspec.Struct, frozen=True, kw_only=True):
-    """Tokens an encoder works from, per field."""
-
-    title: tuple[str, ...]
-    description: tuple[str, ...]
-
-
 _record_encoder = msgspec.msgpack.Encoder()
 _record_decoder = msgspec.msgpack.Decoder(ItemRecord)
 
@@ -129,11 +122,6 @@ def tokens(text: str) -> tuple[str, ...]:
     folded = unicodedata.normalize("NFKC", text).lower()
     words = (w for w in _WORD.findall(folded) if len(w) > 1 and w not in _STOPWORDS)
     return tuple(w for _, w in zip(range(MAX_TOKENS), words, strict=False))
-
-
-def text_features(event: MediaPublished) -> TextFeatures:
-    """The tokens of an item's title and description."""
-    return TextFeatures(title=tokens(event.title), description=tokens(event.description))
 
 
 def stamp_of(event: MediaPublished, seq: int, previous: Stamp | None) -> Stamp:

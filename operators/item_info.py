@@ -21,7 +21,6 @@ import numpy as np
 import numpy.typing as npt
 
 from operators.content import UNKNOWN, ItemRecord
-from operators.contracts import MediaPublished
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,25 +38,6 @@ class ItemInfo:
     language: str | None = None
     published_at: int | None = None
     vector: npt.NDArray[np.float32] | None = None
-
-    @classmethod
-    def from_published(cls, item: MediaPublished) -> ItemInfo:
-        """Build from a catalogue event, normalising its embedding if it has one."""
-        vector = None
-        if item.embedding:
-            raw = np.asarray(item.embedding, dtype=np.float32)
-            norm = float(np.linalg.norm(raw))
-            vector = raw / norm if norm > 0.0 else None
-        return cls(
-            media_id=item.media_id,
-            duration_s=item.duration_s,
-            content_type=item.content_type,
-            category=item.category,
-            creator_id=item.creator_id,
-            language=item.language,
-            published_at=item.published_at,
-            vector=vector,
-        )
 
     @classmethod
     def from_record(

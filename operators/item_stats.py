@@ -49,6 +49,7 @@ from operators.decay import DecayedCount
 from operators.emissions import Feedback, Segment, ViewStart
 from operators.eventtime import Clock, from_ms, to_ms, utc_now
 from operators.item_info import ItemLookup
+from operators.keyed import KeyedState
 from operators.keys import board_name
 
 MINUTE_MS: Final = 60_000
@@ -123,7 +124,7 @@ def ranking_keys(update: ScoreUpdate) -> tuple[str, ...]:
     return tuple(keys)
 
 
-class ItemStats:
+class ItemStats(KeyedState[ItemInput, "ItemStatsRecord | ScoreUpdate"]):
     """Counters of one item in event-time buckets, with its features and trending score.
 
     Args:

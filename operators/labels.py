@@ -49,6 +49,7 @@ import msgspec
 from operators.contracts import EngagementEvent, Impression
 from operators.emissions import Dropped
 from operators.eventtime import Clock, utc_now
+from operators.keyed import KeyedState
 
 # Engagement codes, folded per (item, event) as a bit mask.
 PLAYED: Final = 1 << 0
@@ -162,10 +163,44 @@ class _Open(msgspec.Struct, frozen=True, array_like=True):
         return self.ts, self.request_id
 
 
-LabelSnapshot = tuple[int | None, tuple[_Open, ...], tuple[tuple[str, tuple[Entry, ...]], ...]]
+_LABEL_STATE_VERSION: Final = 2
+_Entries = tuple[tuple[str, tuple[Entry, ...]], ...]
 
 
-class LabelJoin:
+class LabelState(msgspec.Struct, frozen=True, kw_only=True):
+    """What :class:`LabelJoin` keeps for a user, as snapshotted (named fields: a field added
+    later gets a default, and `version` says which shape wrote it)."""
+
+    version: int = _LABEL_STATE_VERSION
+    user_id: str = ""
+    max_ts: int | None = None
+    open: tuple[_Open, ...] = ()
+    entries: _Entries = ()
+
+
+# Version 1 was a positional tuple (max_ts, open, entries) without the user: resumed with
+# the user unknown until their next input.
+LabelSnapshot = LabelState | tuple[int | None, tuple[_Open, ...], _Entries]
+
+
+def label_state(resume: LabelSnapshot) -> LabelState:
+    """A snapshot of any version as the current :class:`LabelState`.
+
+    Raises:
+        ValueError: a version this code does not know (written by a newer release).
+    """
+    if isinstance(resume, tuple):
+        max_ts, opened, entries = resume
+        return LabelState(version=1, max_ts=max_ts, open=opened, entries=entries)
+    if resume.version > _LABEL_STATE_VERSION:
+        raise ValueError(
+            f"LabelJoin: snapshot version {resume.version} is newer than this code "
+            f"({_LABEL_STATE_VERSION}); run the release that wrote it, or rebuild"
+        )
+    return resume
+
+
+class LabelJoin(KeyedState["Impression | EngagementEvent", Any]):
     """One user's open impressions and recent engagement (keyed state; see module doc).
 
     Args:
@@ -183,10 +218,10 @@ class LabelJoin:
         self.open: dict[str, _Open] = {}
         self.entries: dict[str, list[Entry]] = {}
         if resume is not None:
-            max_ts, opened, entries = resume
-            self.max_ts = max_ts
-            self.open = {o.request_id: o for o in opened}
-            self.entries = {m: list(es) for m, es in entries}
+            state = label_state(resume)
+            self.user_id, self.max_ts = state.user_id, state.max_ts
+            self.open = {o.request_id: o for o in state.open}
+            self.entries = {m: list(es) for m, es in state.entries}
         self._idle_at = self._clock() + timedelta(seconds=config.idle_s)
 
     # -- input ---------------------------------------------------------------------------
@@ -315,10 +350,12 @@ class LabelJoin:
         """Close every open impression (end of input)."""
         return self._close(list(self.open.values()))
 
-    def snapshot(self) -> LabelSnapshot:
-        """Plain data: watermark input, open impressions, engagement entries."""
-        return (
-            self.max_ts,
-            tuple(self.open.values()),
-            tuple((m, tuple(es)) for m, es in self.entries.items()),
+    def snapshot(self) -> LabelState:
+        """The user, watermark input, open impressions and engagement entries."""
+        return LabelState(
+            version=_LABEL_STATE_VERSION,
+            user_id=self.user_id,
+            max_ts=self.max_ts,
+            open=tuple(self.open.values()),
+            entries=tuple((m, tuple(es)) for m, es in self.entries.items()),
         )

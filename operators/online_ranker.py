@@ -52,6 +52,7 @@ import numpy as np
 import numpy.typing as npt
 from river import linear_model, optim, utils
 
+from operators.keyed import KeyedState
 from operators.labels import LabelledImpression
 
 POSITION: Final = "position"  # training-only feature: log1p(slot)
@@ -190,7 +191,7 @@ class Progressive:
 RankerSnapshot = dict[str, Any]
 
 
-class OnlineRanker:
+class OnlineRanker(KeyedState[LabelledImpression, ModelVersion]):
     """The one global ranker (a single key in the flow; see module doc).
 
     Args:
@@ -285,9 +286,6 @@ class OnlineRanker:
         """At the end of input: publish what was learned since the last version."""
         fresh = self.examples > self.published_examples
         return [self.publish()] if fresh and self.examples >= self.config.min_examples else []
-
-    def notify_at(self) -> None:
-        return None
 
     # -- state ---------------------------------------------------------------------------
 

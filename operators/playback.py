@@ -78,7 +78,7 @@ MAX_OPEN_VIEWS: Final = 4
 MAX_CLOSED_SPANS: Final = 8
 COMPLETED_FRACTION: Final = 0.9
 ABANDON_FRACTION: Final = 0.3
-_SNAPSHOT_VERSION: Final = 1
+_SNAPSHOT_VERSION: Final = 2  # 2: views by name (ViewState); 1: by position
 _NEVER: Final = 2**63
 _encode = msgspec.msgpack.Encoder().encode
 _COMPLETED: Final = signals.bit("completed")
@@ -123,9 +123,13 @@ class Sessionizer:
             self._wm = -1
         else:
             version, self.user_id, self._wm, views, closed = msgspec.msgpack.decode(resume)
-            if version != _SNAPSHOT_VERSION:
-                raise ValueError(f"Sessionizer: snapshot version {version} is not supported")
-            self._views = {snap[0]: View.resume(snap) for snap in views}
+            if version > _SNAPSHOT_VERSION:
+                raise ValueError(
+                    f"Sessionizer: snapshot version {version} is newer than this code "
+                    f"({_SNAPSHOT_VERSION}); run the release that wrote it, or rebuild"
+                )
+            resumed = (View.resume(snap) for snap in views)  # 1: views by position
+            self._views = {view.media_id: view for view in resumed}
             self._closed = [(h, start, end, deadline) for h, start, end, deadline in closed]
             self._due_floor = self._next_deadline() or _NEVER
 
@@ -186,10 +190,6 @@ class Sessionizer:
         """Close the views due at the idle-extrapolated event time (`now`: the clock's)."""
         now_ms = to_ms(now if now is not None else self._clock())
         return list(self._close_due(self._wm + max(now_ms - self._arrival_ms, 0)))
-
-    def close_until(self, event_time_ms: int) -> list[UserEmission]:
-        """Close every view whose deadline is at or before `event_time_ms`."""
-        return list(self._close_due(event_time_ms))
 
     def flush(self) -> list[UserEmission]:
         """Close every open view (end of input)."""

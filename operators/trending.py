@@ -44,6 +44,7 @@ from typing import Any, Final
 import msgspec
 
 from operators.item_stats import ScoreUpdate
+from operators.keyed import KeyedState
 
 STALE_MS: Final = 3_600_000
 PRUNE_EVERY_MS: Final = 60_000
@@ -60,7 +61,7 @@ class TrendingList(msgspec.Struct, frozen=True, kw_only=True):
     items: tuple[tuple[str, float], ...]
 
 
-class TrendingBoard:
+class TrendingBoard(KeyedState[ScoreUpdate, TrendingList]):
     """Top-K items of one ranking by trending score, or by decayed popularity.
 
     Candidates are kept in a list sorted by (−key, media id), the key being the score (or

@@ -44,6 +44,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final
 
+import msgspec
+
 from kernel.settings import Settings
 from operators import signals
 from operators.co_engagement import CoVisit, RecentPositives
@@ -52,19 +54,60 @@ from operators.dedup import EventDedup
 from operators.emissions import Dropped, Feedback, Segment, UserEmission, ViewStart
 from operators.eventtime import Clock, from_ms, to_ms, utc_now
 from operators.item_info import ItemLookup
+from operators.keyed import KeyedState
 from operators.playback import Sessionizer
 from operators.user_features import UserFeatures
 from operators.user_profile import UserProfile
 
 UserOutput = UserEmission | UserFeatures | CoVisit
-_SNAPSHOT_VERSION: Final = 2  # 2 added the co-engagement history; 1 resumes without one
+_SNAPSHOT_VERSION: Final = 3  # 3: by name; 2 (a tuple) added the co-engagement history
+
+
+class UserState(msgspec.Struct, frozen=True, kw_only=True):
+    """What the engagement flow keeps for a user, as snapshotted (pickled by Bytewax).
+
+    Versions 1 and 2 were positional tuples `(version, dedup, sessions, profile, emitted_ts
+    [, positives][, pending])`; :func:`user_state` reads them: version 1 resumes without a
+    co-engagement history, a tuple without the 7th field with nothing pending.
+    """
+
+    version: int = _SNAPSHOT_VERSION
+    dedup: Any = None
+    sessions: Any = None
+    profile: Any = None
+    emitted_ts: int = -1
+    positives: Any = None
+    pending: bool = False
+
+
+def user_state(resume: UserState | tuple[Any, ...] | None) -> UserState:
+    """A snapshot of any version as the current :class:`UserState` (a new user's for None).
+
+    Raises:
+        ValueError: a version this code does not know (written by a newer release).
+    """
+    if resume is None:
+        return UserState()
+    if isinstance(resume, tuple):
+        if resume[0] not in (1, 2):
+            raise ValueError(f"UserEngagement: snapshot version {resume[0]} is not supported")
+        fields = ("dedup", "sessions", "profile", "emitted_ts", "positives", "pending")
+        return UserState(version=resume[0], **dict(zip(fields, resume[1:], strict=False)))
+    if resume.version > _SNAPSHOT_VERSION:
+        raise ValueError(
+            f"UserEngagement: snapshot version {resume.version} is newer than this code "
+            f"({_SNAPSHOT_VERSION}); run the release that wrote it, or rebuild"
+        )
+    return resume
+
+
 IDLE_FLUSH_S: Final = 30  # longer than a heartbeat interval: only a quiet user is written
 _NOT_POSITIVE: Final = signals.NEGATIVE_PLAYBACK_MASK | signals.bit("disliked")
 _POSITIVE_FEEDBACK: Final = frozenset({"liked", "shared", "playlist"})
 _NEGATIVE_FEEDBACK: Final = frozenset({"disliked", "skipped"})
 
 
-class UserEngagement:
+class UserEngagement(KeyedState[EngagementEvent, UserOutput]):
     """Dedup + sessionizer + profile of one user.
 
     Args:
@@ -84,23 +127,18 @@ class UserEngagement:
         clock: Clock = utc_now,
         emit_features: bool = True,
     ):
-        snap: tuple[Any, ...] = resume or (_SNAPSHOT_VERSION, None, None, None, -1, None, False)
-        if snap[0] == 1:
-            snap = (*snap, None)
-        elif snap[0] != _SNAPSHOT_VERSION:
-            raise ValueError(f"UserEngagement: snapshot version {snap[0]} is not supported")
+        snap = user_state(resume)
         self._clock = clock
         self._ttl_ms = settings.user_ttl_days * 86_400_000
         self._emit_features = emit_features
-        self._dedup = EventDedup(settings.dedup_max_ids, settings.dedup_window_s, snap[1])
-        self._sessions = Sessionizer(settings, items, snap[2], clock)
-        self._profile = UserProfile(settings, items, snap[3])
+        self._dedup = EventDedup(settings.dedup_max_ids, settings.dedup_window_s, snap.dedup)
+        self._sessions = Sessionizer(settings, items, snap.sessions, clock)
+        self._profile = UserProfile(settings, items, snap.profile)
         self._arrival_ms = to_ms(clock())
         self._refresh_ms = settings.user_features_refresh_s * 1000
-        self._emitted_ts: int = snap[4]
-        self._positives = RecentPositives(settings.co_history, snap[5])
-        # Applied since the last record (a 7th field; older snapshots have none pending).
-        self._pending = bool(snap[6]) if len(snap) > 6 else False
+        self._emitted_ts: int = snap.emitted_ts
+        self._positives = RecentPositives(settings.co_history, snap.positives)
+        self._pending = bool(snap.pending)  # applied since the last record
 
     def on_event(self, ev: EngagementEvent) -> list[UserOutput]:
         """Apply one event of this user; see the module doc for what comes out."""
@@ -167,16 +205,15 @@ class UserEngagement:
         """Segments of the user's open views as they stand."""
         return self._sessions.provisional()
 
-    def snapshot(self) -> tuple[Any, ...]:
-        """Plain immutable state of all three parts."""
-        return (
-            _SNAPSHOT_VERSION,
-            self._dedup.snapshot(),
-            self._sessions.snapshot(),
-            self._profile.snapshot(),
-            self._emitted_ts,
-            self._positives.snapshot(),
-            self._pending,
+    def snapshot(self) -> UserState:
+        """Plain immutable state of every part."""
+        return UserState(
+            dedup=self._dedup.snapshot(),
+            sessions=self._sessions.snapshot(),
+            profile=self._profile.snapshot(),
+            emitted_ts=self._emitted_ts,
+            positives=self._positives.snapshot(),
+            pending=self._pending,
         )
 
     def _emit(self) -> UserFeatures:

@@ -84,6 +84,53 @@ TOUCHED, BITS, STATE, POSITION, STATE_TS = range(5)
 _BLOCKS_CONTINUE: Final = signals.bit("disliked") | signals.bit("skipped")
 _SNAPSHOT_VERSION: Final = 1
 _encode = msgspec.msgpack.Encoder().encode
+_COLD_VERSION: Final = 2
+
+
+class ProfileCold(msgspec.Struct, frozen=True, kw_only=True):
+    """The slow-changing part of a profile as snapshotted: msgpack with its field names, so
+    a field added later (with a default) or moved cannot shift the others. Version 1 was a
+    positional array of the same fields, read by position (:func:`profile_cold`)."""
+
+    version: int = _COLD_VERSION
+    engagements: int = 0
+    vector: Any = None
+    categories: Any = None
+    creators: Any = None
+    languages: Any = None
+    content_types: Any = None
+    hours: Any = None
+    sessions: Any = None
+    days: Any = None
+    recent_segments: tuple[tuple[int, str, float], ...] = ()
+    table: tuple[tuple[Any, ...], ...] = ()
+    consumed: bytes = b""
+    disliked: bytes = b""
+    subscriptions: bytes = b""
+    applied: Any = None
+
+
+_COLD_FIELDS: Final = tuple(f for f in ProfileCold.__struct_fields__ if f != "version")
+
+
+def profile_cold(raw: bytes | None) -> ProfileCold:
+    """The cold part of a snapshot of any version.
+
+    Raises:
+        ValueError: a version this code does not know (written by a newer release).
+    """
+    if raw is None:
+        return ProfileCold()
+    data = msgspec.msgpack.decode(raw)
+    if isinstance(data, list):  # version 1: the fields by position
+        return ProfileCold(version=1, **dict(zip(_COLD_FIELDS, data, strict=True)))
+    cold = msgspec.convert(data, ProfileCold)
+    if cold.version > _COLD_VERSION:
+        raise ValueError(
+            f"UserProfile: snapshot version {cold.version} is newer than this code "
+            f"({_COLD_VERSION}); run the release that wrote it, or rebuild"
+        )
+    return cold
 
 
 class UserProfile:
@@ -406,44 +453,41 @@ class UserProfile:
         self._sess_items = RecentIds(MAX_SESSION_ITEMS, items)
 
     def _resume_cold(self, cold: bytes | None) -> None:
-        c = (
-            msgspec.msgpack.decode(cold)
-            if cold is not None
-            else (0, None, None, None, None, None, None, None, None, (), (), b"", b"", b"", None)
-        )
-        self._engagements = c[0]
-        self._vector = DecayedVector(self._dim, TAU_7D_MS, c[1])
-        self._categories = DecayedScores(TAU_7D_MS, 16, c[2])
-        self._creators = DecayedScores(TAU_7D_MS, 16, c[3])
-        self._languages = DecayedScores(TAU_28D_MS, 6, c[4])
-        self._content_types = DecayedScores(TAU_7D_MS, 4, c[5])
-        self._hours = DecayedVector(24, TAU_28D_MS, c[6])
-        self._sessions = DecayedScores(TAU_7D_MS, 2, c[7])
-        self._days = BucketRing(DAY_MS, 8, 2, c[8])
-        self._recent_segments: list[tuple[int, str, float]] = [(t, k, s) for t, k, s in c[9]]
-        self._table: dict[str, list[int]] = {m: list(row) for m, *row in c[10]}
-        self._consumed = RecentIds(MAX_CONSUMED, c[11])
-        self._disliked = RecentIds(MAX_DISLIKED, c[12])
-        self._subscriptions = RecentIds(MAX_SUBSCRIPTIONS, c[13])
-        self._applied = EventDedup(MAX_ITEMS, self._ttl_s, c[14])
+        c = profile_cold(cold)
+        self._engagements = c.engagements
+        self._vector = DecayedVector(self._dim, TAU_7D_MS, c.vector)
+        self._categories = DecayedScores(TAU_7D_MS, 16, c.categories)
+        self._creators = DecayedScores(TAU_7D_MS, 16, c.creators)
+        self._languages = DecayedScores(TAU_28D_MS, 6, c.languages)
+        self._content_types = DecayedScores(TAU_7D_MS, 4, c.content_types)
+        self._hours = DecayedVector(24, TAU_28D_MS, c.hours)
+        self._sessions = DecayedScores(TAU_7D_MS, 2, c.sessions)
+        self._days = BucketRing(DAY_MS, 8, 2, c.days)
+        self._recent_segments: list[tuple[int, str, float]] = list(c.recent_segments)
+        self._table: dict[str, list[int]] = {m: list(row) for m, *row in c.table}
+        self._consumed = RecentIds(MAX_CONSUMED, c.consumed)
+        self._disliked = RecentIds(MAX_DISLIKED, c.disliked)
+        self._subscriptions = RecentIds(MAX_SUBSCRIPTIONS, c.subscriptions)
+        self._applied = EventDedup(MAX_ITEMS, self._ttl_s, c.applied)
         self._cold = None
-        self._cold_snap = cold
+        # A snapshot of an older version is written again in the current one.
+        self._cold_snap = cold if c.version == _COLD_VERSION else None
 
-    def _snapshot_cold(self) -> tuple[Any, ...]:
-        return (
-            self._engagements,
-            self._vector.snapshot(),
-            self._categories.snapshot(),
-            self._creators.snapshot(),
-            self._languages.snapshot(),
-            self._content_types.snapshot(),
-            self._hours.snapshot(),
-            self._sessions.snapshot(),
-            self._days.snapshot(),
-            tuple(self._recent_segments),
-            tuple((m, *row) for m, row in self._table.items()),
-            self._consumed.snapshot(),
-            self._disliked.snapshot(),
-            self._subscriptions.snapshot(),
-            self._applied.snapshot(),
+    def _snapshot_cold(self) -> ProfileCold:
+        return ProfileCold(
+            engagements=self._engagements,
+            vector=self._vector.snapshot(),
+            categories=self._categories.snapshot(),
+            creators=self._creators.snapshot(),
+            languages=self._languages.snapshot(),
+            content_types=self._content_types.snapshot(),
+            hours=self._hours.snapshot(),
+            sessions=self._sessions.snapshot(),
+            days=self._days.snapshot(),
+            recent_segments=tuple(self._recent_segments),
+            table=tuple((m, *row) for m, row in self._table.items()),
+            consumed=self._consumed.snapshot(),
+            disliked=self._disliked.snapshot(),
+            subscriptions=self._subscriptions.snapshot(),
+            applied=self._applied.snapshot(),
         )

@@ -55,6 +55,8 @@ def _ready(rt: Runtime) -> None:
 
 
 def feed_endpoint(rt: Runtime) -> Callable[[Request], Any]:
+    """The `/api/v1/content/feed` handler (GET and HEAD; HEAD validates, computes nothing)."""
+
     async def feed(request: Request) -> Response:
         req = params.feed_request(_query(request), rt.limits)
         _ready(rt)
@@ -66,6 +68,8 @@ def feed_endpoint(rt: Runtime) -> Callable[[Request], Any]:
 
 
 def similar_endpoint(rt: Runtime) -> Callable[[Request], Any]:
+    """The `/api/v1/content/{media_id}/similar` handler: the items nearest to one live item."""
+
     async def similar(request: Request) -> Response:
         started = time.perf_counter()
         media_id = params.identifier(request.path_params["media_id"], "media_id")
@@ -84,6 +88,8 @@ def similar_endpoint(rt: Runtime) -> Callable[[Request], Any]:
 
 
 def trending_endpoint(rt: Runtime) -> Callable[[Request], Any]:
+    """The `/api/v1/trending` handler: one trending board, by content type and category."""
+
     async def trending(request: Request) -> Response:
         started = time.perf_counter()
         q = _query(request)
@@ -125,6 +131,8 @@ def _listing(rt: Runtime, items: list[dict[str, Any]], started: float, **extra: 
 
 
 def probes(rt: Runtime) -> list[Route]:
+    """The operational routes: /healthz, /readyz (503 until ready), /metrics, /openapi.json."""
+
     async def healthz(_: Request) -> Response:
         return json_response({"status": "ok"})
 
@@ -149,11 +157,13 @@ def probes(rt: Runtime) -> list[Route]:
 
 
 async def on_serving_error(_: Request, exc: Exception) -> Response:
+    """Starlette exception handler: a :class:`ServingError` as its JSON body and status."""
     assert isinstance(exc, ServingError)
     return json_response(exc.body(), http_status(exc))
 
 
 async def on_http_error(_: Request, exc: Exception) -> Response:
+    """Starlette exception handler: the framework's HTTP errors (404, 405, …) as JSON bodies."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         return json_response(RouteNotFoundError("no such endpoint").body(), 404)
@@ -164,6 +174,7 @@ async def on_http_error(_: Request, exc: Exception) -> Response:
 
 
 async def on_unexpected(_: Request, exc: Exception) -> Response:
+    """Starlette exception handler: any other exception, logged, as a JSON 500."""
     log.exception("unexpected error answering a request", exc_info=exc)
     return json_response(ServingError("internal error").body(), 500)
 

@@ -148,29 +148,35 @@ class MemoryCatalogue:
 
     @property
     def ready(self) -> bool:
+        """Always: the in-memory index needs no loading."""
         return True
 
     @property
     def version(self) -> str | None:
+        """The version name given at construction."""
         return self._version
 
     @property
     def dim(self) -> int:
+        """Vector length given at construction."""
         return self._dim
 
     def __len__(self) -> int:
         return len(self._index)
 
     def query(self, vector: Vector, k: int) -> list[Hit]:
+        """Up to `k` live items nearest to `vector` (exact search), best first."""
         return self._index.query(vector, k)
 
     def similar(self, media_id: str, k: int) -> list[Hit]:
+        """Up to `k` items most like `media_id`, itself excluded; empty when it is unknown."""
         vec = self._index.vector(media_id)
         if vec is None:
             return []
         return [h for h in self._index.query(vec, k + 1) if h[0] != media_id][:k]
 
     def items(self, ids: Sequence[str]) -> list[ItemRecord | None]:
+        """Records of live items, None where unknown or removed."""
         out = []
         for media_id in ids:
             record = self._records.get(media_id)
@@ -178,11 +184,14 @@ class MemoryCatalogue:
         return out
 
     def vectors(self, ids: Sequence[str]) -> dict[str, Vector]:
+        """Vectors (normalised) of the live items among `ids`."""
         found = ((i, self._index.vector(i)) for i in ids)
         return {i: v for i, v in found if v is not None}
 
     def live_records(self) -> Iterator[ItemRecord]:
+        """Every live record (a copy, so `put` may run meanwhile)."""
         return (r for r in list(self._records.values()) if not r.removed)
 
     def live_ids(self) -> list[str]:
+        """Every live id in the index."""
         return list(self._index.ids())

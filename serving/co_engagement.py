@@ -63,6 +63,7 @@ class RedisCoSource:
         self._client = client
 
     def fetch(self, digests: Sequence[bytes]) -> list[bytes | None]:
+        """Packed records (stamp removed) in order, None where absent; raises when Redis fails."""
         pipe = self._client.pipeline(transaction=False)
         for digest in digests:
             pipe.get(feature_key(CO_ENGAGEMENT, digest.hex()))
@@ -76,6 +77,7 @@ class MemoryCoSource:
         self.values, self.down, self.reads = values, False, 0
 
     def fetch(self, digests: Sequence[bytes]) -> list[bytes | None]:
+        """Packed records in order, None where absent; raises ConnectionError when `down`."""
         if self.down:
             raise redis.ConnectionError("memory source is down")
         self.reads += 1

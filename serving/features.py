@@ -81,6 +81,7 @@ class RedisUserSource:
         self._client, self._weekly = client, weekly
 
     def fetch_user(self, user_id: str) -> UserRaw:
+        """Both values of one user in one pipelined round trip; raises when Redis fails."""
         pipe = self._client.pipeline(transaction=False)
         pipe.get(feature_key(USER, user_id))
         version = self._weekly.version if self._weekly is not None else None
@@ -102,11 +103,13 @@ class MemoryUserSource:
         self.weights: Mapping[str, bytes] = weights if weights is not None else {}
 
     def fetch(self, user_id: str) -> bytes | None:
+        """The packed features of one user (None if absent); raises ConnectionError when `down`."""
         if self.down:
             raise redis.ConnectionError("memory source is down")
         return self.values.get(user_id)
 
     def fetch_user(self, user_id: str) -> UserRaw:
+        """Both values of one user; raises ConnectionError when `down`."""
         return UserRaw(self.fetch(user_id), self.weights.get(user_id))
 
 

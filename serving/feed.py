@@ -41,6 +41,7 @@ from typing import Any, Final
 import numpy as np
 
 from kernel.metrics import FEED_ERRORS, FEED_FALLBACK, FEED_REQUEST, timed
+from kernel.settings import DEFAULTS
 from operators.ab import Arm, Assigner
 from operators.content import ItemRecord
 from operators.ranking_contract import FEATURES, RankerModel
@@ -92,12 +93,12 @@ class FeedRequest:
 class FeedConfig:
     """The serving settings the pipeline uses."""
 
-    candidates: int = 500
-    max_per_category: int = 8
-    max_per_creator: int = 3
-    explore_share: float = 0.1
-    new_boost: float = 0.5
-    fresh_ms: float = 86_400_000.0
+    candidates: int = DEFAULTS.feed_candidates
+    max_per_category: int = DEFAULTS.feed_max_per_category
+    max_per_creator: int = DEFAULTS.feed_max_per_creator
+    explore_share: float = DEFAULTS.feed_explore_share
+    new_boost: float = DEFAULTS.feed_new_boost
+    fresh_ms: float = DEFAULTS.feed_fresh_hours * 3_600_000
 
 
 @dataclass

@@ -96,9 +96,13 @@ class ImpressionSink(Protocol):
     def publish(self, served: Served) -> None:
         """Take one served feed; never blocks, never raises."""
 
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Start publishing (the app's lifespan, at start-up)."""
+        ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Stop publishing, delivering what can still be delivered."""
+        ...
 
     def status(self) -> dict[str, Any]:
         """For /readyz: enabled, queued, dropped, broker reachable."""
@@ -112,15 +116,19 @@ class NoImpressions:
         self.reason = reason
 
     def publish(self, served: Served) -> None:
+        """Drop the served feed: impressions are off."""
         del served
 
     def start(self) -> None:
+        """Nothing to start; logs a warning that impressions are off."""
         log.warning("impressions are off: %s", self.reason)
 
     def stop(self) -> None:
+        """Nothing to stop."""
         pass
 
     def status(self) -> dict[str, Any]:
+        """For /readyz: not enabled, and why."""
         return {"enabled": False, "reason": self.reason}
 
 
@@ -134,11 +142,17 @@ class ProducerLike(Protocol):
         value: bytes,
         key: bytes,
         on_delivery: Callable[[KafkaError | None, Message], None],
-    ) -> None: ...
+    ) -> None:
+        """confluent-kafka: queue one message; raises BufferError when its queue is full."""
+        ...
 
-    def poll(self, timeout: float) -> int: ...
+    def poll(self, timeout: float) -> int:
+        """confluent-kafka: serve delivery callbacks, waiting up to `timeout` seconds."""
+        ...
 
-    def flush(self, timeout: float) -> int: ...
+    def flush(self, timeout: float) -> int:
+        """confluent-kafka: deliver what is queued within `timeout` seconds; how many are left."""
+        ...
 
     def __len__(self) -> int: ...
 
@@ -195,6 +209,8 @@ class ImpressionPublisher:
         self._report_drops(force=True)
 
     def status(self) -> dict[str, Any]:
+        """For /readyz: topic, impressions queued (hand-off and producer), dropped, broker
+        reachable."""
         return {
             "enabled": True,
             "topic": self.topic,
@@ -257,7 +273,7 @@ class ImpressionPublisher:
             log.error("the broker refused an impression for %s (dropped): %s", self.topic, err)
 
     def on_error(self, err: KafkaError) -> None:
-        """librdkafka's error callback: notes an outage (it retries by itself)."""
+        """The producer's error callback (librdkafka): notes an outage (it retries by itself)."""
         if err.code() in _DOWN:
             if self.broker_reachable:
                 log.warning("impressions: broker unreachable, buffering (%s)", err)

@@ -112,54 +112,67 @@ class Columns:
 
     @property
     def category(self) -> npt.NDArray[np.int32]:
+        """Category codes (see :class:`Vocab`; 0 is `unknown`)."""
         return self.data["category"]
 
     @property
     def language(self) -> npt.NDArray[np.int32]:
+        """Language codes (see :class:`Vocab`; 0 is unknown or none)."""
         return self.data["language"]
 
     @property
     def ctype(self) -> npt.NDArray[np.int8]:
+        """Content type codes: 0 video, 1 audio, 2 anything else (:data:`TYPE_CODES`)."""
         return self.data["ctype"]
 
     @property
     def creator(self) -> npt.NDArray[np.uint32]:
+        """CRC-32 of each item's `creator_id` (:func:`operators.dedup.id_hash32`)."""
         return self.data["creator"]
 
     @property
     def item_hash(self) -> npt.NDArray[np.uint32]:
+        """CRC-32 of each item's `media_id` (:func:`operators.dedup.id_hash32`)."""
         return self.data["item_hash"]
 
     @property
     def published(self) -> npt.NDArray[np.float64]:
+        """Publication times, epoch milliseconds (0 where the record gave none)."""
         return self.data["published"]
 
     @property
     def live(self) -> npt.NDArray[np.bool_]:
+        """Whether each row is a live item (False: removed, or a row not filled yet)."""
         return self.data["live"]
 
     @property
     def completion(self) -> npt.NDArray[np.float32]:
+        """Completion rates from the item stats (0.5, the prior, until read)."""
         return self.data["completion"]
 
     @property
     def like_ratio(self) -> npt.NDArray[np.float32]:
+        """Like ratios from the item stats (0.5, the prior, until read)."""
         return self.data["like_ratio"]
 
     @property
     def trending(self) -> npt.NDArray[np.float32]:
+        """Trending scores, from the item stats or the trending boards (0 until read)."""
         return self.data["trending"]
 
     @property
     def popular(self) -> npt.NDArray[np.float64]:
+        """Popularity keys, log2(popularity) + event ms / half-life; -inf where none."""
         return self.data["popular"]
 
     @property
     def plays(self) -> npt.NDArray[np.float32]:
+        """Plays over each item's lifetime (normalises co-engagement; 0 until read)."""
         return self.data["plays"]
 
     @property
     def stats_until(self) -> npt.NDArray[np.float64]:
+        """Monotonic time (seconds) the row's stats stay fresh until; -inf: never read."""
         return self.data["stats_until"]
 
     @classmethod

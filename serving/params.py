@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import parse_qsl
 
+from kernel.settings import DEFAULTS
 from operators.content import normalise_category
 from serving.errors import BadParameterError
 from serving.feed import FeedRequest
@@ -39,9 +40,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 class Limits:
     """Page sizes: the default and the cap."""
 
-    default: int = 20
-    maximum: int = 100
-    diversity: float = 0.2
+    default: int = DEFAULTS.feed_limit_default
+    maximum: int = DEFAULTS.feed_limit_max
+    diversity: float = DEFAULTS.feed_diversity
 
 
 def query(raw: bytes) -> dict[str, str]:

@@ -19,6 +19,7 @@ class JsonErrorsH11Protocol(H11Protocol):
     """uvicorn's h11 protocol; its own 400 answers carry a JSON error body."""
 
     def send_400_response(self, msg: str) -> None:
+        """uvicorn: answer an unparseable request with a 400 and a JSON error body, then close."""
         body = orjson.dumps({"error": CODE, "message": f"unparseable request: {msg}"})
         headers = [
             (b"content-type", b"application/json"),

@@ -37,6 +37,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from kernel.settings import DEFAULTS
 from serving.item_table import TYPE_CODES, Vocab
 from serving.ranking import (
     ANN,
@@ -67,12 +68,12 @@ REASON_OF_SOURCE: Final = {
 class RuleParams:
     """Page-shaping parameters of one request (defaults from settings)."""
 
-    limit: int = 20
-    max_per_category: int = 8
-    max_per_creator: int = 3
-    diversity: float = 0.2
-    explore_share: float = 0.1
-    new_boost: float = 0.5
+    limit: int = DEFAULTS.feed_limit_default
+    max_per_category: int = DEFAULTS.feed_max_per_category
+    max_per_creator: int = DEFAULTS.feed_max_per_creator
+    diversity: float = DEFAULTS.feed_diversity
+    explore_share: float = DEFAULTS.feed_explore_share
+    new_boost: float = DEFAULTS.feed_new_boost
     content_type: str | None = None  # VIDEO or AUDIO when the request asked for one
 
 

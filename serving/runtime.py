@@ -58,10 +58,12 @@ class Runtime:
 
     @property
     def catalogue(self) -> Catalogue:
+        """The served index (the feed service's)."""
         return self.service.catalogue
 
     @property
     def trending(self) -> TrendingCache:
+        """The trending boards' cache (the feed service's)."""
         return self.service.trending
 
     def start(self) -> None:

@@ -126,6 +126,7 @@ class MemoryFeatureStore:
         self.values: dict[str, bytes] = {}
 
     def put_many(self, writes: Sequence[Change]) -> int:
+        """Same contract as :meth:`RedisFeatureStore.put_many`, on a dict (TTLs ignored)."""
         written = 0
         for w in writes:
             if isinstance(w, FeatureErase):
@@ -139,6 +140,7 @@ class MemoryFeatureStore:
         return written
 
     def get_many(self, kind: str, ids: Sequence[str]) -> list[bytes | None]:
+        """Payloads (stamps removed) in the order of `ids`; None where absent."""
         found = (unstamp(self.values.get(feature_key(kind, i))) for i in ids)
         return [None if f is None else f[1] for f in found]
 
@@ -154,9 +156,15 @@ class RedisFeatureStore:
 
     @classmethod
     def from_url(cls, url: str) -> RedisFeatureStore:
+        """A store on a new client for `url` (5 s socket and connect timeouts)."""
         return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5))
 
     def put_many(self, writes: Sequence[Change]) -> int:
+        """Guarded writes and deletes in one pipeline; how many keys changed.
+
+        Raises:
+            StoreUnavailableError: Redis stayed unreachable through every retry.
+        """
         if not writes:
             return 0
 
@@ -176,6 +184,11 @@ class RedisFeatureStore:
         return retry(attempt, self.attempts, self.backoff_s, "redis")
 
     def get_many(self, kind: str, ids: Sequence[str]) -> list[bytes | None]:
+        """Payloads (stamps removed) in the order of `ids`, None where absent: one MGET.
+
+        Raises:
+            StoreUnavailableError: Redis stayed unreachable through every retry.
+        """
         if not ids:
             return []
         keys = [feature_key(kind, i) for i in ids]

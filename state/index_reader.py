@@ -200,14 +200,6 @@ class IndexReader:
             replica = self._replica
             return replica.index.query(vector, k) if replica else []
 
-    def query_versioned(self, vector: npt.NDArray[np.float32], k: int) -> tuple[str, list[Hit]]:
-        """Like :meth:`query`, with the version that answered (for `index_version`)."""
-        with self._lock:
-            replica = self._replica
-            if replica is None:
-                return "", []
-            return replica.info.version, replica.index.query(vector, k)
-
     def similar(self, media_id: str, k: int) -> list[Hit]:
         """Items most like `media_id` (itself excluded); empty when it is unknown."""
         with self._lock:

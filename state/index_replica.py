@@ -15,7 +15,7 @@ from typing import Final
 import msgspec
 import numpy as np
 
-from kernel.settings import Settings
+from kernel.settings import DEFAULTS, Settings
 from operators.content import ItemRecord
 from state.index_registry import VersionInfo
 from state.snapshots import DirSnapshotStore, Manifest
@@ -31,11 +31,11 @@ _records_decoder = msgspec.msgpack.Decoder(list[ItemRecord])
 class IndexParams:
     """hnswlib and lifecycle parameters of the index."""
 
-    m: int = 16
-    ef_construction: int = 200
-    ef_search: int = 800
-    compaction_share: float = 0.2
-    snapshot_every_s: float = 60.0
+    m: int = DEFAULTS.index_m
+    ef_construction: int = DEFAULTS.index_ef_construction
+    ef_search: int = DEFAULTS.index_ef_search
+    compaction_share: float = DEFAULTS.index_compaction_share
+    snapshot_every_s: float = float(DEFAULTS.index_snapshot_every_s)
     threads: int = 1
 
     @classmethod

@@ -51,6 +51,8 @@ class CachedItemLookup:
         self._version_until = -1.0
 
     def __call__(self, media_id: str) -> ItemInfo | None:
+        """The item's info and active-index vector (None: unknown or removed); cached for `ttl_s`,
+        misses for `miss_ttl_s`."""
         now = self._clock()
         hit = self._cache.get(media_id)
         if hit is not None and hit[0] > now:

@@ -78,6 +78,7 @@ class MemoryModelRegistry:
         self.active_version: str | None = None
 
     def publish(self, model: ModelVersion) -> None:
+        """Store the document, make it active, drop versions beyond the newest `keep`."""
         self.docs[model.version] = document(model)
         self.seqs[model.version] = model.seq
         self.active_version = model.version
@@ -86,12 +87,15 @@ class MemoryModelRegistry:
                 del self.docs[old], self.seqs[old]
 
     def active(self) -> str | None:
+        """The version serving should use, None before any was published."""
         return self.active_version
 
     def get(self, version: str) -> bytes | None:
+        """A version's weight document, None if absent or pruned."""
         return self.docs.get(version)
 
     def versions(self) -> list[str]:
+        """Kept versions, oldest first (by sequence number, then name)."""
         return sorted(self.seqs, key=lambda v: (self.seqs[v], v))
 
 
@@ -109,6 +113,11 @@ class RedisModelRegistry:
         self.attempts, self.backoff_s = attempts, backoff_s
 
     def publish(self, model: ModelVersion) -> None:
+        """Document, sorted set and active pointer in one MULTI, then pruning beyond `keep`.
+
+        Raises:
+            StoreUnavailableError: Redis stayed unreachable through every retry.
+        """
         doc = document(model)
 
         def write() -> None:
@@ -132,13 +141,16 @@ class RedisModelRegistry:
         pipe.execute()
 
     def active(self) -> str | None:
+        """The version serving should use, None before any was published (one GET, no retry)."""
         raw = self.client.get(ACTIVE_KEY)
         return raw.decode() if isinstance(raw, bytes) else None
 
     def get(self, version: str) -> bytes | None:
+        """A version's weight document, None if absent or pruned (one GET, no retry)."""
         raw = self.client.get(version_key(version))
         return raw if isinstance(raw, bytes) else None
 
     def versions(self) -> list[str]:
+        """Kept versions, oldest first (by sequence number; one ZRANGE, no retry)."""
         raw = cast(list[bytes], self.client.zrange(VERSIONS_KEY, 0, -1))
         return [v.decode() for v in raw]

@@ -32,6 +32,7 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def run(items: int, requests: int, seed: int = 0) -> dict[str, object]:
+    """Build time and per-request timings (ms) of a space of `items` random vectors."""
     rng = np.random.default_rng(seed)
     factors = rng.standard_normal((DIM, DIM)).astype(np.float32)
     mixed = (rng.standard_normal((items, DIM)).astype(np.float32) ** 3) @ factors / DIM
@@ -65,6 +66,7 @@ def run(items: int, requests: int, seed: int = 0) -> dict[str, object]:
 
 
 def main() -> int:
+    """Command-line entry: print the result as JSON (and write it to `--json`)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--requests", type=int, default=2_000)

@@ -99,6 +99,7 @@ class BenchConfig:
 
     @classmethod
     def for_mode(cls, quick: bool, **overrides: Any) -> BenchConfig:
+        """The configuration of a quick or a full run; `overrides` that are not None win."""
         base: dict[str, Any] = (
             {"events": 30_000, "rate": 5000, "probes": 60, "users": 2000, "items": 1000}
             | {"warmup_s": 3.0, "redis_sample": 500, "freshness_no_recovery": False}

@@ -171,7 +171,7 @@ def run(
     result["snapshot_bytes"] = _quantiles(
         [len(pickle.dumps(u.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)) for u in state.values()]
     )
-    result["sessionizer_bytes"] = _quantiles([len(u.snapshot()[2]) for u in state.values()])
+    result["sessionizer_bytes"] = _quantiles([len(u.snapshot().sessions) for u in state.values()])
     result["feature_record_bytes"] = _quantiles(
         [len(encode_user_features(u.features())) for u in state.values()]
     )

@@ -84,6 +84,7 @@ class FlowProcess:
             raise BenchError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
 
     def tail(self, lines: int = 20) -> str:
+        """The last `lines` lines of the process's log ("" when it cannot be read)."""
         with contextlib.suppress(OSError):
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
         return ""
@@ -120,6 +121,7 @@ def wait_for(
 
 
 def count_keys(client: redis.Redis, pattern: str) -> int:
+    """How many keys match `pattern` (a SCAN, so it never blocks Redis)."""
     return sum(1 for _ in client.scan_iter(match=pattern, count=1000))
 
 

@@ -50,12 +50,15 @@ class Probe:
     co_visible: float | None = None
 
     def flow_ms(self) -> float | None:
+        """Milliseconds from sending to the user's features in Redis; None if never seen."""
         return None if self.visible is None else (self.visible - self.sent) * 1000
 
     def co_ms(self) -> float | None:
+        """Milliseconds from sending to the co-engagement link in Redis; None if never seen."""
         return None if self.co_visible is None else (self.co_visible - self.sent) * 1000
 
     def broker_ms(self) -> float | None:
+        """Milliseconds from sending to the bare consumer's fetch; None if never fetched."""
         return None if self.fetched is None else (self.fetched - self.sent) * 1000
 
 
@@ -94,6 +97,7 @@ class ProbeWatcher:
                     self.background += 1
 
     def close(self) -> None:
+        """Stop the watcher thread (waits up to 5 s) and close the consumer."""
         self._stop.set()
         self._thread.join(5)
         self._consumer.close()
@@ -204,6 +208,7 @@ class Prober:
         return probes
 
     def close(self) -> None:
+        """Close the watcher, flush the producer (up to 5 s) and close the Redis client."""
         self.watcher.close()
         self.producer.flush(5)
         self.client.close()

@@ -75,6 +75,7 @@ async def run_load(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry: run the load, print the result as one JSON object on stdout."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)

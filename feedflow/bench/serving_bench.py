@@ -94,6 +94,7 @@ class PerCandidateTable:
         self._cols = Columns.empty(0)
 
     def lookup(self, ids: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Rows of the found records, -1 where absent; one pipelined GET per id, decoded here."""
         pipe = self._client.pipeline(transaction=False)
         for media_id in ids:
             pipe.get(self._keys.item(media_id))
@@ -107,6 +108,7 @@ class PerCandidateTable:
         return np.asarray(rows, dtype=np.int64)
 
     def columns(self) -> Columns:
+        """The columns of the records the last :meth:`lookup` found, in its row order."""
         return self._cols
 
 
@@ -117,6 +119,8 @@ class PerCandidateStats:
         self._client = client
 
     def lookup(self, ids: Sequence[str], cols: Columns) -> Matrix:
+        """Stats rows (completion, like ratio, trending) of `ids`, the prior where absent; one
+        pipelined GET per id, decoded here."""
         del cols
         pipe = self._client.pipeline(transaction=False)
         for media_id in ids:
@@ -535,6 +539,7 @@ def _notes(result: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m feedflow.bench.serving_bench`: print the markdown (and write what is asked)."""
     p = argparse.ArgumentParser(description="Serving benchmark.")
     p.add_argument("--quick", action="store_true", help="100k items only, shorter runs")
     p.add_argument("--sizes", help="comma-separated catalogue sizes")

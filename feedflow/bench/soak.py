@@ -117,6 +117,7 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> int:
+    """Command-line entry: print the summary as JSON (the whole result to `--json`)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=int, default=600)
     p.add_argument("--rate", type=int, default=1000)

@@ -199,6 +199,7 @@ def _stderr(line: str) -> None:
 
 
 def run_engagement(cfg: SuiteConfig, log: Log) -> dict[str, Any]:
+    """The engagement part: the engagement benchmark's result (progress on stderr by itself)."""
     from feedflow.bench.engagement_bench import run_engagement_bench
 
     log("engagement: ingest, freshness, bytes per user (private broker + Redis)")
@@ -206,6 +207,7 @@ def run_engagement(cfg: SuiteConfig, log: Log) -> dict[str, Any]:
 
 
 def run_index(cfg: SuiteConfig, log: Log) -> dict[str, Any]:
+    """The index part: retrieval benchmarks on a private stack, torn down after."""
     from feedflow.bench.index_bench import run_index_bench
     from feedflow.stack import LocalStack
 
@@ -227,6 +229,7 @@ def run_index(cfg: SuiteConfig, log: Log) -> dict[str, Any]:
 
 
 def run_serving(cfg: SuiteConfig, log: Log) -> dict[str, Any]:
+    """The serving part: feed latency at the configured catalogue sizes (shorter when quick)."""
     from feedflow.bench.serving_bench import run_serving_bench
 
     log(f"serving: feed latency at {', '.join(f'{n:,}' for n in cfg.serving_sizes)} items")

@@ -55,13 +55,24 @@ class Timed(Protocol):
     """What the split needs of an interaction."""
 
     @property
-    def user(self) -> str: ...
+    def user(self) -> str:
+        """Who interacted; the split holds out one interaction per user."""
+        ...
+
     @property
-    def item(self) -> str: ...
+    def item(self) -> str:
+        """The item; for a held-out interaction, the one the models should rank high."""
+        ...
+
     @property
-    def ts(self) -> int: ...
+    def ts(self) -> int:
+        """When it happened; each user's latest is held out."""
+        ...
+
     @property
-    def row(self) -> int: ...
+    def row(self) -> int:
+        """Position in the source; among equal `ts` the later row counts as the last."""
+        ...
 
 
 T = TypeVar("T", bound=Timed)

@@ -305,6 +305,7 @@ class WeeklyBehaviour:
         return {"runs": self.runs, "items": self.items, "version": active}
 
     def close(self) -> None:
+        """Close the Redis client (the published versions stay)."""
         self._client.close()
 
 

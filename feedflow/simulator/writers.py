@@ -53,12 +53,15 @@ class ListSink:
         self.messages: list[tuple[str, str, int, str]] = []
 
     def write(self, topic: str, key: str, ts: int, value: str) -> None:
+        """Keep one message (`ts` in epoch ms) in :attr:`messages`."""
         self.messages.append((topic, key, ts, value))
 
     def idle(self, seconds: float) -> None:
+        """Sleep for `seconds`: there is no background work."""
         time.sleep(seconds)
 
     def close(self) -> None:
+        """Nothing to deliver: every message is already in the list."""
         return None
 
 
@@ -71,6 +74,7 @@ class JsonlSink:
         self._prefixes: dict[str, bytes] = {}
 
     def write(self, topic: str, key: str, ts: int, value: str) -> None:
+        """Write one message as a JSON line (`ts` in epoch ms)."""
         prefix = self._prefixes.get(topic)
         if prefix is None:
             prefix = self._prefixes[topic] = b'{"topic":' + orjson.dumps(topic) + b',"key":'
@@ -79,9 +83,11 @@ class JsonlSink:
         )
 
     def idle(self, seconds: float) -> None:
+        """Sleep for `seconds`: there is no background work."""
         time.sleep(seconds)
 
     def close(self) -> None:
+        """Flush the stream (closing it is the caller's)."""
         self._stream.flush()
 
 
@@ -116,6 +122,8 @@ class KafkaSink:
                 self.errors.append(f"{msg.topic()}: {err}")
 
     def write(self, topic: str, key: str, ts: int, value: str) -> None:
+        """Queue one message for the broker (`ts` in epoch ms), waiting while the local queue
+        is full; raises DeliveryError once a delivery has failed (checked every 1024 messages)."""
         while True:
             try:
                 self._produce(topic, value, key, timestamp=ts)
@@ -129,11 +137,17 @@ class KafkaSink:
                 raise DeliveryError(f"KafkaSink.write: deliveries failed: {self.errors}")
 
     def idle(self, seconds: float) -> None:
+        """Serve delivery reports, then sleep for `seconds`."""
         # poll() returns early whenever it serves an event, so it cannot be the timer.
         self._poll(0)
         time.sleep(seconds)
 
     def close(self) -> None:
+        """Wait up to `FLUSH_TIMEOUT_S` for every queued message.
+
+        Raises:
+            DeliveryError: a message failed, or some were still queued at the timeout.
+        """
         try:
             left = self._producer.flush(FLUSH_TIMEOUT_S)
         except KafkaException as exc:

@@ -21,11 +21,13 @@ from kernel.settings import Settings
 from operators.content import record_of, stamp_of
 from operators.contracts import TOPIC_ENGAGEMENT, TOPIC_MEDIA, MediaPublished, decode_media
 from operators.encoders import doc_of
+from operators.erasure import Tombstones
 from operators.feature_codecs import decode_item_stats, decode_trending
 from operators.item_info import ItemInfo, lookup_from
 from operators.user_features import decode_user_features
 from state.encoders import make_encoder
 from state.feature_store import ITEM, TRENDING, USER, FeatureWrite, MemoryFeatureStore
+from tests.flows.steps import stateful_steps, top_level_steps
 
 START_MS = 1_700_000_000_000
 
@@ -149,9 +151,14 @@ def test_writes_are_full_values_so_a_replay_changes_nothing(simulated) -> None:
 
 def test_step_ids_are_frozen() -> None:
     # Recovery state is keyed by step id: a rename silently loses it. Change this list only
-    # together with a migration note.
-    assert {"user", "item", "trending", "co_engagement"} == engagement.STATEFUL_STEPS
-    assert engagement.FLOW_ID == "engagement"
+    # together with a migration note. Read from the built dataflow, not from the constants.
+    sink: TestingSink[Any] = TestingSink([])
+    flow = engagement.build_flow(
+        Settings(), source=TestingSource([]), deadletters=sink, features=sink, erased=Tombstones()
+    )
+    assert flow.flow_id == "engagement"
+    assert stateful_steps(flow) == {"user", "item", "trending", "co_engagement"}
+    assert top_level_steps(flow) == engagement.STEP_IDS
 
 
 def _interleave(parts: list[list[Any]], chunk: int) -> list[Any]:

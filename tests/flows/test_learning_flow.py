@@ -34,6 +34,7 @@ from operators.labels import LabelJoin, LabelledImpression
 from operators.online_ranker import ModelVersion, roc_auc
 from operators.ranking_contract import FEATURES, RankerModel, default_model, parse_model
 from state.model_registry import MemoryModelRegistry, document
+from tests.flows.steps import stateful_steps, top_level_steps
 
 T0 = 1_600_000_000_000  # historical on purpose: nothing may depend on the wall clock
 DAY_MS = 86_400_000
@@ -180,9 +181,14 @@ def test_a_crash_mid_stream_resumes_to_the_model_of_a_clean_run(tmp_path: Path) 
 
 def test_step_ids_are_frozen() -> None:
     # Recovery state is keyed by step id: a rename silently loses it. Change this list only
-    # together with a migration note.
-    assert {"labels", "ranker"} == learning.STATEFUL_STEPS
-    assert learning.FLOW_ID == "learning"
+    # together with a migration note. Read from the built dataflow, not from the constants.
+    sink: TestingSink[Any] = TestingSink([])
+    flow = learning.build_flow(
+        Settings(), source=TestingSource([]), deadletters=sink, models=sink, acks=sink
+    )
+    assert flow.flow_id == "learning"
+    assert stateful_steps(flow) == {"labels", "ranker"}
+    assert top_level_steps(flow) == learning.STEP_IDS
 
 
 def test_the_online_ranker_learns_to_trust_co_engagement(trained) -> None:

@@ -237,8 +237,7 @@ def test_an_item_published_now_reaches_fans_of_its_category_within_seconds(world
     def reached() -> bool:
         return sum(media in ids(world.feed(u)) for u in users) >= 0.75 * len(users)
 
-    took = wait_for(reached, 15, f"new {category}/{kind} item in its fans' feeds")
-    assert took < 15
+    wait_for(reached, 15, f"new {category}/{kind} item in its fans' feeds")  # raises if not
     shown = [i for u in users for i in world.feed(u)["items"] if i["media_id"] == media]
     assert all(i["category"] == category and i["content_type"] == kind for i in shown)
 

@@ -10,6 +10,7 @@ from flows import content
 from kernel.settings import Settings
 from operators.contracts import TOPIC_MEDIA, MediaPublished, encode
 from state.index_writer import Change
+from tests.flows.steps import top_level_steps
 
 GOOD = MediaPublished(
     media_id="m1",
@@ -59,18 +60,26 @@ def test_valid_changes_reach_the_index_writer_in_order_and_rejects_dead_letter()
 
 
 def test_step_ids_are_a_stable_contract():
-    # Recovery data is keyed by step ids: renaming one silently loses state.
-    assert content.FLOW_ID == "content"
-    assert {
-        "media_in",
-        "split_consumer_errors",
-        "decode",
-        "route",
-        "consumer_errors",
-        "deadletters",
-        "deadletter_out",
-        "tick",
-        "index_items",
-        "key_index",
-        "index_out",
-    } == content.STEP_IDS
+    # Recovery data is keyed by step ids (the index sink's state under "index_out"):
+    # renaming one silently loses state. Read from the built dataflow, ticks included.
+    flow = content.build_flow(
+        Settings(), source=TestingSource([]), deadletters=TestingSink([]), index=TestingSink([])
+    )
+    assert flow.flow_id == "content"
+    assert (
+        top_level_steps(flow)
+        == content.STEP_IDS
+        == {
+            "media_in",
+            "split_consumer_errors",
+            "decode",
+            "route",
+            "consumer_errors",
+            "deadletters",
+            "deadletter_out",
+            "tick",
+            "index_items",
+            "key_index",
+            "index_out",
+        }
+    )

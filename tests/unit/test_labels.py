@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -220,3 +222,25 @@ def test_any_order_within_the_lateness_and_any_duplicates_give_the_same_labels(
     out = run(arrival)
     assert not [x for x in out if isinstance(x, Dropped) and x.outcome == "late"]
     assert labels(out) == in_time_order
+
+
+def test_a_first_version_snapshot_resumes_and_a_newer_one_is_refused() -> None:
+    rng = random.Random(11)
+    inputs = sorted(_traffic(rng, 30, 3 * W), key=lambda x: x.ts)
+    first = LabelJoin(CFG)
+    for value in inputs[:15]:
+        first.on_event(value)
+    state = first.snapshot()
+    positional = (state.max_ts, state.open, state.entries)  # how version 1 kept it
+    resumed = LabelJoin(CFG, resume=positional)
+    assert run(inputs[15:], resumed) == run(inputs[15:], LabelJoin(CFG, resume=state))
+    newer = msgspec.structs.replace(state, version=state.version + 1)
+    with pytest.raises(ValueError, match="newer than this code"):
+        LabelJoin(CFG, resume=newer)
+
+
+def test_labels_closed_after_a_restart_still_name_the_user() -> None:
+    join = LabelJoin(CFG)
+    join.on_event(imp("r1", T0, "m1", "m2"))
+    restored = LabelJoin(CFG, resume=pickle.loads(pickle.dumps(join.snapshot())))
+    assert [x.user_id for x in restored.flush()] == ["u1"]

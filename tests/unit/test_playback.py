@@ -6,6 +6,7 @@ import pickle
 import random
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -290,6 +291,21 @@ def test_a_view_snapshot_round_trips():
     again = View.resume(pickle.loads(pickle.dumps(v.snapshot())))
     assert again.snapshot() == v.snapshot()
     assert (again.consumed_ds(), again.dwell_ds()) == (v.consumed_ds(), v.dwell_ds())
+    # the first format: the same fields by position, inside a version-1 sessionizer snapshot
+    positional = tuple(msgspec.structs.astuple(v.snapshot()))
+    assert View.resume(positional).snapshot() == v.snapshot()
+
+
+def test_a_first_version_sessionizer_snapshot_resumes_and_a_newer_one_is_refused():
+    s = Sessionizer(SETTINGS, ITEMS, clock=FakeClock())
+    s.on_event(ev("media_started", 0, 0))
+    s.on_event(ev("media_progress", 10, 10))
+    version, user, wm, views, closed = msgspec.msgpack.decode(s.snapshot())
+    old = [1, user, wm, [list(view.values()) for view in views], closed]
+    resumed = Sessionizer(SETTINGS, ITEMS, resume=msgspec.msgpack.encode(old))
+    assert resumed.provisional() == s.provisional()
+    with pytest.raises(ValueError, match="newer than this code"):
+        Sessionizer(SETTINGS, ITEMS, resume=msgspec.msgpack.encode([version + 1, *old[1:]]))
 
 
 # -- properties -------------------------------------------------------------------------

@@ -83,3 +83,25 @@ def test_a_dimension_contradicting_the_encoder_is_refused_at_start() -> None:
         load_settings(env)
     with pytest.raises(ConfigError, match="FEEDFLOW_ENCODER='word2vec' is unknown"):
         load_settings({"FEEDFLOW_ENCODER": "word2vec"})
+
+
+def test_every_parameter_set_defaults_to_the_settings_defaults() -> None:
+    from kernel.settings import Settings
+    from serving.feed import FeedConfig
+    from serving.params import Limits
+    from serving.rules import RuleParams
+    from serving.runtime import feed_config
+    from state.index_replica import IndexParams
+
+    s = Settings()
+    assert IndexParams() == IndexParams.from_settings(s)
+    assert FeedConfig() == feed_config(s)
+    assert Limits() == Limits(s.feed_limit_default, s.feed_limit_max, s.feed_diversity)
+    rules = RuleParams()
+    assert (rules.limit, rules.max_per_category, rules.max_per_creator, rules.diversity) == (
+        s.feed_limit_default,
+        s.feed_max_per_category,
+        s.feed_max_per_creator,
+        s.feed_diversity,
+    )
+    assert (rules.explore_share, rules.new_boost) == (s.feed_explore_share, s.feed_new_boost)

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 import msgspec
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -314,6 +315,17 @@ def test_positive_views_seed_co_engagement_and_negative_ones_do_not() -> None:
 def test_a_version_1_snapshot_resumes_without_a_co_engagement_history() -> None:
     user = UserEngagement(SETTINGS, ITEMS, clock=FakeClock())
     run(user, [ev("media_started", 0, 0, media="m0"), ev("media_completed", 30, 30, media="m0")])
-    old = (1, *user.snapshot()[1:5])
+    s = user.snapshot()
+    old = (1, s.dedup, s.sessions, s.profile, s.emitted_ts)
     resumed = UserEngagement(SETTINGS, ITEMS, old)
     assert resumed.features().co_seeds() == () and resumed.features().engagements == 1
+
+
+def test_a_version_2_tuple_resumes_by_position_and_a_newer_snapshot_is_refused() -> None:
+    user = UserEngagement(SETTINGS, ITEMS, clock=FakeClock())
+    run(user, [ev("media_started", 0, 0, media="m0"), ev("media_completed", 30, 30, media="m0")])
+    s = user.snapshot()
+    old = (2, s.dedup, s.sessions, s.profile, s.emitted_ts, s.positives, s.pending)
+    assert UserEngagement(SETTINGS, ITEMS, old).snapshot() == s
+    with pytest.raises(ValueError, match="newer than this code"):
+        UserEngagement(SETTINGS, ITEMS, msgspec.structs.replace(s, version=s.version + 1))

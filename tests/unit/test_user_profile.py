@@ -18,7 +18,7 @@ from operators.user_features import (
     encode_user_features,
     vector_of,
 )
-from operators.user_profile import UserProfile
+from operators.user_profile import ProfileCold, UserProfile
 from tests.unit.playback_events import T0, ev
 
 DAY = 86_400_000
@@ -269,3 +269,16 @@ def test_the_packed_record_stays_under_the_redis_budget(media_format, budget):
 
 def test_an_empty_record_decodes():
     assert decode_user_features(encode_user_features(UserFeatures())) == UserFeatures()
+
+
+def test_a_positional_snapshot_of_the_first_version_resumes_and_a_newer_one_is_refused():
+    segs = [seg(f"m{i}", T0 + i * HOUR, 30.0 + i) for i in range(8)]
+    hot, cold = profile(segs).snapshot()
+    fields = msgspec.structs.asdict(msgspec.msgpack.decode(cold, type=ProfileCold))
+    positional = msgspec.msgpack.encode([v for k, v in fields.items() if k != "version"])
+    old = UserProfile(SETTINGS, ITEMS, resume=(hot, positional))
+    assert old.features() == profile(segs).features()
+    assert old.snapshot()[1] == cold  # written again in the current version
+    newer = msgspec.msgpack.encode({**fields, "version": fields["version"] + 1})
+    with pytest.raises(ValueError, match="newer than this code"):
+        UserProfile(SETTINGS, ITEMS, resume=(hot, newer))
