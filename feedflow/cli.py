@@ -84,6 +84,7 @@ def command_in(argv: Sequence[str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `feedflow` command; its exit code (2: a Feedflow error, printed)."""
     # Before numpy loads: BLAS threads would fight workers and request threads for the cores.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     given = list(sys.argv[1:] if argv is None else argv)

@@ -49,6 +49,7 @@ class KeyedLogic(StatefulLogic[Any, Any, Any]):
         self.resumed = self.held = resumed
 
     def on_item(self, value: Any) -> tuple[Iterable[Any], bool]:
+        """Bytewax: apply one input of this key (or an erasure request)."""
         if self.tombstones is not None:
             if isinstance(value, ErasureRequest):
                 return self._erase(value)
@@ -75,15 +76,19 @@ class KeyedLogic(StatefulLogic[Any, Any, Any]):
         return [self.tombstones.erase(request)], StatefulLogic.DISCARD
 
     def on_notify(self) -> tuple[Iterable[Any], bool]:
+        """Bytewax: a timer fired; what is due, and whether the key's state can go."""
         now = datetime.now(UTC)
         out = list(self.inner.on_timer(now))
         return out, self.inner.is_expired(now)
 
     def on_eof(self) -> tuple[Iterable[Any], bool]:
+        """Bytewax: end of input; what the state still had to say."""
         return list(self.inner.flush()), StatefulLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
+        """Bytewax: when to call :meth:`on_notify` next (None: no timer)."""
         return self.inner.notify_at()
 
     def snapshot(self) -> Any:
+        """Bytewax: the state to store in the recovery snapshot."""
         return self.inner.snapshot()

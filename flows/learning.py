@@ -154,6 +154,7 @@ class RankerReport:
         self.learned, self.unusable = ranker.examples, ranker.unusable
 
     def __call__(self, _value: Any, _out: list[Any]) -> None:
+        """After each impression: the new counters since the last call."""
         r = self.ranker
         RANKER_EXAMPLES.labels(outcome="learned").inc(r.examples - self.learned)
         RANKER_EXAMPLES.labels(outcome="unusable").inc(r.unusable - self.unusable)

@@ -26,6 +26,7 @@ class ModelSink(DynamicSink[ModelVersion]):
         self.redis_url = redis_url
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ModelPartition:
+        """Bytewax: the partition of a worker (one registry client each)."""
         client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
         return _ModelPartition(client)
 

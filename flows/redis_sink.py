@@ -53,6 +53,7 @@ class FeatureSink(DynamicSink[Output]):
         self.pipeline_size = pipeline_size
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _FeaturePartition:
+        """Bytewax: the partition of a worker (one Redis connection each)."""
         client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
         return _FeaturePartition(RedisFeatureStore(client), self.pipeline_size)
 

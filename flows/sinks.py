@@ -52,6 +52,7 @@ class DeadLetterSink(DynamicSink[DeadLetter]):
         self.payload_bytes = max(payload_bytes, 0)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _DeadLetterPartition:
+        """Bytewax: the partition of a worker (one producer each)."""
         config = {
             "bootstrap.servers": self.brokers,
             "acks": "all",

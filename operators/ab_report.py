@@ -68,17 +68,21 @@ class ArmOutcome:
 
     @property
     def ctr(self) -> float:
+        """Plays per impression (0 before any impression)."""
         return self.clicks / self.impressions if self.impressions else 0.0
 
     @property
     def completion_rate(self) -> float:
+        """Completions per play (0 before any play)."""
         return self.completions / self.plays if self.plays else 0.0
 
     @property
     def watch_s_per_impression(self) -> float:
+        """Seconds watched per impression (0 before any impression)."""
         return self.watch_s / self.impressions if self.impressions else 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        """The outcomes as plain data (JSON-ready)."""
         return {
             "impressions": self.impressions,
             "users": self.users,
@@ -103,6 +107,7 @@ class Attribution:
         self.attributed = 0
 
     def add_impression(self, imp: Impression) -> None:
+        """Note a served feed, to credit the plays that follow it."""
         shown = self._by_user[imp.user_id]
         if shown and shown[-1].ts > imp.ts:
             self._sorted = False
@@ -184,7 +189,7 @@ class ZTest(NamedTuple):
 
 
 def two_proportion_z_test(x_t: int, n_t: int, x_c: int, n_c: int, alpha: float = 0.05) -> ZTest:
-    """Is `x_t / n_t` different from `x_c / n_c`? (pooled z, two-sided p)
+    """Whether `x_t / n_t` differs from `x_c / n_c`: a pooled z test, two-sided p.
 
     Raises:
         ValueError: with an empty group.

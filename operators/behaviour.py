@@ -159,7 +159,7 @@ def factorise(baskets: Mapping[str, Sequence[str]], dim: int, seed: int = 0) -> 
 
 
 def recency_weights(positions: Sequence[int]) -> Vectors:
-    """Weights of a user's recent items by their place, newest (0) first: 1, 1/2, 1/3, …
+    """Weights of a user's recent items by their place, newest (0) first: 1, 1/2, 1/3, ….
 
     Example:
         >>> recency_weights([0, 1, 3]).tolist()

@@ -144,6 +144,7 @@ class RecentPositives:
             self._digests = None
 
     def snapshot(self) -> tuple[str, ...]:
+        """The user's recent positive items, oldest first."""
         return tuple(self._items)
 
 
@@ -252,6 +253,7 @@ class CoNeighbours(KeyedState["CoVisit | CoLink", CoRecord]):
         return {k: (c - e, c) for k, (c, e) in self._counts.items()}
 
     def snapshot(self) -> tuple[Any, ...]:
+        """Plain data: the counters, the last record written and the times."""
         table = tuple((k, c, e) for k, (c, e) in self._counts.items())
         return (
             _SNAPSHOT_VERSION,

@@ -132,6 +132,7 @@ class Scaler:
             self.mean, self.m2 = np.asarray(resume[1], float), np.asarray(resume[2], float)
 
     def learn(self, x: Floats) -> None:
+        """Update the running mean and variance with one feature row."""
         self.n += 1
         delta = x - self.mean
         self.mean += delta / self.n
@@ -151,6 +152,7 @@ class Scaler:
         return out
 
     def snapshot(self) -> tuple[int, list[float], list[float]]:
+        """Plain data: the count, the means and the squared deviations."""
         return self.n, self.mean.tolist(), self.m2.tolist()
 
 
@@ -167,6 +169,7 @@ class Progressive:
         self._auc_at = 0
 
     def add(self, p: float, y: bool) -> None:
+        """Record one prediction and its label (a ring: the oldest drops out)."""
         i = self.count % len(self.p)
         q = min(max(p, _P_CLIP), 1 - _P_CLIP)
         loss = -math.log(q if y else 1 - q)
@@ -176,6 +179,7 @@ class Progressive:
 
     @property
     def log_loss(self) -> float | None:
+        """Mean log loss over the ring (None before any prediction)."""
         n = min(self.count, len(self.p))
         return None if n == 0 else self._loss_sum / n
 

@@ -111,6 +111,7 @@ class Proc:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra: str) -> Proc:
+        """Start (or restart) it with extra arguments; itself."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [*self.argv, *extra], cwd=ROOT, env=self.env, stdout=out,
@@ -119,15 +120,18 @@ class Proc:
         return self
 
     def alive(self) -> bool:
+        """Whether the process is still running."""
         return self.proc is not None and self.proc.poll() is None
 
     def kill9(self) -> None:
+        """SIGKILL to its whole process group, and wait for it."""
         if self.alive():
             assert self.proc is not None
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
     def stop(self) -> None:
+        """SIGTERM to its process group, then SIGKILL if it is not gone within 10 s."""
         if not self.alive():
             return
         assert self.proc is not None
@@ -148,6 +152,7 @@ class FeedLoop:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
+        """Ask for feeds every 100 ms until `stop` is set or 100,000 were asked (a thread)."""
         rng = random.Random(SEED)
         with httpx.Client(base_url=self.url, timeout=2.0) as client:
             while not self.stop.wait(0.1) and len(self.answers) < 100_000:
@@ -269,12 +274,14 @@ class Chaos:
         self.probes = 0
 
     def env(self, redis_url: str, index: str) -> dict[str, str]:
+        """The environment of a child: the stack, a Redis and an index directory."""
         return {
             **os.environ, **FLOW_ENV, "KAFKA_BOOTSTRAP_SERVERS": self.info.bootstrap,
             "REDIS_URL": redis_url, "FEEDFLOW_INDEX_DIR": str(self.root / index),
         }  # fmt: skip
 
     def proc(self, name: str, argv: list[str], redis_url: str = "", index: str = "index") -> Proc:
+        """A `feedflow` child with a state directory of its own (not started)."""
         state = self.root / name
         state.mkdir(parents=True, exist_ok=True)
         env = {**self.env(redis_url or self.redis.url, index), "FEEDFLOW_STATE_DIR": str(state)}
@@ -284,6 +291,7 @@ class Chaos:
     # --- probes: something written after a fault, and when it shows -----------------------
 
     def probe_user(self) -> str:
+        """Publish one event of a new probe user; the key their features land in."""
         self.probes += 1
         user = f"chaos-probe-{self.probes}"
         event = {"event_id": uuid.uuid4().hex, "event_type": "media_started", "user_id": user,
@@ -294,6 +302,7 @@ class Chaos:
         return f"ff:{{u:{user}}}"
 
     def probe_item(self) -> str:
+        """Publish a new probe item; the key its catalogue record lands in."""
         self.probes += 1
         media = f"chaos-item-{self.probes}"
         now = int(time.time() * 1000)
@@ -305,10 +314,12 @@ class Chaos:
         return f"ff:item:{{{media}}}"
 
     def model_seq(self) -> float:
+        """Sequence number of the newest published ranker version (0: none yet)."""
         top = self.client.zrange(VERSIONS_KEY, -1, -1, withscores=True)
         return float(top[0][1]) if top else 0.0  # type: ignore[index]
 
     def ready(self) -> bool:
+        """Whether serving answers `/readyz` with 200."""
         try:
             return httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
@@ -317,6 +328,7 @@ class Chaos:
     # --- the run ---------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Start every component and wait until the features flow."""
         p = self.procs
         p["content"] = self.proc("content", ["flow", "content"]).start()
         p["simulator"] = self.proc("simulator", [
@@ -335,6 +347,7 @@ class Chaos:
         wait(lambda: count(self.client, "ff:{u:*") >= 10, 90, "user features")
 
     def fault_redis(self) -> dict[str, float]:
+        """Kill redis-server, restart it empty, rebuild; seconds to recover."""
         killed = time.monotonic()
         self.redis.proc.send_signal(signal.SIGKILL)
         self.redis.proc.wait()
@@ -353,6 +366,7 @@ class Chaos:
         return {"recovered_s": time.monotonic() - killed}
 
     def fault_serving(self) -> dict[str, float]:
+        """Kill serving and restart it; seconds until ready again."""
         killed = time.monotonic()
         self.procs["serve"].kill9()
         self.procs["serve"].start()
@@ -360,6 +374,7 @@ class Chaos:
         return {"recovered_s": time.monotonic() - killed, "down_from": killed}
 
     def fault_learning(self) -> dict[str, float]:
+        """Kill the learning flow and restart it; seconds until a newer model."""
         wait(lambda: self.model_seq() > 0, 90, "a first model version")
         before = self.model_seq()
         killed = time.monotonic()
@@ -370,13 +385,15 @@ class Chaos:
                 "seq_after": self.model_seq()}  # fmt: skip
 
     def fault_content(self) -> dict[str, float]:
+        """Kill the content flow and restart it; seconds until a probe item shows."""
         return self._kill_until_probe("content", self.probe_item)
 
     def fault_engagement(self) -> dict[str, float]:
+        """Kill the engagement flow and restart it; seconds until a probe user shows."""
         return self._kill_until_probe("engagement", self.probe_user)
 
     def _kill_until_probe(self, name: str, probe: Callable[[], str]) -> dict[str, float]:
-        """kill -9 a flow, write a probe while it is down, restart it, wait for the probe."""
+        """Kill -9 a flow, write a probe while it is down, restart it, wait for the probe."""
         killed = time.monotonic()
         self.procs[name].kill9()
         key = probe()
@@ -406,6 +423,7 @@ class Chaos:
                 client.close()
 
     def close(self) -> None:
+        """Stop every process, the stack and the Redis."""
         for proc in reversed(list(self.procs.values())):
             proc.stop()
         self.producer.flush(5)
@@ -485,6 +503,7 @@ def run_chaos(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line: run the faults, print the report; 1 if not identical."""
     parser = argparse.ArgumentParser(prog="python -m feedflow.bench.chaos", description=__doc__)
     parser.add_argument("--duration", type=int, default=150, help="seconds of traffic")
     parser.add_argument("--rate", type=int, default=200, help="simulated events per second")
