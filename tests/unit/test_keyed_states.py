@@ -99,7 +99,7 @@ def emitted(state: KeyedState[Any, Any], xs: list[Any], end: bool) -> list[Any]:
     return out + list(state.flush()) if end else out
 
 
-@pytest.mark.parametrize("cls", sorted(CASES, key=lambda c: c.__name__))
+@pytest.mark.parametrize("cls", sorted(CASES, key=str))
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_snapshot_resume_continue_equals_an_uninterrupted_run(
