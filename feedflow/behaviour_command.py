@@ -22,6 +22,7 @@ from kernel.settings import Settings
 from state.behaviour_store import BehaviourStateError, BehaviourStore, describe
 from state.index_replica import snapshot_store
 from state.item_lookup import job_lookup
+from state.redis_client import JOB, connect
 
 ACTIONS = ("run", "status", "publish")
 
@@ -43,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one `feedflow behaviour` action; returns the exit code."""
     settings.require("redis_url")
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
+    client = connect(settings.redis_url, JOB)
     store = BehaviourStore(client, snapshot_store(settings))
     try:
         if args.action == "status":

@@ -20,6 +20,7 @@ import redis
 
 from operators.user_features import UserFeatures, decode_user_features
 from state.feature_store import USER, RedisFeatureStore
+from state.redis_client import FLOW, connect
 
 DEMO_WAIT_S: Final = 240.0
 SAMPLE: Final = 10
@@ -66,7 +67,7 @@ def show_sample_feed(
     `keep`: which users may be shown (those whose A/B arm is personalised).
     """
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll is noise here
-    client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    client = connect(redis_url, FLOW)
     started = time.monotonic()
     last: tuple[str, UserFeatures, dict[str, Any]] | None = None
     with contextlib.closing(client), httpx.Client(base_url=url, timeout=5.0) as http:

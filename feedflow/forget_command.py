@@ -30,6 +30,7 @@ from kernel.settings import Settings
 from operators.contracts import TOPIC_ERASURE, ErasureRequest, encode
 from state.erasure_log import ErasureLog
 from state.feature_store import USER, feature_key
+from state.redis_client import JOB, connect
 from state.weights_registry import WeightsRegistry, user_key
 
 # The flows that keep per-user state and acknowledge erasures (flows.engagement,
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run `feedflow forget`; returns the exit code."""
     settings.require("redis_url")
     settings.require("kafka_bootstrap_servers")
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
+    client = connect(settings.redis_url, JOB)
     try:
         if args.verify:
             report = verify(settings, client, args.user_id, args.wait)

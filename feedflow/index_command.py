@@ -17,6 +17,7 @@ from kernel.settings import Settings
 from state.index_keys import IndexKeys
 from state.index_rebuild import rebuild, retire, status
 from state.index_replica import IndexParams, snapshot_store
+from state.redis_client import JOB, connect
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one `feedflow index` action; returns the exit code."""
     settings.require("redis_url")
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
+    client = connect(settings.redis_url, JOB)
     store, keys = snapshot_store(settings), IndexKeys()
     try:
         if args.action == "status":

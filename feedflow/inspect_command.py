@@ -6,7 +6,6 @@ import argparse
 from typing import Any
 
 import msgspec
-import redis
 
 from feedflow.output import emit
 from kernel.settings import Settings
@@ -17,6 +16,7 @@ from state.feature_store import CO_ENGAGEMENT, ITEM, USER, RedisFeatureStore, fe
 from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.item_store import ItemStore
+from state.redis_client import FLOW, connect
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,7 +52,7 @@ def user_view(features: UserFeatures) -> dict[str, Any]:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run `feedflow inspect`; returns the exit code (1 when nothing is stored for the id)."""
     settings.require("redis_url")
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    client = connect(settings.redis_url, FLOW)
     store = RedisFeatureStore(client)
     if args.kind == "user":
         raw = store.get_many(USER, [args.id])[0]

@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from kernel.errors import FeedflowError
 from operators.contracts import ALL_TOPICS, TOPIC_ERASURE
+from state.redis_client import Role, connect
 
 STATE_FILE = "stack.json"
 LOOPBACK = "127.0.0.1"
@@ -121,7 +122,7 @@ def redis_binary() -> str:
 def redis_answers(url: str, timeout: float = 0.5) -> bool:
     """True when a Redis server answers PING at `url`."""
     try:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = connect(url, Role(timeout, timeout))
         with contextlib.closing(client):
             return bool(client.ping())
     except (redis.RedisError, OSError, ValueError):

@@ -24,6 +24,7 @@ from feedflow.weights_job import run_week
 from kernel.settings import Settings
 from operators.weekly_weights import UserWeights, last_complete_week, week_span
 from state.item_lookup import job_lookup
+from state.redis_client import JOB, connect
 from state.weights_registry import WeightsRegistry, WeightsStateError
 
 ACTIONS = ("run", "status", "publish", "rollback", "user")
@@ -48,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one `feedflow weights` action; returns the exit code."""
     settings.require("redis_url")
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
+    client = connect(settings.redis_url, JOB)
     registry = WeightsRegistry(client, settings.weights_ttl_days * 86_400)
     try:
         if args.action == "status":

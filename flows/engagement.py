@@ -40,7 +40,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 import bytewax.operators as op
-import redis
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
@@ -87,6 +86,7 @@ from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.item_lookup import CachedItemLookup
 from state.item_store import ItemStore
+from state.redis_client import FLOW, connect
 
 FLOW_ID: Final = "engagement"
 STEP_INPUT: Final = "events_in"
@@ -212,7 +212,7 @@ def count_outcome(ev: EngagementEvent, out: list[Any]) -> None:
 
 def item_lookup(settings: Settings) -> ItemLookup:
     """The per-worker item cache over the content flow's item store."""
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = connect(settings.redis_url, FLOW)
     keys = IndexKeys()
     return CachedItemLookup(ItemStore(client, keys), IndexRegistry(client, keys))
 

@@ -17,6 +17,7 @@ from kernel.settings import Settings
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams, snapshot_store
 from state.index_writer import Change, IndexWriter
+from state.redis_client import INDEX_WRITER, connect
 
 PARTITION = "index"
 TICK_EVERY_S = 0.5
@@ -43,7 +44,7 @@ class IndexSink(FixedPartitionedSink[IndexItem, None]):
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _IndexPartition:
         """Open the writer: newest snapshot plus the update log after it."""
         s = self.settings
-        client = redis.Redis.from_url(s.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        client = connect(s.redis_url, INDEX_WRITER)
         writer = IndexWriter.open(
             client,
             snapshot_store(s),

@@ -15,6 +15,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from kernel.metrics import RANKER_VERSIONS
 from operators.online_ranker import ModelVersion
 from state.model_registry import RedisModelRegistry
+from state.redis_client import FLOW, connect
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class ModelSink(DynamicSink[ModelVersion]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _ModelPartition:
         """Bytewax: the partition of a worker (one registry client each)."""
-        client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        client = connect(self.redis_url, FLOW)
         return _ModelPartition(client)
 
 

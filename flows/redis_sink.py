@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from kernel.metrics import FEATURE_FRESHNESS
@@ -29,6 +28,7 @@ from state.feature_store import (
     chunked,
     retry,
 )
+from state.redis_client import FLOW, connect
 
 PIPELINE_SIZE = 500
 
@@ -54,7 +54,7 @@ class FeatureSink(DynamicSink[Output]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _FeaturePartition:
         """Bytewax: the partition of a worker (one Redis connection each)."""
-        client = redis.Redis.from_url(self.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        client = connect(self.redis_url, FLOW)
         return _FeaturePartition(RedisFeatureStore(client), self.pipeline_size)
 
 

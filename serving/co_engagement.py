@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Protocol
 
 import msgspec
 import numpy as np
@@ -39,10 +39,9 @@ import redis
 
 from operators.co_engagement import ANCHOR_EXPONENT, WEIGHT_SCALE, CoRecord
 from operators.feature_codecs import decode_co_record
-from state.feature_store import CO_ENGAGEMENT, StoreUnavailableError, feature_key
+from state.feature_store import StoreUnavailableError
 
 log = logging.getLogger(__name__)
-STAMP_BYTES: Final = 8
 Matrix = npt.NDArray[np.float32]
 _FAILURES = (redis.RedisError, OSError, StoreUnavailableError)
 
@@ -54,20 +53,6 @@ class CoSource(Protocol):
         """Packed records (stamp removed) in order, None where absent; raises when
         unreachable."""
         ...
-
-
-class RedisCoSource:
-    """Records in one pipelined round trip (GETs, so a cluster client can split them)."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-
-    def fetch(self, digests: Sequence[bytes]) -> list[bytes | None]:
-        """Packed records (stamp removed) in order, None where absent; raises when Redis fails."""
-        pipe = self._client.pipeline(transaction=False)
-        for digest in digests:
-            pipe.get(feature_key(CO_ENGAGEMENT, digest.hex()))
-        return [v[STAMP_BYTES:] if isinstance(v, bytes) else None for v in pipe.execute()]
 
 
 class MemoryCoSource:

@@ -25,33 +25,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, NamedTuple, Protocol
+from typing import Final, Protocol
 
 import msgspec
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from operators.user_features import UserFeatures, decode_user_features
 from operators.weekly_weights import UserWeights, decode_weights
-from serving.weekly import WeeklyState
-from state.feature_store import USER, StoreUnavailableError, feature_key
-from state.weights_registry import user_key
+from state.feature_store import StoreUnavailableError
+from state.request_reads import UserRaw
 
 log = logging.getLogger(__name__)
 
 OK: Final = "ok"  # read from Redis (features may still be None: an unknown user)
 CACHED: Final = "cached"  # Redis failed; the last features seen by this process
 MISSING: Final = "missing"  # Redis failed and this process never saw the user
-STAMP_BYTES: Final = 8
 _FAILURES = (redis.RedisError, OSError, StoreUnavailableError)
-
-
-class UserRaw(NamedTuple):
-    """A user's packed features (stamp removed) and weekly weights, None where absent."""
-
-    features: bytes | None
-    weights: bytes | None = None
 
 
 class UserSource(Protocol):
@@ -60,37 +49,6 @@ class UserSource(Protocol):
     def fetch_user(self, user_id: str) -> UserRaw:
         """Both values of one user; raises when unreachable."""
         ...
-
-
-def request_client(url: str, timeout_ms: int, max_connections: int = 32) -> redis.Redis:
-    """A client for the request path: short timeouts, no retries (the ladder handles it)."""
-    timeout = timeout_ms / 1000
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        max_connections=max_connections,
-    )
-
-
-class RedisUserSource:
-    """The user's feature key and weekly weights in one pipelined round trip."""
-
-    def __init__(self, client: redis.Redis, weekly: WeeklyState | None = None) -> None:
-        self._client, self._weekly = client, weekly
-
-    def fetch_user(self, user_id: str) -> UserRaw:
-        """Both values of one user in one pipelined round trip; raises when Redis fails."""
-        pipe = self._client.pipeline(transaction=False)
-        pipe.get(feature_key(USER, user_id))
-        version = self._weekly.version if self._weekly is not None else None
-        if version is not None:
-            pipe.get(user_key(user_id, version))
-        replies = pipe.execute()
-        raw = replies[0]
-        weights = replies[1] if len(replies) > 1 and isinstance(replies[1], bytes) else None
-        return UserRaw(raw[STAMP_BYTES:] if isinstance(raw, bytes) else None, weights)
 
 
 class MemoryUserSource:

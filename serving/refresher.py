@@ -38,17 +38,16 @@ from serving.catalogue import Catalogue
 from serving.feed import ModelHolder
 from serving.item_table import ItemTable
 from serving.weekly import WeeklyState
-from state.feature_store import ITEM, TRENDING, feature_key
-from state.model_registry import ACTIVE_KEY, version_key
+from state.feature_store import ITEM, TRENDING, RedisFeatureStore, StoreUnavailableError
+from state.model_registry import RedisModelRegistry
 
 log = logging.getLogger(__name__)
-STAMP: Final = 8
 CHUNK: Final = 256  # small MGETs: decoding holds the GIL that requests need
 MAX_FRESH_VECTORS: Final = 50_000
 PRELOAD_CHUNK: Final = 2_000
 # Bounds the refresher's share of the process: ~20k item stats a second at the default tick.
 REFRESH_PER_TICK: Final = 1_000
-_FAILURES = (redis.RedisError, OSError)
+_FAILURES = (redis.RedisError, OSError, StoreUnavailableError)
 
 
 class Refresher:
@@ -72,6 +71,8 @@ class Refresher:
         behaviour: BehaviourHolder | None = None,
     ) -> None:
         self._client, self._catalogue = client, catalogue
+        self._features = RedisFeatureStore(client, attempts=1)  # a failed round waits its turn
+        self._registry = RedisModelRegistry(client)
         self._stats, self._trending, self._fresh, self._models = stats, trending, fresh, models
         self._side, self._table = side, table
         self._interval, self._stats_interval = interval_s, stats_interval_s
@@ -120,7 +121,7 @@ class Refresher:
     def _fetch_stats(self, ids: list[str], chunk: int = CHUNK) -> int:
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
-            raw: list[Any] = self._client.mget([feature_key(ITEM, i) for i in part])  # type: ignore[assignment]
+            raw = self._features.get_many(ITEM, part)
             self._stats.store(part, [_item_stats(v) for v in raw])
             time.sleep(0)  # let a waiting request have the GIL between chunks
         return len(ids)
@@ -153,12 +154,12 @@ class Refresher:
 
     def _refresh_boards(self) -> None:
         names = self._trending.names()
-        raw: list[Any] = self._client.mget([feature_key(TRENDING, n) for n in names])  # type: ignore[assignment]
+        raw = self._features.get_many(TRENDING, names)
         boards: dict[str, Board] = {}
         for name, value in zip(names, raw, strict=True):
             if isinstance(value, bytes):
                 try:
-                    board = decode_trending(value[STAMP:])
+                    board = decode_trending(value)
                 except (msgspec.DecodeError, ValueError) as exc:
                     log.warning("unreadable trending board %s: %s", name, exc)
                     continue
@@ -172,15 +173,12 @@ class Refresher:
         self._stats.store_trending(b for name, b in boards.items() if not is_popular(name))
 
     def _refresh_model(self) -> None:
-        active = self._client.get(ACTIVE_KEY)
-        if not isinstance(active, bytes):
+        version = self._registry.active()
+        if version is None or version in (self._models.model.version, self._rejected):
             return
-        version = active.decode(errors="replace")
-        if version in (self._models.model.version, self._rejected):
-            return
-        raw = self._client.get(version_key(version))
+        raw = self._registry.get(version)
         try:
-            if not isinstance(raw, bytes):
+            if raw is None:
                 raise ModelFormatError(f"ranker weights {version!r} are not published")
             model = parse_model(raw)
         except ModelFormatError as exc:
@@ -234,6 +232,6 @@ def _item_stats(value: Any) -> ItemStatsRecord | None:
     if not isinstance(value, bytes):
         return None
     try:
-        return decode_item_stats(value[STAMP:])
+        return decode_item_stats(value)
     except (msgspec.DecodeError, ValueError):
         return None

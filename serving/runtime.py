@@ -17,8 +17,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from kernel.errors import ConfigError
 from kernel.settings import Settings
@@ -27,8 +25,8 @@ from operators.ranking_contract import default_model
 from serving.behaviour import BehaviourHolder
 from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache, records_of
 from serving.catalogue import Catalogue, ServingIndex
-from serving.co_engagement import CoRecords, RedisCoSource
-from serving.features import FeatureFetcher, RedisUserSource, request_client
+from serving.co_engagement import CoRecords
+from serving.features import FeatureFetcher
 from serving.feed import FeedConfig, FeedService, ModelHolder
 from serving.impressions import impression_sink
 from serving.item_table import ItemTable
@@ -39,6 +37,8 @@ from state.ab_config import load_config
 from state.behaviour_store import BehaviourStore
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams, snapshot_store
+from state.redis_client import BACKGROUND, LOG_READER, connect, request_role
+from state.request_reads import RedisCoSource, RedisUserSource
 from state.update_log import LogEntry
 
 log = logging.getLogger(__name__)
@@ -156,13 +156,9 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
     check_settings(settings)
     arms = Assigner(load_config(settings.ab_config))  # an invalid config stops start-up here
     url = settings.redis_url
-    fast = request_client(url, settings.redis_timeout_ms)
-    slow = redis.Redis.from_url(
-        url, socket_timeout=2.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
-    )
-    log_client = redis.Redis.from_url(
-        url, socket_timeout=5.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0)
-    )
+    fast = connect(url, request_role(settings.redis_timeout_ms))
+    slow = connect(url, BACKGROUND)
+    log_client = connect(url, LOG_READER)
     fresh, table = FreshItems(settings.feed_fresh_hours * 3_600_000), ItemTable()
 
     def on_entries(entries: Sequence[LogEntry], now: float) -> None:
@@ -186,7 +182,7 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
     )
     trending, models, weekly = TrendingCache(), ModelHolder(default_model()), WeeklyState()
     fetcher = FeatureFetcher(
-        RedisUserSource(fast, weekly),
+        RedisUserSource(fast, lambda: weekly.version),
         settings.features_cache_users,
         settings.redis_retry_ms / 1000,
     )

@@ -4,7 +4,7 @@ The refresher re-reads the active pointer every round (one GET) and, when it mov
 version's cohort lists (one HGETALL); a `feedflow weights publish|rollback` therefore reaches
 every replica within one refresh interval, without a restart. A request reads the user's
 weights of that version in the same pipelined round trip as the user's features
-(:class:`serving.features.RedisUserSource`) and turns them into a :class:`WeeklyAdjust`:
+(:class:`state.request_reads.RedisUserSource`) and turns them into a :class:`WeeklyAdjust`:
 
 - ranking blends the category-affinity feature with the user's weekly category shares, and
   the content-type feature with the user's weekly video/audio lean (half each: the flows'
@@ -30,14 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 import redis
 
 from operators.cold_start import lookup_order
 from operators.weekly_weights import UserWeights
-from state.weights_registry import ACTIVE_KEY, cohorts_key, decode_list
+from state.weights_registry import read_active, read_cohort_lists
 
 log = logging.getLogger(__name__)
 BLEND: Final = 0.5  # the flows' feature's share when weekly weights are present
@@ -121,18 +120,14 @@ class WeeklyState:
         Raises:
             redis.RedisError: when Redis cannot be read (the caller keeps what it has).
         """
-        raw = client.get(ACTIVE_KEY)
-        version = raw.decode(errors="replace") if isinstance(raw, bytes) else None
+        version = read_active(client)
         if version == self.version:
             return False
         lists: dict[str, tuple[str, ...]] = {}
         if version is not None:
-            stored: dict[bytes, bytes] = client.hgetall(cohorts_key(version))  # type: ignore[assignment]
-            for key, value in stored.items():
-                try:
-                    lists[key.decode(errors="replace")] = decode_list(value)
-                except (msgspec.DecodeError, ValueError) as exc:
-                    log.warning("weights %s: unreadable cohort list: %s", version, exc)
+            lists, unreadable = read_cohort_lists(client, version)
+            for key in unreadable:
+                log.warning("weights %s: unreadable cohort list %s", version, key)
         self.set(version, lists)
         log.info("weekly weights %s active (%d cohort lists)", version, len(lists))
         return True

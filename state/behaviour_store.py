@@ -10,7 +10,7 @@ under its own prefix (`ff:beh:{idx}:…`): the content index's pointer never mov
 :data:`KEEP` versions stay on disk.
 
 Example:
-    store = BehaviourStore(redis.Redis.from_url(url), DirSnapshotStore(index_dir))
+    store = BehaviourStore(connect(url), DirSnapshotStore(index_dir))
     version = store.publish(space).version          # a new version, active
     manifest, index, counts = store.load(store.active())  # what a serving replica holds
 """

@@ -27,7 +27,7 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar, cast
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import redis
 
@@ -152,12 +152,7 @@ class RedisFeatureStore:
         self.client = client
         self.attempts = attempts
         self.backoff_s = backoff_s
-        self._guarded_set = client.register_script(_GUARDED_SET)
-
-    @classmethod
-    def from_url(cls, url: str) -> RedisFeatureStore:
-        """A store on a new client for `url` (5 s socket and connect timeouts)."""
-        return cls(redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5))
+        self._guarded: Any = None  # the guarded-write script, registered at the first write
 
     def put_many(self, writes: Sequence[Change]) -> int:
         """Guarded writes and deletes in one pipeline; how many keys changed.
@@ -168,13 +163,16 @@ class RedisFeatureStore:
         if not writes:
             return 0
 
+        if self._guarded is None:
+            self._guarded = self.client.register_script(_GUARDED_SET)
+
         def attempt() -> int:
             pipe = self.client.pipeline(transaction=False)
             for w in writes:
                 if isinstance(w, FeatureErase):
                     pipe.delete(feature_key(w.kind, w.entity_id))
                     continue
-                self._guarded_set(
+                self._guarded(
                     keys=[feature_key(w.kind, w.entity_id)],
                     args=[stamp(w.ts_ms, w.payload), w.ttl_s],
                     client=pipe,
@@ -196,7 +194,7 @@ class RedisFeatureStore:
             list[bytes | None],
             retry(lambda: self.client.mget(keys), self.attempts, self.backoff_s, "redis"),
         )
-        return [None if v is None else v[8:] for v in values]
+        return [None if v is None else v[_STAMP.size :] for v in values]
 
 
 def retry(fn: Callable[[], T], attempts: int, backoff_s: float, store: str) -> T:

@@ -7,7 +7,7 @@ insert and query. When the active pointer moves it builds the new version comple
 then swaps it in under the lock: answers never mix versions.
 
 Example:
-    reader = IndexReader(redis.Redis.from_url(url), DirSnapshotStore(index_dir))
+    reader = IndexReader(connect(url, LOG_READER), DirSnapshotStore(index_dir))
     reader.start()
     hits = reader.query(user_vector, k=500)          # [(media_id, score), ...]
     records = reader.items([m for m, _ in hits])      # mirrored metadata, no Redis trip

@@ -143,7 +143,7 @@ class RedisModelRegistry:
     def active(self) -> str | None:
         """The version serving should use, None before any was published (one GET, no retry)."""
         raw = self.client.get(ACTIVE_KEY)
-        return raw.decode() if isinstance(raw, bytes) else None
+        return raw.decode(errors="replace") if isinstance(raw, bytes) else None
 
     def get(self, version: str) -> bytes | None:
         """A version's weight document, None if absent or pruned (one GET, no retry)."""

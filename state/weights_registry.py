@@ -102,6 +102,28 @@ def decode_list(payload: bytes) -> tuple[str, ...]:
     return _list_decoder.decode(payload)
 
 
+def read_active(client: redis.Redis) -> str | None:
+    """The version serving uses, or None before the first publish (one GET, no retry)."""
+    raw = client.get(ACTIVE_KEY)
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else None
+
+
+def read_cohort_lists(
+    client: redis.Redis, version: str
+) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """Every readable cohort list of a version, and the keys of the unreadable ones."""
+    raw: dict[bytes, bytes] = client.hgetall(cohorts_key(version))  # type: ignore[assignment]
+    lists: dict[str, tuple[str, ...]] = {}
+    unreadable: list[str] = []
+    for key, value in raw.items():
+        name = key.decode(errors="replace")
+        try:
+            lists[name] = decode_list(value)
+        except (msgspec.DecodeError, ValueError):
+            unreadable.append(name)
+    return lists, unreadable
+
+
 class WeightsRegistry:
     """Versions of weekly weights (see module doc).
 
@@ -123,8 +145,7 @@ class WeightsRegistry:
 
     def active(self) -> str | None:
         """The version serving uses, or None before the first publish."""
-        raw = self._client.get(ACTIVE_KEY)
-        return raw.decode() if isinstance(raw, bytes) else None
+        return read_active(self._client)
 
     def manifests(self) -> dict[str, Manifest]:
         """Every run on record, by version."""
@@ -151,9 +172,15 @@ class WeightsRegistry:
         return decode_weights(raw) if isinstance(raw, bytes) else None
 
     def cohort_lists(self, version: str) -> dict[str, tuple[str, ...]]:
-        """Every cohort list of a version."""
-        raw: dict[bytes, bytes] = self._client.hgetall(cohorts_key(version))  # type: ignore[assignment]
-        return {k.decode(): decode_list(v) for k, v in raw.items()}
+        """Every cohort list of a version.
+
+        Raises:
+            WeightsStateError: a list of the version cannot be read.
+        """
+        lists, unreadable = read_cohort_lists(self._client, version)
+        if unreadable:
+            raise WeightsStateError(f"weights {version}: unreadable cohort lists {unreadable}")
+        return lists
 
     def status(self) -> dict[str, Any]:
         """Active version and every run, newest first, as plain data."""

@@ -76,6 +76,7 @@ from operators.user_engagement import IDLE_FLUSH_S
 from operators.user_features import decode_user_features
 from state.feature_store import unstamp
 from state.model_registry import VERSIONS_KEY
+from state.redis_client import JOB, Role, connect
 
 FEATURES: Final = ("ff:{u:*", "ff:{i:*", "ff:{t:*", "ff:{c:*", "ff:item:*")
 SEED: Final = 7
@@ -266,7 +267,7 @@ class Chaos:
         self.redis = PrivateRedis(root / "redis")
         self.stack = LocalStack(root / "stack", partitions=2, redis_url=self.redis.url)
         self.info = self.stack.up()
-        self.client = redis.Redis.from_url(self.redis.url, socket_timeout=2)
+        self.client = connect(self.redis.url, Role(2.0, 2.0))
         self.producer = Producer({"bootstrap.servers": self.info.bootstrap, "linger.ms": 0})
         self.port = free_port()
         self.procs: dict[str, Proc] = {}
@@ -404,7 +405,7 @@ class Chaos:
     def clean_run(self, expected: dict[str, bytes]) -> dict[str, bytes]:
         """Content then engagement from the topics' start into a redis-server of their own."""
         with PrivateRedis(self.root / "clean-redis") as clean:
-            client = redis.Redis.from_url(clean.url)
+            client = connect(clean.url, JOB)
             items = sum(k.startswith("ff:item:") for k in expected)
             content = self.proc("clean-content", ["flow", "content", "--no-recovery"],
                                 clean.url, "clean-index").start()  # fmt: skip

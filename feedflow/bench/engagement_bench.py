@@ -73,6 +73,7 @@ from feedflow.stack import LocalStack, StackInfo
 from kernel.settings import Settings
 from operators.contracts import TOPIC_ENGAGEMENT
 from state.feature_store import USER, feature_key
+from state.redis_client import JOB, connect
 
 START_MS = 1_600_000_000_000  # historical on purpose: preloaded traffic is a replay
 SENTINEL = "bench-sentinel-"
@@ -244,7 +245,7 @@ def recovery_state_sizes(recovery_dir: Path, step: str = "user") -> dict[str, An
 def bench_ingest(cfg: BenchConfig, work: Path, log: _Log) -> dict[str, Any]:
     """Figures 1 and 3 (Redis bytes, flow state bytes) on one preloaded private stack."""
     stack = LocalStack(work / "stack", partitions=cfg.partitions).up()
-    client = redis.Redis.from_url(stack.redis_url)
+    client = connect(stack.redis_url, JOB)
     try:
         log(f"ingest: preloading ~{cfg.events} events into {cfg.partitions} partitions")
         pre = preload(stack, cfg)
@@ -313,7 +314,7 @@ def _start_live(
 def bench_freshness(cfg: BenchConfig, work: Path, log: _Log, recovery: bool) -> dict[str, Any]:
     """Figure 2: probes under paced background traffic, on a stack of their own."""
     stack = LocalStack(work / "stack-live", partitions=cfg.partitions).up()
-    client = redis.Redis.from_url(stack.redis_url)
+    client = connect(stack.redis_url, JOB)
     procs: list[FlowProcess] = []
     try:
         procs = _start_live(cfg, stack, work, client, recovery, log)

@@ -22,7 +22,6 @@ import time
 import uuid
 from dataclasses import dataclass
 
-import redis
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from feedflow.bench.flow_harness import engagement_payload
@@ -31,6 +30,7 @@ from operators.contracts import TOPIC_ENGAGEMENT, EngagementEvent, decode_engage
 from operators.dedup import id_hash64
 from operators.feature_codecs import decode_co_record
 from state.feature_store import CO_ENGAGEMENT, USER, feature_key, unstamp
+from state.redis_client import JOB, connect
 
 PROBE = "bench-probe-"
 
@@ -137,7 +137,7 @@ class Prober:
         timeout_s: float = 5.0,
     ) -> None:
         self.media, self.interval_s, self.timeout_s = media, interval_s, timeout_s
-        self.client = redis.Redis.from_url(redis_url)
+        self.client = connect(redis_url, JOB)
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "acks": 1})
         self.watcher = ProbeWatcher(bootstrap, partitions)
         # A user is reused only after its previous probe has landed or timed out.

@@ -36,6 +36,7 @@ from feedflow.bench.machine import cpu_model
 from kernel.settings import Settings
 from operators.content import CONTENT_TYPES
 from operators.encoders import FIELD_WEIGHTS, HashingEncoder
+from state.redis_client import JOB, connect
 from state.vector_index import Hit, HnswIndex
 
 Matrix = npt.NDArray[np.float32]
@@ -386,8 +387,6 @@ def _event_bytes(media_id: str, n: int) -> bytes:
 
 def bench_freshness(redis_url: str, items: int = 200, interval_s: float = 0.01) -> dict[str, Any]:
     """Writer → Redis log → reader thread, in one process: publish → searchable latency."""
-    import redis
-
     from operators.contracts import decode_media
     from state.index_keys import IndexKeys
     from state.index_reader import IndexReader
@@ -395,7 +394,7 @@ def bench_freshness(redis_url: str, items: int = 200, interval_s: float = 0.01) 
     from state.index_writer import Change, IndexWriter
     from state.snapshots import DirSnapshotStore
 
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url, JOB)
     keys, tmp = IndexKeys(f"bench{time.time_ns()}"), Path(tempfile.mkdtemp(prefix="ff-bench-"))
     store, params, arrivals = DirSnapshotStore(tmp), IndexParams(), _Arrivals()
     arrivals.expected = items
@@ -441,7 +440,6 @@ def bench_freshness_kafka(
     """Kafka → the content flow (a real `bytewax.run` process) → Redis → a reader."""
     import subprocess
 
-    import redis
     from confluent_kafka import Producer
 
     from operators.contracts import TOPIC_MEDIA
@@ -457,7 +455,7 @@ def bench_freshness_kafka(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    client, arrivals = redis.Redis.from_url(redis_url), _Arrivals()
+    client, arrivals = connect(redis_url, JOB), _Arrivals()
     arrivals.expected = items
     reader = IndexReader(client, DirSnapshotStore(tmp / "index"), block_ms=100, listener=arrivals)
     try:

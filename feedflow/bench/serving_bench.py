@@ -63,6 +63,7 @@ from serving.runtime import Runtime, build_runtime
 from state.feature_store import ITEM, feature_key
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams
+from state.redis_client import JOB, connect
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 STAGES: Final = ("features", "retrieval", "filters", "ranking", "rules", "total")
@@ -177,7 +178,7 @@ def in_process(url: str, root: Path, users: Sequence[str], n: int, log: Log) -> 
     started = time.perf_counter()
     rt.start()
     load_s = time.perf_counter() - started
-    client = redis.Redis.from_url(url)
+    client = connect(url, JOB)
     try:
         _run(rt.service, users, n, seed=1)  # warm-up (caches, branch predictors, allocator)
         time.sleep(1.0)
@@ -337,7 +338,7 @@ def bench_size(
         tempfile.TemporaryDirectory(prefix="serving-redis-") as tmp,
         PrivateRedis(Path(tmp)) as private,
     ):
-        client = redis.Redis.from_url(private.url)
+        client = connect(private.url, JOB)
         register(client, IndexKeys(), info)
         started = time.perf_counter()
         ids = populate(client, items, users, seed, cache, info.version, behaviour=True)

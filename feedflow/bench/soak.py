@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import redis
 
 from feedflow.demo import Component, components, start_components, stop_components
 from feedflow.stack import LocalStack
 from kernel.settings import Settings
+from state.redis_client import JOB, connect
 
 
 def rss_kb(pid: int) -> int | None:
@@ -74,7 +74,7 @@ def run_soak(duration_s: int, rate: int, feeds_per_s: float, sample_s: int) -> d
             loop = threading.Thread(target=_feeds, args=(serve.url, 20_000, feeds_per_s, stop,
                                                          counts), daemon=True)  # fmt: skip
             loop.start()
-            client = redis.Redis.from_url(info.redis_url)
+            client = connect(info.redis_url, JOB)
             samples, started = [], time.monotonic()
             while (elapsed := time.monotonic() - started) <= duration_s:
                 mem = client.info("memory")

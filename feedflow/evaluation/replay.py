@@ -64,7 +64,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import msgspec
-import redis
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
@@ -92,6 +91,7 @@ from serving.runtime import build_runtime
 from state.behaviour_store import BehaviourStore
 from state.index_replica import snapshot_store
 from state.item_lookup import job_lookup
+from state.redis_client import JOB, connect
 
 MAX_PAGE: Final = 1000
 WEEK_MS: Final = 7 * 86_400_000  # the behaviour run's schedule (`feedflow behaviour run`)
@@ -259,7 +259,7 @@ def replay_engagement(
 def learn_behaviour(settings: Settings, events: Sequence[EngagementEvent]) -> dict[str, Any]:
     """The weekly behaviour run (`feedflow behaviour run`) over the replayed events, its
     version published on the eval's Redis and index directory for serving to load."""
-    client = redis.Redis.from_url(settings.redis_url)
+    client = connect(settings.redis_url, JOB)
     try:
         store = BehaviourStore(client, snapshot_store(settings))
         items = job_lookup(client)
@@ -280,7 +280,7 @@ class WeeklyBehaviour:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._client = redis.Redis.from_url(settings.redis_url)
+        self._client = connect(settings.redis_url, JOB)
         self._store = BehaviourStore(self._client, snapshot_store(settings))
         self._positives = Positives(settings, job_lookup(self._client))
         self._last: int | None = None

@@ -95,3 +95,26 @@ def test_the_check_lets_allowed_imports_pass() -> None:
     source = "import numpy\nfrom kernel.settings import Settings\nfrom operators import keys\n"
     assert violations("state/x.py", source) == []
     assert violations("feedflow/cli.py", "import flows, serving") == []
+
+
+def redis_clients_opened(source: str) -> list[int]:
+    """Lines where a module opens a Redis client itself (`redis.Redis(...)`/`.from_url`)."""
+    return [
+        node.lineno
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and (node.func.attr == "from_url" or ast.unparse(node.func) in {"redis.Redis"})
+    ]
+
+
+def test_every_redis_client_comes_from_the_one_factory() -> None:
+    factory = ROOT / "state" / "redis_client.py"
+    found = [
+        f"{p.relative_to(ROOT)}:{line}"
+        for p in sorted([*modules(), *(ROOT / "feedflow").rglob("*.py")])
+        if p != factory
+        for line in redis_clients_opened(p.read_text(encoding="utf-8"))
+    ]
+    assert found == []
+    assert redis_clients_opened("import redis\nredis.Redis.from_url('redis://h')") == [2]
