@@ -258,10 +258,10 @@ def build_flow(
     user_split = op.branch(STEP_TO_ITEMS, user_out, lambda x: isinstance(x, tuple))
     keyed: Stream[tuple[str, Any]] = user_split.trues  # type: ignore[assignment]
     co_split = op.branch(STEP_TO_CO, keyed, is_co_message)
-    co_in: Stream[tuple[str, CoMessage]] = co_split.trues  # type: ignore[assignment]
+    co_in: Stream[tuple[str, CoMessage]] = co_split.trues
     co_state = op.stateful(STEP_CO, co_in, lambda resume: co_logic(s, resume))
     co_writes = op.map(STEP_CO_WRITES, co_state, lambda kv: co_write(s, kv))
-    item_in: Stream[tuple[str, ItemMessage]] = co_split.falses  # type: ignore[assignment]
+    item_in: Stream[tuple[str, ItemMessage]] = co_split.falses
     item_state = op.stateful(
         STEP_ITEM, item_in, lambda resume: KeyedLogic(ItemStats(s, lookup(), resume))
     )

@@ -68,5 +68,5 @@ def http_status(exc: ServingError) -> int:
     """The HTTP status code of a serving error (500 for anything not listed)."""
     for kind in type(exc).__mro__:
         if kind in HTTP_STATUS:
-            return HTTP_STATUS[kind]  # type: ignore[index]
+            return HTTP_STATUS[kind]
     return 500

@@ -47,7 +47,7 @@ _ITEM = {
 }
 _FEED_ITEM = {
     **_ITEM,
-    "required": [*_ITEM["required"], "source", "reason"],  # type: ignore[misc]
+    "required": [*_ITEM["required"], "source", "reason"],
     "properties": {
         **_ITEM["properties"],  # type: ignore[dict-item]
         "source": {

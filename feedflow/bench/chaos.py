@@ -317,7 +317,7 @@ class Chaos:
     def model_seq(self) -> float:
         """Sequence number of the newest published ranker version (0: none yet)."""
         top = self.client.zrange(VERSIONS_KEY, -1, -1, withscores=True)
-        return float(top[0][1]) if top else 0.0  # type: ignore[index]
+        return float(top[0][1]) if top else 0.0
 
     def ready(self) -> bool:
         """Whether serving answers `/readyz` with 200."""

@@ -406,7 +406,7 @@ def bench_freshness(redis_url: str, items: int = 200, interval_s: float = 0.01) 
             raw = _event_bytes(f"bench-{n}", n)
             event = decode_media(raw)
             assert not hasattr(event, "reason")
-            writer.apply([Change(event, raw, 0, n)])  # type: ignore[arg-type]
+            writer.apply([Change(event, raw, 0, n)])
             time.sleep(interval_s)
         arrivals.done.wait(10)
         reader.stop()

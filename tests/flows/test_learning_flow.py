@@ -91,7 +91,7 @@ def label_offline(messages: list[Message]) -> list[LabelledImpression]:
     for topic, key, _ts, value in messages:
         decode = decode_impression if topic == TOPIC_IMPRESSIONS else decode_engagement
         join = joins.setdefault(key, LabelJoin(config))
-        out += join.on_event(decode(value.encode()))  # type: ignore[arg-type]
+        out += join.on_event(decode(value.encode()))
     for join in joins.values():
         out += join.flush()
     return [x for x in out if isinstance(x, LabelledImpression)]

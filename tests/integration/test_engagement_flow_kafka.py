@@ -49,7 +49,7 @@ def publish(stack: StackInfo, users: int, rate: int, duration: int, malformed: f
         now_ms=START_MS,
     )  # fmt: skip
     sink = _Tee(KafkaSink(stack.bootstrap))
-    summary = sim.run(sink).as_dict()  # type: ignore[arg-type]
+    summary = sim.run(sink).as_dict()
     return {"summary": summary, "truth": sim.truth(), "users": sink.users}
 
 

@@ -148,7 +148,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         sim = Simulation(SimConfig(users=USERS, items=ITEMS, rate=40_000, duration_s=2,
                                    seed=5), now_ms=int(time.time() * 1000))  # fmt: skip
         sink = ActiveUsers(KafkaSink(stack.bootstrap))
-        sim.run(sink)  # type: ignore[arg-type]
+        sim.run(sink)
         procs.append(start_flow("content", stack, state))
         wait_for(lambda: sum(1 for _ in client.scan_iter("ff:item:*", 1000)) >= ITEMS // 2,
                  60, "catalogue in Redis")  # fmt: skip
@@ -264,7 +264,7 @@ def copy_keys(source: redis.Redis, target: redis.Redis) -> int:
     for key in source.scan_iter(count=1000):
         dumped = source.dump(key)
         if dumped is not None:
-            target.restore(key, 0, dumped, replace=True)  # type: ignore[arg-type]
+            target.restore(key, 0, dumped, replace=True)
             copied += 1
     return copied
 

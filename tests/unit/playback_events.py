@@ -38,7 +38,7 @@ def ev(
         ts=ts,
         position_s=pos,
         from_position_s=frm,
-        content_type=content_type,  # type: ignore[arg-type]
+        content_type=content_type,
     )
 
 

@@ -81,7 +81,7 @@ class World:
             "content_type": kind,
         }
         fields.update(extra)
-        features = UserFeatures(**fields)  # type: ignore[arg-type]
+        features = UserFeatures(**fields)
         self.users[user_id] = encode_user_features(features)
         return features
 

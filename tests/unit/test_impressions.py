@@ -109,7 +109,7 @@ def test_a_broker_outage_buffers_then_drops_loudly_and_delivers_once_it_is_back(
     wait_until(lambda: len(producer.delivered) == kept)  # every kept one, once
     publisher.stop()
     assert len(producer.delivered) == kept
-    ids = [decode_impression(v).request_id for _, _, v in producer.delivered]  # type: ignore[union-attr]
+    ids = [decode_impression(v).request_id for _, _, v in producer.delivered]
     assert ids == sorted(ids, key=lambda r: int(r[1:])) and ids[0] == "r0"
     assert producer.threads == {"impressions"}  # never the request thread
 
@@ -156,7 +156,7 @@ def feeds_with_impressions(users: list[str], world: Any, **kwargs: Any) -> list[
     service, _ = service_for(world, FeedConfig())
     service.arms, service.impressions = kwargs.get("arms"), ImpressionPublisher(producer)
     bodies = [service.feed(request(u)) for u in users]
-    service.impressions.pump(1000)  # type: ignore[attr-defined]
+    service.impressions.pump(1000)
     producer.poll(0)
     found = {}
     for _, key, value in producer.delivered:

@@ -136,7 +136,7 @@ def test_a_long_horizon_popular_item_reaches_the_feed_and_its_popularity_counts(
     service.stats.store(["sports-A3"], [counted])
     service.stats.store_popular_reference(2 * week, board)
     scored = far_item()
-    gained = float(scored["score"]) - float(unscored["score"])  # type: ignore[arg-type]
+    gained = float(scored["score"]) - float(unscored["score"])
     assert gained == pytest.approx(DEFAULT_WEIGHTS["popularity"], abs=1e-3)
 
 
@@ -154,7 +154,7 @@ def test_redis_down_serves_cached_features_then_trending_then_recovers() -> None
     world.user("known", "music", "AUDIO")
     service, source = service_for(world)
     clock = [0.0]
-    service.fetcher._clock = lambda: clock[0]  # type: ignore[method-assign]
+    service.fetcher._clock = lambda: clock[0]
     service.trending.update({"all": (("news-V1", 9.0),)})
     healthy = service.feed(request("known"))
     source.down = True

@@ -126,7 +126,7 @@ class _Recorded(NoImpressions):
         super().__init__("recorded in the test")
         self.served: list[object] = []
 
-    def publish(self, served: object) -> None:  # type: ignore[override]
+    def publish(self, served: object) -> None:
         self.served.append(served)
 
 

@@ -41,7 +41,7 @@ def record(media_id: str, category: str = "news", kind: str = "VIDEO", **kw: obj
         "content_type": kind, "creator_id": f"c-{media_id}", "language": "en",
     }  # fmt: skip
     fields.update(kw)
-    return ItemRecord(**fields)  # type: ignore[arg-type]
+    return ItemRecord(**fields)
 
 
 VOCAB = Vocab()

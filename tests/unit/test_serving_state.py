@@ -142,7 +142,7 @@ def refresher_world() -> tuple[Refresher, FakeRedis, ModelHolder, TrendingCache,
         catalogue.put(rec(f"m{n}", category=cat), np.array([1.0, n]))
     table, trending, models = ItemTable(), TrendingCache(), ModelHolder(default_model())
     refresher = Refresher(
-        client, catalogue, ItemStatsCache(table, 30.0), trending,  # type: ignore[arg-type]
+        client, catalogue, ItemStatsCache(table, 30.0), trending,
         FreshItems(24 * HOUR), models, SideVectors(), table,
     )  # fmt: skip
     return refresher, client, models, trending, table

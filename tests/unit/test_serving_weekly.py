@@ -28,7 +28,7 @@ def weights(categories: dict[str, float], video: float = 0.5, explore: float = 1
 
 def page(service: FeedService, user: str, **kw: object) -> list[dict]:
     service._rng = random.Random(7)  # the same exploration draw for both sides of a comparison
-    items: list[dict] = service.feed(request(user, **kw))["items"]  # type: ignore[arg-type]
+    items: list[dict] = service.feed(request(user, **kw))["items"]
     return items
 
 
