@@ -69,10 +69,10 @@ OBS: Final = struct.Struct(">QBII")
 Obs = tuple[int, int, int, int]
 
 
-class ViewState(msgspec.Struct, frozen=True, kw_only=True):
-    """A view as snapshotted, by name (msgpack keeps the names: a field added later gets a
-    default, a moved one cannot shift the others). The first format was a positional array
-    of these fields in this order; :meth:`View.resume` reads both."""
+class ViewState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """A view as snapshotted, named in code and positional in msgpack (as compact as the
+    tuple it replaced, which it reads). The field order is the recovery format, pinned by a
+    test: a new field goes last, with a default; the version is the sessionizer's."""
 
     media_id: str
     opened_ts: int
@@ -90,7 +90,7 @@ class ViewState(msgspec.Struct, frozen=True, kw_only=True):
     dwell: int
 
 
-ViewSnapshot = ViewState | Sequence[Any] | dict[str, Any]
+ViewSnapshot = ViewState | Sequence[Any]
 
 
 def observation(ts_ms: int, kind: int, position_s: float, from_s: float | None = None) -> Obs:
@@ -306,12 +306,10 @@ class View:
 
     @classmethod
     def resume(cls, snap: ViewSnapshot) -> View:
-        """Rebuild a view from :meth:`snapshot` (a :class:`ViewState`, its msgpack map, or
-        the first format's positional array)."""
-        if isinstance(snap, dict):
-            snap = msgspec.convert(snap, ViewState)
-        elif not isinstance(snap, ViewState):
-            snap = ViewState(**dict(zip(ViewState.__struct_fields__, snap, strict=True)))
+        """Rebuild a view from :meth:`snapshot` (a :class:`ViewState`, or the same fields
+        by position, as msgpack gives them back)."""
+        if not isinstance(snap, ViewState):
+            snap = msgspec.convert(list(snap), ViewState)
         view = cls(snap.media_id, snap.opened_ts)
         view.first_ts, view.last_ts, view.end_ts = snap.first_ts, snap.last_ts, snap.end_ts
         view.flags, view.replays = snap.flags, snap.replays

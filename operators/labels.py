@@ -167,9 +167,10 @@ _LABEL_STATE_VERSION: Final = 2
 _Entries = tuple[tuple[str, tuple[Entry, ...]], ...]
 
 
-class LabelState(msgspec.Struct, frozen=True, kw_only=True):
-    """What :class:`LabelJoin` keeps for a user, as snapshotted (named fields: a field added
-    later gets a default, and `version` says which shape wrote it)."""
+class LabelState(msgspec.Struct, frozen=True):
+    """What :class:`LabelJoin` keeps for a user. Bytewax pickles it as the plain tuple of
+    these fields in this order (a struct pickles several times slower); the order is the
+    recovery format, pinned by a test: a new field goes last, with a default."""
 
     version: int = _LABEL_STATE_VERSION
     user_id: str = ""
@@ -178,9 +179,9 @@ class LabelState(msgspec.Struct, frozen=True, kw_only=True):
     entries: _Entries = ()
 
 
-# Version 1 was a positional tuple (max_ts, open, entries) without the user: resumed with
-# the user unknown until their next input.
-LabelSnapshot = LabelState | tuple[int | None, tuple[_Open, ...], _Entries]
+# Version 1 was the tuple (max_ts, open, entries), without a version or the user: resumed
+# with the user unknown until their next input.
+LabelSnapshot = LabelState | tuple[Any, ...]
 
 
 def label_state(resume: LabelSnapshot) -> LabelState:
@@ -189,15 +190,19 @@ def label_state(resume: LabelSnapshot) -> LabelState:
     Raises:
         ValueError: a version this code does not know (written by a newer release).
     """
-    if isinstance(resume, tuple):
+    if isinstance(resume, LabelState):
+        state = resume
+    elif len(resume) == 3:
         max_ts, opened, entries = resume
-        return LabelState(version=1, max_ts=max_ts, open=opened, entries=entries)
-    if resume.version > _LABEL_STATE_VERSION:
+        state = LabelState(version=1, max_ts=max_ts, open=opened, entries=entries)
+    else:
+        state = LabelState(*resume)
+    if state.version > _LABEL_STATE_VERSION:
         raise ValueError(
-            f"LabelJoin: snapshot version {resume.version} is newer than this code "
+            f"LabelJoin: snapshot version {state.version} is newer than this code "
             f"({_LABEL_STATE_VERSION}); run the release that wrote it, or rebuild"
         )
-    return resume
+    return state
 
 
 class LabelJoin(KeyedState["Impression | EngagementEvent", Any]):
@@ -350,12 +355,13 @@ class LabelJoin(KeyedState["Impression | EngagementEvent", Any]):
         """Close every open impression (end of input)."""
         return self._close(list(self.open.values()))
 
-    def snapshot(self) -> LabelState:
-        """The user, watermark input, open impressions and engagement entries."""
-        return LabelState(
-            version=_LABEL_STATE_VERSION,
-            user_id=self.user_id,
-            max_ts=self.max_ts,
-            open=tuple(self.open.values()),
-            entries=tuple((m, tuple(es)) for m, es in self.entries.items()),
+    def snapshot(self) -> tuple[Any, ...]:
+        """The fields of :class:`LabelState`, in order: the user, watermark input, open
+        impressions and engagement entries."""
+        return (
+            _LABEL_STATE_VERSION,
+            self.user_id,
+            self.max_ts,
+            tuple(self.open.values()),
+            tuple((m, tuple(es)) for m, es in self.entries.items()),
         )

@@ -84,15 +84,14 @@ TOUCHED, BITS, STATE, POSITION, STATE_TS = range(5)
 _BLOCKS_CONTINUE: Final = signals.bit("disliked") | signals.bit("skipped")
 _SNAPSHOT_VERSION: Final = 1
 _encode = msgspec.msgpack.Encoder().encode
-_COLD_VERSION: Final = 2
 
 
-class ProfileCold(msgspec.Struct, frozen=True, kw_only=True):
-    """The slow-changing part of a profile as snapshotted: msgpack with its field names, so
-    a field added later (with a default) or moved cannot shift the others. Version 1 was a
-    positional array of the same fields, read by position (:func:`profile_cold`)."""
+class ProfileCold(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """The slow-changing part of a profile as snapshotted, named in code and positional in
+    msgpack (as compact as a tuple: it is written for every user at every snapshot). The
+    field order is the recovery format, pinned by a test: a new field goes last, with a
+    default; the version is the snapshot's (:class:`operators.user_engagement.UserState`)."""
 
-    version: int = _COLD_VERSION
     engagements: int = 0
     vector: Any = None
     categories: Any = None
@@ -110,27 +109,7 @@ class ProfileCold(msgspec.Struct, frozen=True, kw_only=True):
     applied: Any = None
 
 
-_COLD_FIELDS: Final = tuple(f for f in ProfileCold.__struct_fields__ if f != "version")
-
-
-def profile_cold(raw: bytes | None) -> ProfileCold:
-    """The cold part of a snapshot of any version.
-
-    Raises:
-        ValueError: a version this code does not know (written by a newer release).
-    """
-    if raw is None:
-        return ProfileCold()
-    data = msgspec.msgpack.decode(raw)
-    if isinstance(data, list):  # version 1: the fields by position
-        return ProfileCold(version=1, **dict(zip(_COLD_FIELDS, data, strict=True)))
-    cold = msgspec.convert(data, ProfileCold)
-    if cold.version > _COLD_VERSION:
-        raise ValueError(
-            f"UserProfile: snapshot version {cold.version} is newer than this code "
-            f"({_COLD_VERSION}); run the release that wrote it, or rebuild"
-        )
-    return cold
+_cold_decoder = msgspec.msgpack.Decoder(ProfileCold)
 
 
 class UserProfile:
@@ -453,7 +432,7 @@ class UserProfile:
         self._sess_items = RecentIds(MAX_SESSION_ITEMS, items)
 
     def _resume_cold(self, cold: bytes | None) -> None:
-        c = profile_cold(cold)
+        c = _cold_decoder.decode(cold) if cold is not None else ProfileCold()
         self._engagements = c.engagements
         self._vector = DecayedVector(self._dim, TAU_7D_MS, c.vector)
         self._categories = DecayedScores(TAU_7D_MS, 16, c.categories)
@@ -470,8 +449,7 @@ class UserProfile:
         self._subscriptions = RecentIds(MAX_SUBSCRIPTIONS, c.subscriptions)
         self._applied = EventDedup(MAX_ITEMS, self._ttl_s, c.applied)
         self._cold = None
-        # A snapshot of an older version is written again in the current one.
-        self._cold_snap = cold if c.version == _COLD_VERSION else None
+        self._cold_snap = cold
 
     def _snapshot_cold(self) -> ProfileCold:
         return ProfileCold(

@@ -41,7 +41,7 @@ from operators.encoders import HashingEncoder, doc_of
 from operators.item_info import ItemInfo, lookup_from
 from operators.item_stats import ItemStats, ranking_keys
 from operators.trending import TrendingBoard
-from operators.user_engagement import UserEngagement
+from operators.user_engagement import UserEngagement, user_state
 from operators.user_features import encode_user_features
 
 
@@ -171,7 +171,9 @@ def run(
     result["snapshot_bytes"] = _quantiles(
         [len(pickle.dumps(u.snapshot(), protocol=pickle.HIGHEST_PROTOCOL)) for u in state.values()]
     )
-    result["sessionizer_bytes"] = _quantiles([len(u.snapshot().sessions) for u in state.values()])
+    result["sessionizer_bytes"] = _quantiles(
+        [len(user_state(u.snapshot()).sessions) for u in state.values()]
+    )
     result["feature_record_bytes"] = _quantiles(
         [len(encode_user_features(u.features())) for u in state.values()]
     )

@@ -19,7 +19,13 @@ from operators.contracts import EngagementEvent
 from operators.dedup import id_hash32, id_hash64
 from operators.emissions import Dropped, Feedback, Segment, ViewStart
 from operators.item_info import ItemInfo, lookup_from
-from operators.user_engagement import IDLE_FLUSH_S, UserEngagement, UserOutput
+from operators.user_engagement import (
+    IDLE_FLUSH_S,
+    UserEngagement,
+    UserOutput,
+    UserState,
+    user_state,
+)
 from operators.user_features import UserFeatures
 from tests.unit.playback_events import T0, batch_consumption, ev, heartbeats, jittered
 
@@ -315,17 +321,20 @@ def test_positive_views_seed_co_engagement_and_negative_ones_do_not() -> None:
 def test_a_version_1_snapshot_resumes_without_a_co_engagement_history() -> None:
     user = UserEngagement(SETTINGS, ITEMS, clock=FakeClock())
     run(user, [ev("media_started", 0, 0, media="m0"), ev("media_completed", 30, 30, media="m0")])
-    s = user.snapshot()
+    s = user_state(user.snapshot())
     old = (1, s.dedup, s.sessions, s.profile, s.emitted_ts)
     resumed = UserEngagement(SETTINGS, ITEMS, old)
     assert resumed.features().co_seeds() == () and resumed.features().engagements == 1
 
 
-def test_a_version_2_tuple_resumes_by_position_and_a_newer_snapshot_is_refused() -> None:
+def test_a_newer_snapshot_is_refused_and_the_layout_is_pinned() -> None:
     user = UserEngagement(SETTINGS, ITEMS, clock=FakeClock())
-    run(user, [ev("media_started", 0, 0, media="m0"), ev("media_completed", 30, 30, media="m0")])
-    s = user.snapshot()
-    old = (2, s.dedup, s.sessions, s.profile, s.emitted_ts, s.positives, s.pending)
-    assert UserEngagement(SETTINGS, ITEMS, old).snapshot() == s
-    with pytest.raises(ValueError, match="newer than this code"):
-        UserEngagement(SETTINGS, ITEMS, msgspec.structs.replace(s, version=s.version + 1))
+    run(user, [ev("media_started", 0, 0, media="m0")])
+    version, *rest = user.snapshot()
+    with pytest.raises(ValueError, match="not supported"):
+        UserEngagement(SETTINGS, ITEMS, (version + 1, *rest))
+    # The order of the fields is the recovery format (a tuple in the snapshot): append new
+    # fields at the end with a default, never reorder, or stores in the field break.
+    assert UserState.__struct_fields__ == (
+        "version", "dedup", "sessions", "profile", "emitted_ts", "positives", "pending",
+    )  # fmt: skip

@@ -271,14 +271,14 @@ def test_an_empty_record_decodes():
     assert decode_user_features(encode_user_features(UserFeatures())) == UserFeatures()
 
 
-def test_a_positional_snapshot_of_the_first_version_resumes_and_a_newer_one_is_refused():
-    segs = [seg(f"m{i}", T0 + i * HOUR, 30.0 + i) for i in range(8)]
-    hot, cold = profile(segs).snapshot()
-    fields = msgspec.structs.asdict(msgspec.msgpack.decode(cold, type=ProfileCold))
-    positional = msgspec.msgpack.encode([v for k, v in fields.items() if k != "version"])
-    old = UserProfile(SETTINGS, ITEMS, resume=(hot, positional))
-    assert old.features() == profile(segs).features()
-    assert old.snapshot()[1] == cold  # written again in the current version
-    newer = msgspec.msgpack.encode({**fields, "version": fields["version"] + 1})
-    with pytest.raises(ValueError, match="newer than this code"):
-        UserProfile(SETTINGS, ITEMS, resume=(hot, newer))
+def test_a_newer_profile_snapshot_is_refused_and_the_cold_layout_is_pinned():
+    hot, cold = profile([seg("m1", T0)]).snapshot()
+    with pytest.raises(ValueError, match="not supported"):
+        UserProfile(SETTINGS, ITEMS, resume=((hot[0] + 1, *hot[1:]), cold))
+    # The order of the cold fields is the recovery format (positional in msgpack): append
+    # new fields at the end with a default, never reorder, or stores in the field break.
+    assert ProfileCold.__struct_fields__ == (
+        "engagements", "vector", "categories", "creators", "languages", "content_types",
+        "hours", "sessions", "days", "recent_segments", "table", "consumed", "disliked",
+        "subscriptions", "applied",
+    )  # fmt: skip
