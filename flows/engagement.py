@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSourceMessage
@@ -170,9 +170,20 @@ def item_outputs(
     return [(board, out) for board in ranking_keys(out)]
 
 
-def is_co_message(key_value: tuple[str, Any]) -> bool:
+def is_co_message(key_value: tuple[str, Any]) -> TypeGuard[tuple[str, CoMessage]]:
     """True for the co-engagement step's inputs."""
     return isinstance(key_value[1], CoVisit | CoLink)
+
+
+def is_keyed(x: object) -> TypeGuard[tuple[str, Any]]:
+    """True for the user step's outputs routed on by key (to items and co-engagement):
+    `(key, value)` pairs; the rest are feature records, dead letters and counters."""
+    return isinstance(x, tuple)
+
+
+def is_board_update(x: object) -> TypeGuard[tuple[str, ScoreUpdate]]:
+    """True for the item step's `(board, score update)` pairs; the rest are writes."""
+    return isinstance(x, tuple)
 
 
 def co_write(settings: Settings, key_value: tuple[str, CoRecord]) -> FeatureWrite:
@@ -255,8 +266,8 @@ def build_flow(
         ),
     )
     user_out = op.flat_map(STEP_USER_WRITES, users, lambda kv: user_outputs(s, kv))
-    user_split = op.branch(STEP_TO_ITEMS, user_out, lambda x: isinstance(x, tuple))
-    keyed: Stream[tuple[str, Any]] = user_split.trues  # type: ignore[assignment]
+    user_split = op.branch(STEP_TO_ITEMS, user_out, is_keyed)
+    keyed = user_split.trues
     co_split = op.branch(STEP_TO_CO, keyed, is_co_message)
     co_in: Stream[tuple[str, CoMessage]] = co_split.trues
     co_state = op.stateful(STEP_CO, co_in, lambda resume: co_logic(s, resume))
@@ -266,8 +277,8 @@ def build_flow(
         STEP_ITEM, item_in, lambda resume: KeyedLogic(ItemStats(s, lookup(), resume))
     )
     item_out = op.flat_map(STEP_ITEM_WRITES, item_state, lambda kv: item_outputs(s, kv))
-    item_split = op.branch(STEP_TO_BOARDS, item_out, lambda x: isinstance(x, tuple))
-    board_in: Stream[tuple[str, ScoreUpdate]] = item_split.trues  # type: ignore[assignment]
+    item_split = op.branch(STEP_TO_BOARDS, item_out, is_board_update)
+    board_in = item_split.trues
     boards = op.stateful(
         STEP_TRENDING,
         board_in,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Final, TypeGuard, TypeVar
+from typing import Any, Final, TypeGuard, TypeVar, cast
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
@@ -47,12 +47,16 @@ def decoded_input(
     raw = op.input(input_step, flow, source)
     split = op.branch(STEP_SPLIT, raw, is_message)
     decoded = op.map(STEP_DECODE, split.trues, decode)
-    routed = op.branch(STEP_ROUTE, decoded, lambda x: not isinstance(x, DeadLetter))
+    routed = op.branch(STEP_ROUTE, decoded, is_dead_letter)
     errors = op.map(STEP_CONSUMER_ERRORS, split.falses, consumer_error(topic))
-    rejected: Stream[DeadLetter] = routed.falses  # type: ignore[assignment]
-    op.output(STEP_DEADLETTER_OUT, op.merge(STEP_DEADLETTERS, rejected, errors), deadletters)
-    events: Stream[T] = routed.trues  # type: ignore[assignment]
-    return events
+    op.output(STEP_DEADLETTER_OUT, op.merge(STEP_DEADLETTERS, routed.trues, errors), deadletters)
+    # Bytewax narrows only the trues of a TypeGuard branch: the rest are the decoded events.
+    return cast(Stream[T], routed.falses)
+
+
+def is_dead_letter(x: object) -> TypeGuard[DeadLetter]:
+    """True for a payload the decoder turned into a dead letter."""
+    return isinstance(x, DeadLetter)
 
 
 # Measured on the embedded broker (Tansu): produce → fetched took ~120 ms (P50) with
