@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeGuard, TypeVar, cast
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
-from bytewax.inputs import Source
+from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
 from bytewax.outputs import Sink
 
 from kernel.metrics import EVENTS
@@ -67,12 +68,63 @@ def is_dead_letter(x: object) -> TypeGuard[DeadLetter]:
 CONSUMER_CONFIG: Final[dict[str, str]] = {"fetch.wait.max.ms": "50"}
 
 
-def kafka_source(settings: Settings, topics: list[str]) -> KafkaSource:
+# How long a partition that had nothing waits before it is polled again. Bytewax's Kafka
+# partition asks for messages with a 1 ms timeout and no wake-up time, so the engine polls
+# an idle partition as fast as it can (an idle learning flow, 12 partitions: 6.4 % of a core;
+# paced: 4.9 %). Under load a batch is never empty and this never applies; after a quiet
+# spell the first message waits at most this long, as long as librdkafka's own fetch wait.
+IDLE_POLL: Final = timedelta(milliseconds=50)
+
+
+class _PacedPartition(StatefulSourcePartition[Any, Any]):
+    """A source partition that, after an empty batch, asks to be polled `idle` later."""
+
+    def __init__(self, inner: StatefulSourcePartition[Any, Any], idle: timedelta) -> None:
+        self._inner, self._idle = inner, idle
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[Any]:
+        """Bytewax: the inner partition's batch; an empty one sets the next wake-up."""
+        batch = list(self._inner.next_batch())
+        self._awake = None if batch else datetime.now(UTC) + self._idle
+        return batch
+
+    def next_awake(self) -> datetime | None:
+        """Bytewax: when to poll again (None: as soon as the engine can)."""
+        return self._awake
+
+    def snapshot(self) -> Any:
+        """Bytewax: the inner partition's resume state (its offset)."""
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        """Bytewax: close the inner partition's consumer."""
+        self._inner.close()
+
+
+class PacedSource(FixedPartitionedSource[Any, Any]):
+    """A partitioned source (Bytewax's Kafka source) whose idle partitions are polled every
+    `idle` instead of continuously; partitions, offsets and recovery are the inner one's."""
+
+    def __init__(self, inner: FixedPartitionedSource[Any, Any], idle: timedelta) -> None:
+        self._inner, self._idle = inner, idle
+
+    def list_parts(self) -> list[str]:
+        """Bytewax: the inner source's partitions."""
+        return self._inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _PacedPartition:
+        """Bytewax: the inner source's partition `for_part`, paced when idle."""
+        inner = self._inner.build_part(step_id, for_part, resume_state)
+        return _PacedPartition(inner, self._idle)
+
+
+def kafka_source(settings: Settings, topics: list[str]) -> PacedSource:
     """`topics` from the beginning, or from the recovery store's offsets when resuming.
 
     Consumer errors become items (not crashes) so they can go to the dead-letter topic.
     """
-    return KafkaSource(
+    kafka = KafkaSource(
         brokers=[b.strip() for b in settings.kafka_bootstrap_servers.split(",")],
         topics=topics,
         tail=True,
@@ -80,6 +132,7 @@ def kafka_source(settings: Settings, topics: list[str]) -> KafkaSource:
         raise_on_errors=False,
         add_config={**CONSUMER_CONFIG, **settings.kafka_client},
     )
+    return PacedSource(kafka, IDLE_POLL)
 
 
 def is_message(item: Any) -> TypeGuard[KafkaSourceMessage[Any, Any]]:
