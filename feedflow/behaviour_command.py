@@ -17,7 +17,7 @@ import redis
 
 from feedflow import behaviour_job
 from feedflow.output import Progress, emit
-from feedflow.week_events import erasures, file_payloads, kafka_payloads
+from feedflow.week_events import erasures, week_payloads
 from kernel.settings import Settings
 from state.behaviour_store import BehaviourStateError, BehaviourStore, describe
 from state.index_replica import snapshot_store
@@ -69,11 +69,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _run(
     args: argparse.Namespace, settings: Settings, client: redis.Redis, store: BehaviourStore
 ) -> int:
-    if args.input is not None:
-        payloads = file_payloads(args.input)
-    else:
-        settings.require("kafka_bootstrap_servers")
-        payloads = kafka_payloads(settings, 0)  # everything the topic retains
+    payloads, _ = week_payloads(settings, args.input, 0)  # 0: everything the topic retains
     items = job_lookup(client)
     progress = Progress("behaviour: events")
     result = behaviour_job.run(

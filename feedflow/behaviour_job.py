@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from feedflow.week_events import Counts, decoded
+from feedflow.week_events import Counts, apply_events
 from kernel.settings import Settings
 from operators.behaviour import Positives, Space, factorise
 from operators.erasure import Tombstones
@@ -24,7 +24,6 @@ from operators.item_info import ItemLookup
 from state.behaviour_store import BehaviourStore
 
 log = logging.getLogger(__name__)
-PROGRESS_EVERY = 10_000
 
 
 @dataclass(frozen=True)
@@ -56,13 +55,7 @@ def learn(
     """The factorisation of the positives in `payloads` (without `erased` users' events),
     the reader's counts and the events."""
     counts, positives = Counts(), Positives(settings, items)
-    n = 0
-    for n, event in enumerate(decoded(payloads, counts, erased), 1):
-        positives.add(event)
-        if progress is not None and n % PROGRESS_EVERY == 0:
-            progress(PROGRESS_EVERY)
-    if progress is not None:
-        progress(n % PROGRESS_EVERY)
+    n = apply_events(payloads, counts, positives.add, erased, progress)
     return factorise(positives.finish(), settings.behaviour_dim), counts, n
 
 

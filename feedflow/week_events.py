@@ -21,7 +21,7 @@ skipped, so a weekly run never brings a forgotten user back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -42,6 +42,9 @@ from operators.erasure import Tombstones
 
 IDLE_TIMEOUT_S: Final = 60.0
 log = logging.getLogger(__name__)
+
+
+PROGRESS_EVERY: Final = 10_000
 
 
 class WeekInputError(FeedflowError):
@@ -68,6 +71,25 @@ def decoded(
             counts.erased += 1
         else:
             yield event
+
+
+def apply_events(
+    payloads: Iterator[bytes],
+    counts: Counts,
+    add: Callable[[EngagementEvent], None],
+    erased: Tombstones | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Hand every valid event not erased to `add` (the rest only counted), telling `progress`
+    every :data:`PROGRESS_EVERY` events and at the end; how many were handed."""
+    n = 0
+    for n, event in enumerate(decoded(payloads, counts, erased), 1):
+        add(event)
+        if progress is not None and n % PROGRESS_EVERY == 0:
+            progress(PROGRESS_EVERY)
+    if progress is not None:
+        progress(n % PROGRESS_EVERY)
+    return n
 
 
 def erasures(settings: Settings) -> Tombstones | None:
@@ -102,6 +124,21 @@ def file_payloads(path: Path) -> Iterator[bytes]:
                     yield line.rstrip(b"\r\n")
     except OSError as exc:
         raise WeekInputError(f"weekly input {path}: {exc}") from exc
+
+
+def week_payloads(
+    settings: Settings, path: Path | None, start_ms: int
+) -> tuple[Iterator[bytes], str]:
+    """A job's input and how to name it: the file at `path`, else the engagement topic from
+    `start_ms` (less the allowed lateness).
+
+    Raises:
+        ConfigError: no file given and no broker configured.
+    """
+    if path is not None:
+        return file_payloads(path), f"file:{path.name}"
+    settings.require("kafka_bootstrap_servers")
+    return kafka_payloads(settings, start_ms), "kafka"
 
 
 def kafka_payloads(

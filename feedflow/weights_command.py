@@ -19,7 +19,7 @@ import msgspec
 import redis
 
 from feedflow.output import Progress, emit
-from feedflow.week_events import erasures, file_payloads, kafka_payloads
+from feedflow.week_events import erasures, week_payloads
 from feedflow.weights_job import run_week
 from kernel.settings import Settings
 from operators.weekly_weights import UserWeights, last_complete_week, week_span
@@ -90,11 +90,7 @@ def _run(
     now_ms = int(time.time() * 1000)
     week = args.week or last_complete_week(now_ms, settings.allowed_lateness_s * 1000)
     start_ms = week_span(week)[0]
-    if args.input is not None:
-        payloads, source = file_payloads(args.input), f"file:{args.input.name}"
-    else:
-        settings.require("kafka_bootstrap_servers")
-        payloads, source = kafka_payloads(settings, start_ms), "kafka"
+    payloads, source = week_payloads(settings, args.input, start_ms)
     items = job_lookup(client)
     progress = Progress(f"weights {week}: events")
     result = run_week(

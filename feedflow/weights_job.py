@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from feedflow.week_events import Counts, decoded
+from feedflow.week_events import Counts, apply_events
 from kernel.settings import Settings
 from operators.cold_start import CohortModel
 from operators.erasure import Tombstones
@@ -33,7 +33,6 @@ from operators.weekly_weights import (
 from state.weights_registry import WeightsRegistry
 
 log = logging.getLogger(__name__)
-PROGRESS_EVERY = 10_000
 
 
 @dataclass(frozen=True)
@@ -82,13 +81,7 @@ def run_week(
     try:
         counts = Counts()
         week_agg = WeekAggregator(settings, items, start_ms, end_ms)
-        n = 0
-        for n, event in enumerate(decoded(payloads, counts, erased), 1):
-            week_agg.add(event)
-            if progress is not None and n % PROGRESS_EVERY == 0:
-                progress(PROGRESS_EVERY)
-        if progress is not None:
-            progress(n % PROGRESS_EVERY)
+        apply_events(payloads, counts, week_agg.add, erased, progress)
         tallies = week_agg.finish()
         late = recheck() if recheck is not None else None
         if late is not None:

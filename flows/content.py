@@ -10,7 +10,6 @@ Run: `python -m bytewax.run "flows.content:build_flow()"` (or `feedflow flow con
 from __future__ import annotations
 
 import os
-import time
 from datetime import timedelta
 from typing import Any, Final
 
@@ -37,6 +36,7 @@ from flows.sources import Ticker
 from kernel.metrics import EVENTS
 from kernel.settings import Settings, load_settings
 from operators.contracts import TOPIC_MEDIA, DeadLetter, MediaPublished, dead_letter, decode_media
+from operators.eventtime import now_ms
 from state.index_writer import Change
 
 FLOW_ID: Final = "content"
@@ -63,10 +63,6 @@ STEP_IDS: Final = frozenset(
 TICK_INTERVAL: Final = timedelta(milliseconds=500)
 
 
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
 def decode(msg: KafkaSourceMessage[Any, Any]) -> Change | DeadLetter:
     """A catalogue change, or the dead letter of a payload that failed validation."""
     raw = msg.value if isinstance(msg.value, bytes) else b""
@@ -75,7 +71,7 @@ def decode(msg: KafkaSourceMessage[Any, Any]) -> Change | DeadLetter:
     if isinstance(event, MediaPublished):
         return Change(event, raw, partition, offset)
     EVENTS.labels(topic=TOPIC_MEDIA, outcome="invalid").inc()
-    return dead_letter(TOPIC_MEDIA, partition, offset, event.reason, raw, _now_ms())
+    return dead_letter(TOPIC_MEDIA, partition, offset, event.reason, raw, now_ms())
 
 
 def build_flow(

@@ -35,7 +35,6 @@ Run: `feedflow flow engagement` (or `python -m bytewax.run "flows.engagement:bui
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeGuard
 
@@ -45,7 +44,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from flows.erasure_in import decode_erasure, tombstones
+from flows.erasure_in import decode_erasure, tombstones_for
 from flows.kafka_in import (
     STEP_CONSUMER_ERRORS,
     STEP_DEADLETTER_OUT,
@@ -57,7 +56,7 @@ from flows.kafka_in import (
     decoded_input,
     kafka_source,
 )
-from flows.keyed_logic import KeyedLogic
+from flows.keyed_logic import ErasableLogic, KeyedLogic
 from flows.redis_sink import ErasureAck, FeatureSink, Output
 from flows.sinks import deadletter_sink
 from kernel.metrics import EVENT_LAG, EVENTS
@@ -75,6 +74,7 @@ from operators.contracts import decode_engagement as decode_payload
 from operators.dedup import id_hash64
 from operators.emissions import Dropped, Feedback, Segment, ViewStart
 from operators.erasure import Erased, Tombstones
+from operators.eventtime import now_ms
 from operators.feature_codecs import encode_co_record, encode_item_stats, encode_trending
 from operators.item_info import ItemLookup
 from operators.item_stats import ItemStats, ItemStatsRecord, ScoreUpdate, ranking_keys
@@ -127,13 +127,13 @@ def decode(msg: KafkaSourceMessage[Any, Any]) -> EngagementEvent | ErasureReques
         return decode_erasure(msg)
     raw = msg.value if isinstance(msg.value, bytes) else b""
     event = decode_payload(raw)
-    now_ms = time.time_ns() // 1_000_000
+    now = now_ms()
     if isinstance(event, EngagementEvent):
-        EVENT_LAG.observe(max(now_ms - event.ts, 0) / 1000)
+        EVENT_LAG.observe(max(now - event.ts, 0) / 1000)
         return event
     EVENTS.labels(topic=TOPIC_ENGAGEMENT, outcome="invalid").inc()
     partition, offset = coordinates(msg)
-    return dead_letter(TOPIC_ENGAGEMENT, partition, offset, event.reason, raw, now_ms)
+    return dead_letter(TOPIC_ENGAGEMENT, partition, offset, event.reason, raw, now)
 
 
 def user_outputs(
@@ -175,14 +175,9 @@ def is_co_message(key_value: tuple[str, Any]) -> TypeGuard[tuple[str, CoMessage]
     return isinstance(key_value[1], CoVisit | CoLink)
 
 
-def is_keyed(x: object) -> TypeGuard[tuple[str, Any]]:
-    """True for the user step's outputs routed on by key (to items and co-engagement):
-    `(key, value)` pairs; the rest are feature records, dead letters and counters."""
-    return isinstance(x, tuple)
-
-
-def is_board_update(x: object) -> TypeGuard[tuple[str, ScoreUpdate]]:
-    """True for the item step's `(board, score update)` pairs; the rest are writes."""
+def is_pair(x: object) -> TypeGuard[tuple[str, Any]]:
+    """True for a `(key, value)` pair routed on by key (the user step's inputs of the item
+    and co-engagement steps, the item step's board updates); the rest are writes."""
     return isinstance(x, tuple)
 
 
@@ -241,7 +236,7 @@ def build_flow(
     the tombstones (by default read from the erasure topic, or none with a swapped source)."""
     s = settings or load_settings(os.environ)
     if erased is None:
-        erased = Tombstones() if source is not None else tombstones(s)
+        erased = tombstones_for(s, source)
     make_items = items or (lambda: item_lookup(s))
     lookups: dict[str, ItemLookup] = {}
 
@@ -261,12 +256,12 @@ def build_flow(
     users = op.stateful(
         STEP_USER,
         by_user,
-        lambda resume: KeyedLogic(
+        lambda resume: ErasableLogic(
             UserEngagement(s, lookup(), resume), count_outcome, erased, resume is not None
         ),
     )
     user_out = op.flat_map(STEP_USER_WRITES, users, lambda kv: user_outputs(s, kv))
-    user_split = op.branch(STEP_TO_ITEMS, user_out, is_keyed)
+    user_split = op.branch(STEP_TO_ITEMS, user_out, is_pair)
     keyed = user_split.trues
     co_split = op.branch(STEP_TO_CO, keyed, is_co_message)
     co_in: Stream[tuple[str, CoMessage]] = co_split.trues
@@ -277,8 +272,8 @@ def build_flow(
         STEP_ITEM, item_in, lambda resume: KeyedLogic(ItemStats(s, lookup(), resume))
     )
     item_out = op.flat_map(STEP_ITEM_WRITES, item_state, lambda kv: item_outputs(s, kv))
-    item_split = op.branch(STEP_TO_BOARDS, item_out, is_board_update)
-    board_in = item_split.trues
+    item_split = op.branch(STEP_TO_BOARDS, item_out, is_pair)
+    board_in: Stream[tuple[str, ScoreUpdate]] = item_split.trues
     boards = op.stateful(
         STEP_TRENDING,
         board_in,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeGuard, TypeVar, cast
@@ -16,6 +15,7 @@ from bytewax.outputs import Sink
 from kernel.metrics import EVENTS
 from kernel.settings import Settings
 from operators.contracts import DeadLetter, dead_letter
+from operators.eventtime import now_ms
 
 T = TypeVar("T")
 
@@ -85,7 +85,8 @@ class _PacedPartition(StatefulSourcePartition[Any, Any]):
 
     def next_batch(self) -> list[Any]:
         """Bytewax: the inner partition's batch; an empty one sets the next wake-up."""
-        batch = list(self._inner.next_batch())
+        found = self._inner.next_batch()
+        batch = found if isinstance(found, list) else list(found)  # Kafka's: a list, not copied
         self._awake = None if batch else datetime.now(UTC) + self._idle
         return batch
 
@@ -154,7 +155,7 @@ def consumer_error(topic: str) -> Callable[[KafkaError[Any, Any]], DeadLetter]:
         EVENTS.labels(topic=topic, outcome="error").inc()
         msg = err.msg
         raw = msg.value if isinstance(msg.value, bytes) else b""
-        now_ms = time.time_ns() // 1_000_000
-        return dead_letter(msg.topic or topic, *coordinates(msg), str(err.err), raw, now_ms)
+        now = now_ms()
+        return dead_letter(msg.topic or topic, *coordinates(msg), str(err.err), raw, now)
 
     return to_letter

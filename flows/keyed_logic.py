@@ -5,10 +5,10 @@ Every keyed class in `operators/` is a :class:`~operators.keyed.KeyedState` — 
 default to nothing — so the flows wrap them all the same way and the classes never import
 Bytewax.
 
-A per-user step also forgets users (:mod:`operators.erasure`): given the process's
-tombstones, an erasure request discards the key's state and answers `Erased`, and an event
-of an erased history is dropped without being applied (and without keeping state for a key
-that had none).
+A per-user step also forgets users (:mod:`operators.erasure`) with :class:`ErasableLogic`:
+given the process's tombstones, an erasure request discards the key's state and answers
+`Erased`, and an event of an erased history is dropped without being applied (and without
+keeping state for a key that had none).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from bytewax.operators import StatefulLogic
 
 from operators.contracts import ErasureRequest
 from operators.erasure import Tombstones, erased_drop
-from operators.eventtime import to_ms
+from operators.eventtime import now_ms
 from operators.keyed import KeyedState
 
 
@@ -31,49 +31,25 @@ class KeyedLogic(StatefulLogic[Any, Any, Any]):
     Args:
         inner: the keyed-state object (built from the resume snapshot by the caller).
         after_item: called with each input and its outputs (metrics hooks), optional.
-        tombstones: for a per-user step, the erased users (inputs then carry `user_id`
-            and `ts`, or are erasure requests).
-        resumed: the state was restored from a snapshot (not built for this input).
     """
 
     def __init__(
         self,
         inner: KeyedState[Any, Any],
         after_item: Callable[[Any, list[Any]], None] | None = None,
-        tombstones: Tombstones | None = None,
-        resumed: bool = True,
     ) -> None:
         self.inner = inner
         self.after_item = after_item
-        self.tombstones = tombstones
-        self.resumed = self.held = resumed
 
     def on_item(self, value: Any) -> tuple[Iterable[Any], bool]:
-        """Bytewax: apply one input of this key (or an erasure request)."""
-        if self.tombstones is not None:
-            if isinstance(value, ErasureRequest):
-                return self._erase(value)
-            if self.tombstones.covers(value.user_id, value.ts):
-                out = [erased_drop(value, to_ms(datetime.now(UTC)))]
-                if self.after_item is not None:
-                    self.after_item(value, out)
-                return out, StatefulLogic.RETAIN if self.held else StatefulLogic.DISCARD
+        """Bytewax: apply one input of this key."""
+        return self._apply(value), StatefulLogic.RETAIN
+
+    def _apply(self, value: Any) -> list[Any]:
         out = list(self.inner.on_event(value))
-        self.held = True
         if self.after_item is not None:
             self.after_item(value, out)
-        return out, StatefulLogic.RETAIN
-
-    def _erase(self, request: ErasureRequest) -> tuple[Iterable[Any], bool]:
-        """Drop the state, unless the request is met again (a replay, a rebuild) and this
-        state was built here after it was known: then it holds only events stamped after
-        the erasure (earlier ones were dropped), a new history that stays. A state restored
-        from a snapshot may predate the erasure, so it always goes."""
-        assert self.tombstones is not None
-        known = self.tombstones.covers(request.user_id, request.ts)
-        if known and self.held and not self.resumed:
-            return [self.tombstones.erase(request, kept=True)], StatefulLogic.RETAIN
-        return [self.tombstones.erase(request)], StatefulLogic.DISCARD
+        return out
 
     def on_notify(self) -> tuple[Iterable[Any], bool]:
         """Bytewax: a timer fired; what is due, and whether the key's state can go."""
@@ -92,3 +68,48 @@ class KeyedLogic(StatefulLogic[Any, Any, Any]):
     def snapshot(self) -> Any:
         """Bytewax: the state to store in the recovery snapshot."""
         return self.inner.snapshot()
+
+
+class ErasableLogic(KeyedLogic):
+    """A per-user step's :class:`KeyedLogic` that forgets users (see module doc).
+
+    Args:
+        inner: the keyed-state object (built from the resume snapshot by the caller).
+        after_item: called with each input and its outputs (metrics hooks), optional.
+        tombstones: the erased users; inputs carry `user_id` and `ts`, or are erasure
+            requests.
+        resumed: the state was restored from a snapshot (not built for this input).
+    """
+
+    def __init__(
+        self,
+        inner: KeyedState[Any, Any],
+        after_item: Callable[[Any, list[Any]], None] | None,
+        tombstones: Tombstones,
+        resumed: bool,
+    ) -> None:
+        super().__init__(inner, after_item)
+        self.tombstones = tombstones
+        self.resumed = self.held = resumed
+
+    def on_item(self, value: Any) -> tuple[Iterable[Any], bool]:
+        """Bytewax: apply one input of this user, or an erasure request."""
+        if isinstance(value, ErasureRequest):
+            return self._erase(value)
+        if self.tombstones.covers(value.user_id, value.ts):
+            out = [erased_drop(value, now_ms())]
+            if self.after_item is not None:
+                self.after_item(value, out)
+            return out, StatefulLogic.RETAIN if self.held else StatefulLogic.DISCARD
+        self.held = True
+        return self._apply(value), StatefulLogic.RETAIN
+
+    def _erase(self, request: ErasureRequest) -> tuple[Iterable[Any], bool]:
+        """Drop the state, unless the request is met again (a replay, a rebuild) and this
+        state was built here after it was known: then it holds only events stamped after
+        the erasure (earlier ones were dropped), a new history that stays. A state restored
+        from a snapshot may predate the erasure, so it always goes."""
+        known = self.tombstones.covers(request.user_id, request.ts)
+        if known and self.held and not self.resumed:
+            return [self.tombstones.erase(request, kept=True)], StatefulLogic.RETAIN
+        return [self.tombstones.erase(request)], StatefulLogic.DISCARD

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from typing import Any, Final, cast
 
 import bytewax.operators as op
@@ -33,9 +32,9 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from flows.erasure_in import decode_erasure, tombstones
+from flows.erasure_in import decode_erasure, tombstones_for
 from flows.kafka_in import FRONT_STEPS, coordinates, decoded_input, kafka_source
-from flows.keyed_logic import KeyedLogic
+from flows.keyed_logic import ErasableLogic, KeyedLogic
 from flows.model_sink import ModelSink
 from flows.redis_sink import ErasureAck, FeatureSink
 from flows.sinks import deadletter_sink
@@ -62,7 +61,7 @@ from operators.contracts import (
 )
 from operators.emissions import Dropped
 from operators.erasure import Erased, Tombstones
-from operators.eventtime import Clock, utc_now
+from operators.eventtime import Clock, now_ms, utc_now
 from operators.labels import LabelConfig, LabelJoin, LabelledImpression
 from operators.online_ranker import ModelVersion, OnlineRanker, RankerConfig
 from operators.ranking_contract import FEATURES
@@ -101,20 +100,20 @@ def decode(msg: KafkaSourceMessage[Any, Any]) -> Joined | ErasureRequest | DeadL
     if msg.topic == TOPIC_ERASURE:
         return decode_erasure(msg)
     raw = msg.value if isinstance(msg.value, bytes) else b""
-    now_ms = time.time_ns() // 1_000_000
+    now = now_ms()
     if msg.topic == TOPIC_ENGAGEMENT:
         event: Joined | Any = decode_engagement(raw)
     else:
         event = decode_impression(raw)
     if isinstance(event, Impression | EngagementEvent):
-        EVENT_LAG.observe(max(now_ms - event.ts, 0) / 1000)
+        EVENT_LAG.observe(max(now - event.ts, 0) / 1000)
         return event
     topic = msg.topic or TOPIC_IMPRESSIONS
     _events(topic, "invalid").inc()
     if topic == TOPIC_ENGAGEMENT:
         return None
     partition, offset = coordinates(msg)
-    return dead_letter(topic, partition, offset, event.reason, raw, now_ms)
+    return dead_letter(topic, partition, offset, event.reason, raw, now)
 
 
 def count_input(value: Joined, out: list[Any]) -> None:
@@ -209,7 +208,7 @@ def labelled_impressions(
     joined = op.stateful(
         STEP_LABELS,
         by_user,
-        lambda resume: KeyedLogic(
+        lambda resume: ErasableLogic(
             LabelJoin(config, resume, clock), count_input, stones,
             resume is not None,
         ),
@@ -238,7 +237,7 @@ def build_flow(
     topics = [TOPIC_IMPRESSIONS, TOPIC_ENGAGEMENT, TOPIC_ERASURE]
     src = source or kafka_source(s, topics)
     dlq = deadletters or deadletter_sink(s)
-    erased = Tombstones() if source is not None else tombstones(s)
+    erased = tombstones_for(s, source)
     closed = labelled_impressions(flow, s, src, dlq, clock, erased, acks)
     keyed = op.key_on(STEP_KEY_RANKER, closed, lambda _: RANKER_KEY)
     config = ranker_config(s)

@@ -144,7 +144,7 @@ class RecentPositives:
             self._digests = None
 
     def snapshot(self) -> tuple[str, ...]:
-        """The user's recent positive items, oldest first."""
+        """The user's recent positive items, newest first."""
         return tuple(self._items)
 
 

@@ -19,6 +19,7 @@ from typing import Literal
 import msgspec
 
 from operators import signals
+from operators.contracts import EngagementEvent, Impression
 
 
 class ViewStart(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,6 +92,23 @@ class Dropped(msgspec.Struct, frozen=True, kw_only=True):
     event_type: str
     ts: int
     lag_ms: int
+
+
+def dropped(
+    value: EngagementEvent | Impression,
+    outcome: Literal["late", "duplicate", "erased"],
+    reason: str,
+    lag_ms: int,
+) -> Dropped:
+    """The drop of an engagement event or an impression (named by its request id)."""
+    if isinstance(value, Impression):
+        event_id, event_type = value.request_id, "impression"
+    else:
+        event_id, event_type = value.event_id, value.event_type
+    return Dropped(
+        outcome=outcome, reason=reason, user_id=value.user_id, event_id=event_id,
+        event_type=event_type, ts=value.ts, lag_ms=lag_ms,
+    )  # fmt: skip
 
 
 UserEmission = ViewStart | Segment | Feedback | Dropped

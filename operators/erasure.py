@@ -32,7 +32,7 @@ import msgspec
 
 from operators.contracts import EngagementEvent, ErasureRequest, Impression
 from operators.dedup import id_hash64
-from operators.emissions import Dropped
+from operators.emissions import Dropped, dropped
 
 ERASED: Final = "erased"
 
@@ -80,11 +80,4 @@ class Tombstones:
 
 def erased_drop(value: EngagementEvent | Impression, now_ms: int) -> Dropped:
     """The drop of an event that belongs to an erased history (no payload kept)."""
-    if isinstance(value, EngagementEvent):
-        event_id, event_type = value.event_id, value.event_type
-    else:
-        event_id, event_type = value.request_id, "impression"
-    return Dropped(
-        outcome=ERASED, reason="the user was erased", user_id=value.user_id,
-        event_id=event_id, event_type=event_type, ts=value.ts, lag_ms=max(now_ms - value.ts, 0),
-    )  # fmt: skip
+    return dropped(value, ERASED, "the user was erased", max(now_ms - value.ts, 0))

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -33,6 +34,11 @@ def to_ms(when: datetime) -> int:
 def utc_now() -> datetime:
     """The real clock: the current UTC-aware time (the default :data:`Clock`)."""
     return datetime.now(UTC)
+
+
+def now_ms() -> int:
+    """The real clock in epoch milliseconds (processing time: dead letters, drops, lags)."""
+    return time.time_ns() // 1_000_000
 
 
 def from_ms(ms: int) -> datetime:

@@ -47,7 +47,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from operators.contracts import EngagementEvent, Impression
-from operators.emissions import Dropped
+from operators.emissions import Dropped, dropped
 from operators.eventtime import Clock, utc_now
 from operators.keyed import KeyedState
 
@@ -267,15 +267,7 @@ class LabelJoin(KeyedState["Impression | EngagementEvent", Any]):
     def _dropped(
         self, value: Impression | EngagementEvent, outcome: Outcome, reason: str
     ) -> Dropped:
-        if isinstance(value, Impression):
-            event_id, event_type = value.request_id, "impression"
-        else:
-            event_id, event_type = value.event_id, value.event_type
-        lag_ms = (self.max_ts or value.ts) - value.ts
-        return Dropped(
-            outcome=outcome, reason=reason, user_id=value.user_id, event_id=event_id,
-            event_type=event_type, ts=value.ts, lag_ms=lag_ms,
-        )  # fmt: skip
+        return dropped(value, outcome, reason, (self.max_ts or value.ts) - value.ts)
 
     # -- closing -------------------------------------------------------------------------
 

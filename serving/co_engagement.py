@@ -87,7 +87,6 @@ class CoRecords:
     ) -> None:
         self._source, self._ttl, self._max, self._clock = source, ttl_s, max_items, clock
         self._cache: OrderedDict[bytes, tuple[float, CoRecord | None]] = OrderedDict()
-        self.last_error = ""
 
     def get(self, digests: Sequence[bytes]) -> list[CoRecord | None]:
         """The records of `digests` in order (None: none yet, or Redis failed).
@@ -108,7 +107,6 @@ class CoRecords:
             try:
                 raw = self._source.fetch(missing)
             except _FAILURES as exc:
-                self.last_error = str(exc)
                 raise StoreUnavailableError(f"co-engagement records: {exc}") from exc
             for d, value in zip(missing, raw, strict=True):
                 out[d] = record = _decode(value)

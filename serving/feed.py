@@ -317,13 +317,7 @@ class FeedService:
         pool row of each."""
         records = self.catalogue.items([pool.ids[p.row] for p in placed])
         page = [(p, r) for p, r in zip(placed, records, strict=True) if r is not None]
-        anchors = self._anchors(ctx, [(pool.source(p.row), r) for p, r in page])
-        for p, r in page:  # a learned source's item: the seed that contributed most
-            source = pool.source(p.row)
-            if source == CO_ENGAGED and co is not None:
-                anchors[r.media_id] = co.anchor[r.media_id]
-            elif source == BEHAVIOUR and beh is not None and (a := beh.anchor(r.media_id)):
-                anchors[r.media_id] = a
+        anchors = self._anchors(ctx, [(pool.source(p.row), r) for p, r in page], co, beh)
         out = []
         for p, record in page:
             source = pool.source(p.row)
@@ -340,22 +334,37 @@ class FeedService:
             )
         return out, [p.row for p, _ in page]
 
-    def _anchors(self, ctx: UserContext, page: list[tuple[str, ItemRecord]]) -> dict[str, str]:
-        """For ANN items: the recently watched item they are "because of".
+    def _anchors(
+        self,
+        ctx: UserContext,
+        page: list[tuple[str, ItemRecord]],
+        co: CoCandidates | None,
+        beh: BehaviourMatch | None,
+    ) -> dict[str, str]:
+        """The recently watched item each page item is "because of".
 
-        The one of the same category, else the most recent other item: the ANN query ran on
-        the whole taste vector, so any single anchor is an explanation, and this one costs no
-        vectors. An item is never its own anchor (no anchor: no `because_you_watched`).
+        A learned source's item (co-engagement, behaviour): the seed that contributed most.
+        An ANN item: the one of the same category, else the most recent other item: the ANN
+        query ran on the whole taste vector, so any single anchor is an explanation, and this
+        one costs no vectors. An item is never its own anchor (no anchor: no
+        `because_you_watched`).
         """
-        if not ctx.recent:
-            return {}
         by_category: dict[str, list[str]] = {}
-        for media_id, record in zip(ctx.recent, self.catalogue.items(ctx.recent), strict=True):
-            if record is not None:
-                by_category.setdefault(record.category, []).append(media_id)
+        if ctx.recent:
+            recent = self.catalogue.items(ctx.recent)
+            for media_id, record in zip(ctx.recent, recent, strict=True):
+                if record is not None:
+                    by_category.setdefault(record.category, []).append(media_id)
         out = {}
         for source, r in page:
-            if source != ANN:
+            if source == CO_ENGAGED and co is not None:
+                out[r.media_id] = co.anchor[r.media_id]
+                continue
+            if source == BEHAVIOUR and beh is not None:
+                if a := beh.anchor(r.media_id):
+                    out[r.media_id] = a
+                continue
+            if source != ANN or not ctx.recent:
                 continue
             mine = [m for m in by_category.get(r.category, ()) if m != r.media_id]
             others = [m for m in ctx.recent if m != r.media_id]

@@ -194,7 +194,7 @@ class RedisFeatureStore:
             list[bytes | None],
             retry(lambda: self.client.mget(keys), self.attempts, self.backoff_s, "redis"),
         )
-        return [None if v is None else v[_STAMP.size :] for v in values]
+        return [None if (found := unstamp(v)) is None else found[1] for v in values]
 
 
 def retry(fn: Callable[[], T], attempts: int, backoff_s: float, store: str) -> T:

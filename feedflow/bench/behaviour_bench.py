@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from feedflow.bench.machine import pct_ms
 from operators.dedup import id_hash64
 from serving.behaviour import BehaviourSpace
 
@@ -26,9 +27,7 @@ DIM, SEEDS, HITS, CANDIDATES, PAGE, REFERENCE_K = 64, 8, 100, 500, 20, 200
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
-    ms = np.asarray(samples) * 1000
-    return {"p50_ms": round(float(np.percentile(ms, 50)), 3),
-            "p99_ms": round(float(np.percentile(ms, 99)), 3)}  # fmt: skip
+    return {"p50_ms": pct_ms(samples, 50), "p99_ms": pct_ms(samples, 99)}
 
 
 def run(items: int, requests: int, seed: int = 0) -> dict[str, object]:

@@ -21,11 +21,11 @@ import time
 from pathlib import Path
 from typing import Any, Final
 
+from feedflow.bench.machine import process_cpu_s
 from feedflow.bench.serving_world import PrivateRedis
 from feedflow.stack import LocalStack
 
 FLOWS: Final = ("content", "engagement", "learning")
-TICKS: Final = os.sysconf("SC_CLK_TCK")
 CONSUMER: Final = """
 import sys, time
 from confluent_kafka import Consumer, TopicPartition
@@ -36,18 +36,12 @@ while True:
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 def share_of_a_core(procs: dict[str, subprocess.Popen[bytes]], sample_s: float) -> dict[str, float]:
     """Each process's CPU over `sample_s` seconds, as a percentage of one core."""
-    before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+    before = {name: process_cpu_s(p.pid) for name, p in procs.items()}
     time.sleep(sample_s)
     return {
-        name: round(100 * (cpu_seconds(p.pid) - before[name]) / sample_s, 1)
+        name: round(100 * (process_cpu_s(p.pid) - before[name]) / sample_s, 1)
         for name, p in procs.items()
     }
 

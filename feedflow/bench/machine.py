@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
 
 
 def cpu_model() -> str:
@@ -25,3 +28,8 @@ def process_cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pct_ms(seconds: Sequence[float], q: float) -> float:
+    """The `q`-th percentile of durations in seconds, in milliseconds to 3 places (0: none)."""
+    return round(float(np.percentile(np.asarray(seconds) * 1000, q)), 3) if seconds else 0.0

@@ -42,7 +42,7 @@ import numpy.typing as npt
 import orjson
 import redis
 
-from feedflow.bench.machine import process_cpu_s
+from feedflow.bench.machine import pct_ms, process_cpu_s
 from feedflow.bench.markdown import write_section
 from feedflow.bench.serving_world import (
     PrivateRedis,
@@ -73,12 +73,12 @@ SECTION: Final = "## Serving"
 Log = Callable[[str], None]
 
 
-def _pct(values: Sequence[float], q: float) -> float:
-    return round(float(np.percentile(np.asarray(values) * 1000, q)), 3) if values else 0.0
-
-
 def _summary(values: Sequence[float]) -> dict[str, float]:
-    return {"p50_ms": _pct(values, 50), "p99_ms": _pct(values, 99), "max_ms": _pct(values, 100)}
+    return {
+        "p50_ms": pct_ms(values, 50),
+        "p99_ms": pct_ms(values, 99),
+        "max_ms": pct_ms(values, 100),
+    }
 
 
 # -- the naive reference ----------------------------------------------------------------

@@ -50,6 +50,7 @@ from feedflow.evaluation.protocol import (
 )
 from feedflow.evaluation.replay import FeedflowRun
 from kernel.settings import Settings
+from operators.contracts import EngagementEvent, MediaPublished
 
 FEEDFLOW: Final = "Feedflow"
 MOST_POP_PAST: Final = "MostPop-past"
@@ -178,6 +179,16 @@ def run_baselines(
     return out
 
 
+def _replayed(
+    data: movielens.MovieLens, split: Split[movielens.Rating]
+) -> tuple[list[MediaPublished], list[EngagementEvent]]:
+    """The catalogue (held-out films hidden from their users' pasts) and the training
+    ratings as playback sessions: what both protocols replay."""
+    hidden = {(u, x.item) for u, x in split.held_out.items()}
+    catalogue = movielens.catalogue(data, movielens.earliest_ms(split.train), hidden)
+    return catalogue, movielens.sessions(split.train)
+
+
 def run_feedflow(
     settings: Settings,
     data: movielens.MovieLens,
@@ -186,9 +197,7 @@ def run_feedflow(
     seed: int,
 ) -> FeedflowRun:
     """Replay the training ratings through the flows and ask the feed of every user."""
-    hidden = {(u, x.item) for u, x in split.held_out.items()}
-    catalogue = movielens.catalogue(data, movielens.earliest_ms(split.train), hidden)
-    events = movielens.sessions(split.train)
+    catalogue, events = _replayed(data, split)
     _say(f"Feedflow: {len(catalogue)} catalogue events, {len(events)} engagement events")
     return replay.run(settings, catalogue, events, split.history(), users, seed)
 
@@ -201,9 +210,7 @@ def run_feedflow_temporal(
     A user's moment is the start of their held-out rating's session, laid out after their
     training sessions, so their own events all come before it.
     """
-    hidden = {(u, x.item) for u, x in split.held_out.items()}
-    catalogue = movielens.catalogue(data, movielens.earliest_ms(split.train), hidden)
-    events = movielens.sessions(split.train)
+    catalogue, events = _replayed(data, split)
     starts = movielens.session_starts([*split.train, *split.held_out.values()])
     moments = {u: starts[x.row] for u, x in split.held_out.items()}
     plan = checkpoints([(e.user_id, e.ts) for e in events], moments)
