@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import redis
-
 from feedflow import behaviour_job
 from feedflow.output import Progress, emit
 from feedflow.week_events import erasures, week_payloads
@@ -22,7 +20,7 @@ from kernel.settings import Settings
 from state.behaviour_store import BehaviourStateError, BehaviourStore, describe
 from state.index_replica import snapshot_store
 from state.item_lookup import job_lookup
-from state.redis_client import JOB, connect
+from state.redis_client import JOB, RedisClient, connect
 
 ACTIONS = ("run", "status", "publish")
 
@@ -67,7 +65,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(
-    args: argparse.Namespace, settings: Settings, client: redis.Redis, store: BehaviourStore
+    args: argparse.Namespace, settings: Settings, client: RedisClient, store: BehaviourStore
 ) -> int:
     payloads, _ = week_payloads(settings, args.input, 0)  # 0: everything the topic retains
     items = job_lookup(client)

@@ -20,7 +20,7 @@ import redis
 
 from operators.user_features import UserFeatures, decode_user_features
 from state.feature_store import USER, RedisFeatureStore
-from state.redis_client import FLOW, connect
+from state.redis_client import FLOW, RedisClient, connect
 
 DEMO_WAIT_S: Final = 240.0
 SAMPLE: Final = 10
@@ -35,7 +35,7 @@ class Child(Protocol):
 
 
 def most_engaged_user(
-    client: redis.Redis, scan: int = 300, keep: Callable[[str], bool] = lambda _: True
+    client: RedisClient, scan: int = 300, keep: Callable[[str], bool] = lambda _: True
 ) -> tuple[str, UserFeatures] | None:
     """A user with some history, the most engaged among the first `scan` found and kept."""
     users = []
@@ -93,7 +93,7 @@ def _check_children(parts: Sequence[Child]) -> None:
 
 
 def _try_feed(
-    client: redis.Redis, http: httpx.Client, keep: Callable[[str], bool]
+    client: RedisClient, http: httpx.Client, keep: Callable[[str], bool]
 ) -> tuple[str, UserFeatures, dict[str, Any]] | None:
     try:
         if http.get("/readyz").status_code != 200:

@@ -19,7 +19,6 @@ import time
 import uuid
 from typing import Any, Final
 
-import redis
 from confluent_kafka import KafkaException, Producer
 
 from feedflow.output import emit
@@ -30,7 +29,7 @@ from kernel.settings import Settings
 from operators.contracts import TOPIC_ERASURE, ErasureRequest, encode
 from state.erasure_log import ErasureLog
 from state.feature_store import USER, feature_key
-from state.redis_client import JOB, connect
+from state.redis_client import JOB, RedisClient, connect
 from state.weights_registry import WeightsRegistry, user_key
 
 # The flows that keep per-user state and acknowledge erasures (flows.engagement,
@@ -85,7 +84,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         client.close()
 
 
-def forget(settings: Settings, client: redis.Redis, user_id: str) -> dict[str, Any]:
+def forget(settings: Settings, client: RedisClient, user_id: str) -> dict[str, Any]:
     """Publish the request, delete the user's keys, audit; what was done."""
     request = ErasureRequest(
         user_id=user_id, ts=int(time.time() * 1000), request_id=uuid.uuid4().hex
@@ -125,19 +124,19 @@ def publish(settings: Settings, request: ErasureRequest) -> None:
         raise ForgetError(f"{TOPIC_ERASURE}: not delivered ({errors or 'timed out'})")
 
 
-def user_keys(client: redis.Redis, user_id: str) -> list[str]:
+def user_keys(client: RedisClient, user_id: str) -> list[str]:
     """Every Redis key that can hold the user's data: features, and weights per version
     (manifests are kept forever, so every version that ever existed is named)."""
     versions = WeightsRegistry(client, 0).manifests()
     return [feature_key(USER, user_id), *(user_key(user_id, v) for v in sorted(versions))]
 
 
-def delete_keys(client: redis.Redis, user_id: str) -> list[str]:
+def delete_keys(client: RedisClient, user_id: str) -> list[str]:
     """Delete the user's keys; the ones that existed."""
     return _per_key(client, user_keys(client, user_id), "delete")
 
 
-def _per_key(client: redis.Redis, keys: list[str], command: str) -> list[str]:
+def _per_key(client: RedisClient, keys: list[str], command: str) -> list[str]:
     """`command` (`delete`, `exists`) on each key in one round trip; the keys it counted."""
     pipe = client.pipeline(transaction=False)
     for key in keys:
@@ -146,7 +145,7 @@ def _per_key(client: redis.Redis, keys: list[str], command: str) -> list[str]:
 
 
 def verify(
-    settings: Settings, client: redis.Redis, user_id: str, wait_s: float = 0.0
+    settings: Settings, client: RedisClient, user_id: str, wait_s: float = 0.0
 ) -> dict[str, Any]:
     """Every store's state for the user (see module doc), polled up to `wait_s` (the topic
     is read once: only the flows' acknowledgements and the keys can change meanwhile)."""
@@ -167,7 +166,7 @@ def verify(
 
 
 def _check(
-    client: redis.Redis, log: ErasureLog, user_id: str, mine: list[ErasureRequest]
+    client: RedisClient, log: ErasureLog, user_id: str, mine: list[ErasureRequest]
 ) -> dict[str, Any]:
     request = max(mine, key=lambda r: r.ts) if mine else None
     stores: dict[str, dict[str, Any]] = {

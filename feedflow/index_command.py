@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import time
 
-import redis
-
 from feedflow.output import Progress, emit
 from kernel.settings import Settings
 from state.index_keys import IndexKeys
 from state.index_rebuild import rebuild, retire, status
 from state.index_replica import IndexParams, snapshot_store
-from state.redis_client import JOB, connect
+from state.redis_client import JOB, RedisClient, connect
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,7 +64,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _rebuild(
-    args: argparse.Namespace, settings: Settings, client: redis.Redis, keys: IndexKeys
+    args: argparse.Namespace, settings: Settings, client: RedisClient, keys: IndexKeys
 ) -> int:
     store = snapshot_store(settings)
     progress = Progress("encoding and indexing items")

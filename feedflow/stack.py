@@ -7,6 +7,10 @@ checking each pid still runs the command it was started with, and nothing else.
 
 Tansu keeps topics in memory only: a restarted broker comes back empty, so `up()` recreates
 the topics whenever it (re)starts one.
+
+With `redis_cluster=True` Redis is a 3-node Redis Cluster on loopback instead (primaries only,
+the slots split evenly), and the URL is `redis+cluster://` one of them: the same code runs
+against it, as it would against a managed cluster.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from kernel.errors import FeedflowError
 from operators.contracts import ALL_TOPICS, TOPIC_ERASURE
-from state.redis_client import Role, connect
+from state.redis_client import RedisClient, Role, connect
 
 STATE_FILE = "stack.json"
 LOOPBACK = "127.0.0.1"
+CLUSTER_NODES: Final = 3
+CLUSTER_SLOTS: Final = 16384
 
 
 class StackError(FeedflowError):
@@ -63,6 +69,7 @@ class StackInfo:
     state_dir: str
     processes: list[ManagedProcess] = field(default_factory=list)
     redis_external: bool = False
+    redis_cluster: bool = False
 
     def env_lines(self) -> str:
         """Lines a shell can `eval`; the last exports both to the commands that follow."""
@@ -180,17 +187,20 @@ class LocalStack:
         partitions: int = 4,
         redis_url: str | None = None,
         start_timeout_s: float = 20.0,
+        redis_cluster: bool = False,
     ) -> None:
         """Args:
         state_dir: where logs, pid records and data go.
         partitions: partitions per topic created on `up()`.
         redis_url: an existing Redis to use when it answers; None always starts our own.
         start_timeout_s: how long to wait for a started process to answer.
+        redis_cluster: start a 3-node Redis Cluster instead of one redis-server.
         """
         self.state_dir = Path(state_dir)
         self.partitions = partitions
         self.redis_url = redis_url
         self.start_timeout_s = start_timeout_s
+        self.redis_cluster = redis_cluster
 
     @property
     def _state_path(self) -> Path:
@@ -225,7 +235,11 @@ class LocalStack:
 
         redis_external = False
         redis_proc = previous.get("redis")
-        if redis_proc is not None and is_running(redis_proc):
+        if self.redis_cluster:
+            nodes = self._cluster_up(previous)
+            procs += nodes
+            redis_url = f"redis+cluster://{LOOPBACK}:{nodes[0].port}"
+        elif redis_proc is not None and is_running(redis_proc):
             redis_url = f"redis://{LOOPBACK}:{redis_proc.port}/0"
             procs.append(redis_proc)
         elif self.redis_url and redis_answers(self.redis_url):
@@ -237,9 +251,11 @@ class LocalStack:
 
         info = StackInfo(bootstrap, redis_url, self.partitions, str(self.state_dir), procs)
         info.redis_external = redis_external
+        info.redis_cluster = self.redis_cluster
         self._write(info)
         self._wait(lambda: broker_answers(bootstrap), "broker", broker)
-        self._wait(lambda: redis_answers(redis_url), "redis", redis_proc)
+        if not self.redis_cluster:
+            self._wait(lambda: redis_answers(redis_url), "redis", redis_proc)
         ensure_topics(bootstrap, self.partitions)
         return info
 
@@ -287,9 +303,9 @@ class LocalStack:
         ]
         return self._spawn("broker", port, argv)
 
-    def _start_redis(self) -> ManagedProcess:
+    def _start_redis(self, name: str = "redis", cluster: bool = False) -> ManagedProcess:
         port = free_port()
-        data = self.state_dir / "redis"
+        data = self.state_dir / name
         data.mkdir(exist_ok=True)
         argv = [
             redis_binary(),
@@ -300,7 +316,35 @@ class LocalStack:
             "--dir", str(data),
             "--daemonize", "no",
         ]  # fmt: skip
-        return self._spawn("redis", port, argv)
+        if cluster:
+            (data / "nodes.conf").unlink(missing_ok=True)  # a new node, not a returning one
+            # The bus port defaults to port + 10000, past 65535 for a high free port.
+            argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-port", str(free_port())]  # fmt: skip
+        return self._spawn(name, port, argv)
+
+    def _cluster_up(self, previous: dict[str, ManagedProcess]) -> list[ManagedProcess]:
+        """The cluster's nodes: the recorded ones when all still run, else a new cluster.
+
+        Raises:
+            StackError: a node did not start, or the cluster did not turn healthy in time.
+        """
+        names = [f"redis-{i}" for i in range(CLUSTER_NODES)]
+        found = [previous.get(n) for n in names]
+        if all(p is not None and is_running(p) for p in found):
+            return [p for p in found if p is not None]
+        _terminate([p for p in found if p is not None and is_running(p)], 5.0)
+        nodes = [self._start_redis(n, cluster=True) for n in names]
+        urls = [f"redis://{LOOPBACK}:{n.port}/0" for n in nodes]
+        try:
+            for node, url in zip(nodes, urls, strict=True):
+                self._wait(lambda url=url: redis_answers(url), node.name, node)
+            form_cluster(urls)
+            self._wait(lambda: cluster_ok(urls), "redis cluster", None)
+        except BaseException:
+            _terminate(nodes, 5.0)  # nothing records them yet: stop them here
+            raise
+        return nodes
 
     def _spawn(self, name: str, port: int, argv: list[str]) -> ManagedProcess:
         log = self.state_dir / f"{name}.log"
@@ -331,6 +375,50 @@ class LocalStack:
             time.sleep(0.1)
         where = f"; see {proc.log}" if proc else ""
         raise StackError(f"{name} did not answer within {self.start_timeout_s:.0f}s{where}")
+
+
+def form_cluster(urls: list[str]) -> None:
+    """Make new cluster nodes one cluster: the slots split evenly, every node met.
+
+    Example: three fresh `--cluster-enabled yes` servers on loopback become a healthy
+    3-primary cluster within a few seconds (gossip), as `redis-cli --cluster create` does.
+    """
+    clients = [connect(u, Role(5.0, 5.0)) for u in urls]
+    try:
+        for i, client in enumerate(clients):
+            low = i * CLUSTER_SLOTS // len(clients)
+            high = (i + 1) * CLUSTER_SLOTS // len(clients) - 1
+            _cluster(client, "ADDSLOTSRANGE", low, high)
+        host, port = urls[0].split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)
+        bus = int(str(clients[0].config_get("cluster-port")["cluster-port"]))
+        for client in clients[1:]:
+            _cluster(client, "MEET", host, int(port), bus)
+    finally:
+        for client in clients:
+            client.close()
+
+
+def _cluster(client: RedisClient, *args: str | int) -> Any:
+    """One CLUSTER subcommand on one node (redis-py leaves execute_command untyped)."""
+    return client.execute_command("CLUSTER", *args)  # type: ignore[no-untyped-call]
+
+
+def cluster_ok(urls: list[str]) -> bool:
+    """True when every node reports `cluster_state:ok` and knows every other node."""
+    for url in urls:
+        try:
+            client = connect(url, Role(0.5, 0.5))
+            with contextlib.closing(client):
+                info = _cluster(client, "INFO")
+        except (redis.RedisError, OSError):
+            return False
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+        if fields.get("cluster_state") != "ok" or fields.get("cluster_known_nodes") != str(
+            len(urls)
+        ):
+            return False
+    return True
 
 
 def _child_env() -> dict[str, str]:

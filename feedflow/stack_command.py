@@ -26,6 +26,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="always start our own redis-server, even when REDIS_URL answers",
     )
+    p.add_argument(
+        "--redis-cluster",
+        action="store_true",
+        help="start a 3-node Redis Cluster on loopback instead of one redis-server "
+        "(REDIS_URL is then redis+cluster://…)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
@@ -36,6 +42,7 @@ def stack_for(args: argparse.Namespace, settings: Settings, reuse_redis: bool) -
         state_dir,
         partitions=settings.partitions,
         redis_url=settings.redis_url if reuse_redis else None,
+        redis_cluster=args.redis_cluster,
     )
 
 
@@ -43,7 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one `feedflow stack` action; returns the exit code (`status`: 3 when not running)."""
     # A Redis is reused only when REDIS_URL names one; a server that merely happens to run
     # on the standard port is not ours to write into.
-    reuse = bool(settings.redis_url) and not args.own_redis
+    reuse = bool(settings.redis_url) and not args.own_redis and not args.redis_cluster
     stack = stack_for(args, settings, reuse_redis=reuse)
     if args.action == "up":
         info = stack.up()

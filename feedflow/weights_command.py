@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import redis
 
 from feedflow.output import Progress, emit
 from feedflow.week_events import erasures, week_payloads
@@ -24,7 +23,7 @@ from feedflow.weights_job import run_week
 from kernel.settings import Settings
 from operators.weekly_weights import UserWeights, last_complete_week, week_span
 from state.item_lookup import job_lookup
-from state.redis_client import JOB, connect
+from state.redis_client import JOB, RedisClient, connect
 from state.weights_registry import WeightsRegistry, WeightsStateError
 
 ACTIONS = ("run", "status", "publish", "rollback", "user")
@@ -85,7 +84,7 @@ def _plain(weights: UserWeights | None) -> dict[str, Any] | None:
 
 
 def _run(
-    args: argparse.Namespace, settings: Settings, client: redis.Redis, registry: WeightsRegistry
+    args: argparse.Namespace, settings: Settings, client: RedisClient, registry: WeightsRegistry
 ) -> int:
     now_ms = int(time.time() * 1000)
     week = args.week or last_complete_week(now_ms, settings.allowed_lateness_s * 1000)

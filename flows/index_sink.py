@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-import redis
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from flows.sources import Tick
@@ -17,7 +16,7 @@ from kernel.settings import Settings
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams, snapshot_store
 from state.index_writer import Change, IndexWriter
-from state.redis_client import INDEX_WRITER, connect
+from state.redis_client import INDEX_WRITER, RedisClient, connect
 
 PARTITION = "index"
 TICK_EVERY_S = 0.5
@@ -57,7 +56,7 @@ class IndexSink(FixedPartitionedSink[IndexItem, None]):
 
 
 class _IndexPartition(StatefulSinkPartition[IndexItem, None]):
-    def __init__(self, client: redis.Redis, writer: IndexWriter) -> None:
+    def __init__(self, client: RedisClient, writer: IndexWriter) -> None:
         self._client, self.writer = client, writer
         self._last_tick = 0.0
 

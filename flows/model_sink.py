@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 
-import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from kernel.metrics import RANKER_VERSIONS
 from operators.online_ranker import ModelVersion
 from state.model_registry import RedisModelRegistry
-from state.redis_client import FLOW, connect
+from state.redis_client import FLOW, RedisClient, connect
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +32,7 @@ class ModelSink(DynamicSink[ModelVersion]):
 
 
 class _ModelPartition(StatelessSinkPartition[ModelVersion]):
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self.client = client
         self.registry = RedisModelRegistry(client)
 

@@ -40,6 +40,7 @@ from serving.item_table import ItemTable
 from serving.weekly import WeeklyState
 from state.feature_store import ITEM, TRENDING, RedisFeatureStore, StoreUnavailableError
 from state.model_registry import RedisModelRegistry
+from state.redis_client import RedisClient
 
 log = logging.getLogger(__name__)
 CHUNK: Final = 256  # small MGETs: decoding holds the GIL that requests need
@@ -55,7 +56,7 @@ class Refresher:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         catalogue: Catalogue,
         stats: ItemStatsCache,
         trending: TrendingCache,

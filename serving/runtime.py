@@ -16,8 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import redis
-
 from kernel.errors import ConfigError
 from kernel.settings import Settings
 from operators.ab import Assigner
@@ -37,7 +35,7 @@ from state.ab_config import load_config
 from state.behaviour_store import BehaviourStore
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams, snapshot_store
-from state.redis_client import BACKGROUND, LOG_READER, connect, request_role
+from state.redis_client import BACKGROUND, LOG_READER, RedisClient, connect, request_role
 from state.request_reads import RedisCoSource, RedisUserSource
 from state.update_log import LogEntry
 
@@ -52,7 +50,7 @@ class Runtime:
     limits: Limits
     refresher: Refresher | None = None
     reader: ServingIndex | None = None
-    clients: list[redis.Redis] = field(default_factory=list)
+    clients: list[RedisClient] = field(default_factory=list)
     frozen: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

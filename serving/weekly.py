@@ -32,10 +32,10 @@ from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-import redis
 
 from operators.cold_start import lookup_order
 from operators.weekly_weights import UserWeights
+from state.redis_client import RedisClient
 from state.weights_registry import read_active, read_cohort_lists
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class WeeklyState:
                 return found
         return ()
 
-    def refresh(self, client: redis.Redis) -> bool:
+    def refresh(self, client: RedisClient) -> bool:
         """Follow the active pointer; True when the version changed.
 
         Raises:

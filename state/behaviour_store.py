@@ -22,12 +22,12 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import numpy.typing as npt
-import redis
 
 from kernel.errors import FeedflowError
 from operators.behaviour import ENCODER, Space
 from state.index_keys import IndexKeys
 from state.index_registry import READY, RETIRED, IndexRegistry, VersionInfo
+from state.redis_client import RedisClient
 from state.snapshots import DirSnapshotStore, Manifest
 from state.vector_index import HnswIndex
 
@@ -45,7 +45,7 @@ class BehaviourStateError(FeedflowError):
 class BehaviourStore:
     """Publish and load behaviour-space versions (see module doc)."""
 
-    def __init__(self, client: redis.Redis, snapshots: DirSnapshotStore, prefix: str = "ff"):
+    def __init__(self, client: RedisClient, snapshots: DirSnapshotStore, prefix: str = "ff"):
         self.registry = IndexRegistry(client, IndexKeys(f"{prefix}:beh"))
         self._snapshots = snapshots
 

@@ -22,7 +22,8 @@ import time
 from typing import Any, Final
 
 import orjson
-import redis
+
+from state.redis_client import RedisClient
 
 ACKS_PREFIX: Final = "ff:{erasure}:acks:"
 AUDIT_KEY: Final = "ff:{erasure}:audit"
@@ -33,7 +34,7 @@ RETENTION_DAYS: Final = 400
 class ErasureLog:
     """Acknowledgements and audit entries of erasure requests."""
 
-    def __init__(self, client: redis.Redis, retention_days: int = RETENTION_DAYS) -> None:
+    def __init__(self, client: RedisClient, retention_days: int = RETENTION_DAYS) -> None:
         self.client = client
         self.ttl_s = retention_days * 86_400
         self._key: bytes | None = None

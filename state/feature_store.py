@@ -27,12 +27,13 @@ import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypeVar, cast
+from typing import Any, Final, Protocol, TypeVar
 
 import redis
 
 from kernel.errors import FeedflowError
 from kernel.metrics import STORE_RETRIES
+from state.redis_client import RedisClient, mget
 
 USER: Final = "u"
 ITEM: Final = "i"
@@ -148,7 +149,7 @@ class MemoryFeatureStore:
 class RedisFeatureStore:
     """Guarded full-value writes in pipelines; one MGET-style round trip per read."""
 
-    def __init__(self, client: redis.Redis, attempts: int = 5, backoff_s: float = 0.2) -> None:
+    def __init__(self, client: RedisClient, attempts: int = 5, backoff_s: float = 0.2) -> None:
         self.client = client
         self.attempts = attempts
         self.backoff_s = backoff_s
@@ -166,7 +167,7 @@ class RedisFeatureStore:
         if self._guarded is None:
             self._guarded = self.client.register_script(_GUARDED_SET)
 
-        def attempt() -> int:
+        def once() -> int:
             pipe = self.client.pipeline(transaction=False)
             for w in writes:
                 if isinstance(w, FeatureErase):
@@ -179,6 +180,16 @@ class RedisFeatureStore:
                 )
             return sum(int(r) for r in pipe.execute())
 
+        def attempt() -> int:
+            try:
+                return once()
+            except redis.exceptions.NoScriptError:
+                # A cluster's pipeline does not load scripts first as a single server's
+                # does, and a restarted or promoted node starts with none. Every write is
+                # guarded by its stamp, so running the whole batch again changes nothing twice.
+                self.client.script_load(_GUARDED_SET)
+                return once()
+
         return retry(attempt, self.attempts, self.backoff_s, "redis")
 
     def get_many(self, kind: str, ids: Sequence[str]) -> list[bytes | None]:
@@ -190,10 +201,7 @@ class RedisFeatureStore:
         if not ids:
             return []
         keys = [feature_key(kind, i) for i in ids]
-        values = cast(
-            list[bytes | None],
-            retry(lambda: self.client.mget(keys), self.attempts, self.backoff_s, "redis"),
-        )
+        values = retry(lambda: mget(self.client, keys), self.attempts, self.backoff_s, "redis")
         return [None if (found := unstamp(v)) is None else found[1] for v in values]
 
 

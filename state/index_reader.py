@@ -30,6 +30,7 @@ from operators.content import ItemRecord
 from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.index_replica import IndexParams, IndexReplica
+from state.redis_client import RedisClient
 from state.snapshots import DirSnapshotStore
 from state.update_log import ADD, LogEntry, UpdateLog, stream_id
 from state.vector_index import Hit
@@ -43,7 +44,7 @@ class IndexReader:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         store: DirSnapshotStore,
         keys: IndexKeys | None = None,
         params: IndexParams | None = None,

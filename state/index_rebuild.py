@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
 from operators.content import ItemRecord
 from operators.contracts import MediaPublished, decode_media
 from state.encoders import make_encoder
@@ -24,6 +22,7 @@ from state.index_registry import READY, RETIRED, IndexRegistry, IndexStateError
 from state.index_replica import IndexParams, IndexReplica
 from state.index_writer import IndexWriter, encode_entries, publish, reencode
 from state.item_store import ItemStore
+from state.redis_client import RedisClient
 from state.snapshots import DirSnapshotStore
 from state.update_log import ADD, UpdateLog, stream_id
 
@@ -43,7 +42,7 @@ class RebuildReport:
 
 
 def _initial_build(
-    client: redis.Redis, keys: IndexKeys, new: IndexReplica, live: list[ItemRecord], step: Progress
+    client: RedisClient, keys: IndexKeys, new: IndexReplica, live: list[ItemRecord], step: Progress
 ) -> None:
     encoder = make_encoder(new.info.encoder, new.info.dim)
     store = ItemStore(client, keys)
@@ -65,7 +64,7 @@ def _initial_build(
 
 
 def rebuild(
-    client: redis.Redis,
+    client: RedisClient,
     store: DirSnapshotStore,
     params: IndexParams,
     encoder: str,
@@ -115,7 +114,7 @@ def rebuild(
 
 
 def retire(
-    client: redis.Redis, store: DirSnapshotStore, version: str, keys: IndexKeys | None = None
+    client: RedisClient, store: DirSnapshotStore, version: str, keys: IndexKeys | None = None
 ) -> int:
     """Delete a retired version's log, vectors and snapshots; returns vectors deleted."""
     keys = keys or IndexKeys()
@@ -130,7 +129,7 @@ def retire(
 
 
 def status(
-    client: redis.Redis, store: DirSnapshotStore, keys: IndexKeys | None = None
+    client: RedisClient, store: DirSnapshotStore, keys: IndexKeys | None = None
 ) -> dict[str, Any]:
     """Versions, sizes and freshness of the index, as plain data."""
     keys = keys or IndexKeys()

@@ -11,10 +11,10 @@ import time
 from typing import Final
 
 import msgspec
-import redis
 
 from kernel.errors import FeedflowError
 from state.index_keys import IndexKeys
+from state.redis_client import RedisClient
 
 BUILDING: Final = "building"
 READY: Final = "ready"
@@ -39,7 +39,7 @@ class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):
 class IndexRegistry:
     """Read and change index versions and the active pointer."""
 
-    def __init__(self, client: redis.Redis, keys: IndexKeys) -> None:
+    def __init__(self, client: RedisClient, keys: IndexKeys) -> None:
         self._client, self.keys = client, keys
 
     def active(self) -> str | None:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-import redis
 
 from kernel.metrics import EVENTS, INDEX_DELETED, INDEX_ITEMS, INDEX_VERSION
 from operators.content import ItemRecord, is_newer, record_of, stamp_of
@@ -26,6 +25,7 @@ from state.index_keys import IndexKeys
 from state.index_registry import READY, IndexRegistry, IndexStateError
 from state.index_replica import IndexParams, IndexReplica
 from state.item_store import ItemStore
+from state.redis_client import RedisClient
 from state.snapshots import DirSnapshotStore, Manifest
 from state.update_log import ADD, REMOVE, START, UPDATE, LogEntry, UpdateLog
 
@@ -89,7 +89,7 @@ def reencode(encoder: Encoder, entries: Sequence[LogEntry]) -> list[LogEntry]:
 
 
 def publish(
-    client: redis.Redis,
+    client: RedisClient,
     replica: IndexReplica,
     entries: Sequence[LogEntry],
     keys: IndexKeys,
@@ -124,7 +124,7 @@ class IndexWriter:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         store: DirSnapshotStore,
         replica: IndexReplica,
         params: IndexParams,
@@ -144,7 +144,7 @@ class IndexWriter:
     @classmethod
     def open(
         cls,
-        client: redis.Redis,
+        client: RedisClient,
         store: DirSnapshotStore,
         params: IndexParams,
         keys: IndexKeys,

@@ -13,13 +13,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-import redis
-
 from operators.item_info import ItemInfo
 from state.feature_store import retry
 from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.item_store import ItemStore
+from state.redis_client import RedisClient
 
 
 class CachedItemLookup:
@@ -74,7 +73,7 @@ class CachedItemLookup:
         return ItemInfo.from_record(found[0].record, found[0].vector)
 
 
-def job_lookup(client: redis.Redis) -> CachedItemLookup:
+def job_lookup(client: RedisClient) -> CachedItemLookup:
     """The item-store lookup of a batch job (weekly runs): an hour's cache, up to 1M items."""
     keys = IndexKeys()
     return CachedItemLookup(

@@ -17,10 +17,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import redis
 
 from operators.content import ItemRecord, pack_record, unpack_record
 from state.index_keys import IndexKeys
+from state.redis_client import RedisClient, mget
 from state.update_log import REMOVE, LogEntry
 
 
@@ -34,7 +34,7 @@ class ItemFeatures(NamedTuple):
 class ItemStore:
     """The Redis side of the catalogue."""
 
-    def __init__(self, client: redis.Redis, keys: IndexKeys) -> None:
+    def __init__(self, client: RedisClient, keys: IndexKeys) -> None:
         self._client: Any = client
         self.keys = keys
 
@@ -43,7 +43,9 @@ class ItemStore:
         media_id = entry.record.media_id
         pipe.set(self.keys.item(media_id), pack_record(entry.record))
         if entry.op == REMOVE:
-            pipe.delete(self.keys.vec(version, media_id), self.keys.src(media_id))
+            # One key per DEL: a cluster's pipeline takes no multi-key command.
+            pipe.delete(self.keys.vec(version, media_id))
+            pipe.delete(self.keys.src(media_id))
             return
         pipe.set(self.keys.vec(version, media_id), entry.vector)
         pipe.set(self.keys.src(media_id), entry.source)
@@ -57,7 +59,7 @@ class ItemStore:
         keys = [self.keys.item(i) for i in ids]
         if version is not None:
             keys += [self.keys.vec(version, i) for i in ids]
-        values = self._client.mget(keys) if keys else []
+        values = mget(self._client, keys) if keys else []
         out: list[ItemFeatures | None] = []
         for n in range(len(ids)):
             raw = values[n]
@@ -72,7 +74,7 @@ class ItemStore:
 
     def sources(self, ids: Sequence[str]) -> list[bytes | None]:
         """The stored source events of `ids` (one MGET)."""
-        return list(self._client.mget([self.keys.src(i) for i in ids])) if ids else []
+        return mget(self._client, [self.keys.src(i) for i in ids]) if ids else []
 
     def drop_vectors(self, version: str, batch: int = 1000) -> int:
         """Delete every vector key of a retired version; returns how many."""

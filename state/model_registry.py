@@ -22,11 +22,10 @@ from __future__ import annotations
 
 from typing import Final, Protocol, cast
 
-import redis
-
 from operators.online_ranker import ModelVersion
 from operators.ranking_contract import encode_model
 from state.feature_store import retry
+from state.redis_client import RedisClient
 
 ACTIVE_KEY: Final = "ff:{model}:ranker:active"
 VERSIONS_KEY: Final = "ff:{model}:ranker:versions"  # sorted set: version → sequence number
@@ -104,7 +103,7 @@ class RedisModelRegistry:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         keep: int = KEEP_VERSIONS,
         attempts: int = 5,
         backoff_s: float = 0.2,

@@ -12,9 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-import redis
-
 from state.feature_store import CO_ENGAGEMENT, USER, feature_key, unstamp
+from state.redis_client import RedisClient
 from state.weights_registry import user_key
 
 
@@ -38,7 +37,7 @@ class RedisUserSource:
         weights_version: the weekly-weights version in use (None: no weights read).
     """
 
-    def __init__(self, client: redis.Redis, weights_version: Callable[[], str | None]) -> None:
+    def __init__(self, client: RedisClient, weights_version: Callable[[], str | None]) -> None:
         self._client, self._version = client, weights_version
 
     def fetch_user(self, user_id: str) -> UserRaw:
@@ -56,7 +55,7 @@ class RedisUserSource:
 class RedisCoSource:
     """Co-engagement records by item digest in one pipelined round trip."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._client = client
 
     def fetch(self, digests: Sequence[bytes]) -> list[bytes | None]:

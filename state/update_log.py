@@ -12,10 +12,10 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 import numpy.typing as npt
-import redis
 
 from operators.content import ItemRecord
 from state.index_keys import IndexKeys
+from state.redis_client import RedisClient
 
 START: Final = "0-0"
 ADD: Final = "add"
@@ -64,7 +64,7 @@ def _entries(rows: Any) -> list[tuple[str, LogEntry]]:
 class UpdateLog:
     """Append, read and trim the log of one index version."""
 
-    def __init__(self, client: redis.Redis, keys: IndexKeys, version: str) -> None:
+    def __init__(self, client: RedisClient, keys: IndexKeys, version: str) -> None:
         self._client, self._keys, self.version = client, keys, version
         self.key = keys.log(version)
 

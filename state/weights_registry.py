@@ -31,6 +31,7 @@ import redis
 
 from kernel.errors import FeedflowError
 from operators.weekly_weights import UserWeights, WeekPrior, decode_weights, encode_weights
+from state.redis_client import RedisClient
 
 ACTIVE_KEY: Final = "ff:{weights}:active"
 VERSIONS_KEY: Final = "ff:{weights}:versions"
@@ -102,14 +103,14 @@ def decode_list(payload: bytes) -> tuple[str, ...]:
     return _list_decoder.decode(payload)
 
 
-def read_active(client: redis.Redis) -> str | None:
+def read_active(client: RedisClient) -> str | None:
     """The version serving uses, or None before the first publish (one GET, no retry)."""
     raw = client.get(ACTIVE_KEY)
     return raw.decode(errors="replace") if isinstance(raw, bytes) else None
 
 
 def read_cohort_lists(
-    client: redis.Redis, version: str
+    client: RedisClient, version: str
 ) -> tuple[dict[str, tuple[str, ...]], list[str]]:
     """Every readable cohort list of a version, and the keys of the unreadable ones."""
     raw: dict[bytes, bytes] = client.hgetall(cohorts_key(version))  # type: ignore[assignment]
@@ -134,7 +135,7 @@ class WeightsRegistry:
     """
 
     def __init__(
-        self, client: redis.Redis, ttl_s: int, clock: Callable[[], float] = time.time
+        self, client: RedisClient, ttl_s: int, clock: Callable[[], float] = time.time
     ) -> None:
         self._client, self._ttl, self._clock = client, ttl_s, clock
 
@@ -293,7 +294,7 @@ class WeightsRegistry:
         for _ in range(10):
             with self._client.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(ACTIVE_KEY, VERSIONS_KEY)  # type: ignore[no-untyped-call]
+                    pipe.watch(ACTIVE_KEY, VERSIONS_KEY)
                     self._publishable(self.get(version))
                     previous = self.active()
                     pipe.multi()

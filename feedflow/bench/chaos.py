@@ -76,7 +76,7 @@ from operators.user_engagement import IDLE_FLUSH_S
 from operators.user_features import decode_user_features
 from state.feature_store import unstamp
 from state.model_registry import VERSIONS_KEY
-from state.redis_client import JOB, Role, connect
+from state.redis_client import JOB, RedisClient, Role, connect
 
 FEATURES: Final = ("ff:{u:*", "ff:{i:*", "ff:{t:*", "ff:{c:*", "ff:item:*")
 SEED: Final = 7
@@ -167,7 +167,7 @@ class FeedLoop:
                 self.answers.append((time.monotonic(), *answer))
 
 
-def values(client: redis.Redis) -> dict[str, bytes]:
+def values(client: RedisClient) -> dict[str, bytes]:
     """Key → value, for every feature and catalogue key (a few hundred bytes each)."""
     out: dict[str, bytes] = {}
     for pattern in FEATURES:
@@ -178,7 +178,7 @@ def values(client: redis.Redis) -> dict[str, bytes]:
     return out
 
 
-def count(client: redis.Redis, pattern: str) -> int:
+def count(client: RedisClient, pattern: str) -> int:
     """Keys matching `pattern`."""
     return sum(1 for _ in client.scan_iter(match=pattern, count=1000))
 

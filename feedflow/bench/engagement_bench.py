@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 from confluent_kafka import Producer
 
 from feedflow.bench import engagement_logic
@@ -73,7 +72,7 @@ from feedflow.stack import LocalStack, StackInfo
 from kernel.settings import Settings
 from operators.contracts import TOPIC_ENGAGEMENT
 from state.feature_store import USER, feature_key
-from state.redis_client import JOB, connect
+from state.redis_client import JOB, RedisClient, connect
 
 START_MS = 1_600_000_000_000  # historical on purpose: preloaded traffic is a replay
 SENTINEL = "bench-sentinel-"
@@ -163,7 +162,7 @@ def preload(stack: StackInfo, cfg: BenchConfig) -> dict[str, Any]:
     }
 
 
-def load_catalogue(stack: StackInfo, work: Path, client: redis.Redis, items: int) -> None:
+def load_catalogue(stack: StackInfo, work: Path, client: RedisClient, items: int) -> None:
     """Run the content flow until the item store holds the catalogue, then stop it."""
     content = FlowProcess.start(
         "content", work / "content", _flow_env(stack), "flow", "content", "--no-recovery"
@@ -175,7 +174,7 @@ def load_catalogue(stack: StackInfo, work: Path, client: redis.Redis, items: int
 
 
 def timed_flow_run(
-    stack: StackInfo, run_dir: Path, client: redis.Redis, pre: dict[str, Any], recovery: bool
+    stack: StackInfo, run_dir: Path, client: RedisClient, pre: dict[str, Any], recovery: bool
 ) -> dict[str, Any]:
     """Start the engagement flow on the preloaded topic; time it until every sentinel lands."""
     clear_features(client)
@@ -287,7 +286,7 @@ def _latency(samples: list[float | None], timeout_ms: float) -> dict[str, Any]:
 
 
 def _start_live(
-    cfg: BenchConfig, stack: StackInfo, work: Path, client: redis.Redis, recovery: bool, log: _Log
+    cfg: BenchConfig, stack: StackInfo, work: Path, client: RedisClient, recovery: bool, log: _Log
 ) -> list[FlowProcess]:
     """Content flow, paced simulator (`feedflow simulate`), engagement flow; warmed up."""
     env = _flow_env(stack)

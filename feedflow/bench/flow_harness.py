@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from feedflow.bench.machine import process_cpu_s
 from flows.kafka_in import CONSUMER_CONFIG
 from kernel.errors import FeedflowError
 from operators.contracts import EngagementEvent, decode_engagement
+from state.redis_client import RedisClient
 
 # Inherited settings must not leak into the processes a benchmark starts.
 _OWN_ENV = ("FEEDFLOW_", "KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")
@@ -120,12 +120,12 @@ def wait_for(
     return time.perf_counter() - start
 
 
-def count_keys(client: redis.Redis, pattern: str) -> int:
+def count_keys(client: RedisClient, pattern: str) -> int:
     """How many keys match `pattern` (a SCAN, so it never blocks Redis)."""
     return sum(1 for _ in client.scan_iter(match=pattern, count=1000))
 
 
-def clear_features(client: redis.Redis) -> int:
+def clear_features(client: RedisClient) -> int:
     """Delete every feature key (users, items, trending), not the item store."""
     deleted = 0
     for pattern in FEATURE_PATTERNS:
@@ -136,7 +136,7 @@ def clear_features(client: redis.Redis) -> int:
 
 
 def wait_catalogue(
-    client: redis.Redis,
+    client: RedisClient,
     at_least: int,
     timeout_s: float,
     procs: Sequence[FlowProcess],
@@ -157,7 +157,7 @@ def wait_catalogue(
     raise BenchError(f"the catalogue did not load: {last} of {at_least} items in {timeout_s} s")
 
 
-def catalogue_ids(client: redis.Redis, limit: int) -> list[str]:
+def catalogue_ids(client: RedisClient, limit: int) -> list[str]:
     """Up to `limit` media ids from the item store."""
     ids: list[str] = []
     for key in client.scan_iter(match="ff:item:*", count=1000):
@@ -168,7 +168,7 @@ def catalogue_ids(client: redis.Redis, limit: int) -> list[str]:
     return sorted(ids)
 
 
-def redis_value_sizes(client: redis.Redis, pattern: str, sample: int) -> dict[str, Any]:
+def redis_value_sizes(client: RedisClient, pattern: str, sample: int) -> dict[str, Any]:
     """`MEMORY USAGE` (key + value + overhead) and raw value length over sampled keys."""
     keys: list[bytes] = []
     for key in client.scan_iter(match=pattern, count=1000):

@@ -40,7 +40,6 @@ import httpx
 import numpy as np
 import numpy.typing as npt
 import orjson
-import redis
 
 from feedflow.bench.machine import pct_ms, process_cpu_s
 from feedflow.bench.markdown import write_section
@@ -63,7 +62,7 @@ from serving.runtime import Runtime, build_runtime
 from state.feature_store import ITEM, feature_key
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams
-from state.redis_client import JOB, connect
+from state.redis_client import JOB, RedisClient, connect
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 STAGES: Final = ("features", "retrieval", "filters", "ranking", "rules", "total")
@@ -90,7 +89,7 @@ class PerCandidateTable:
     Stands in for :class:`serving.item_table.ItemTable` (`lookup` then `columns`).
     """
 
-    def __init__(self, client: redis.Redis, keys: IndexKeys, vocab: Vocab) -> None:
+    def __init__(self, client: RedisClient, keys: IndexKeys, vocab: Vocab) -> None:
         self._client, self._keys, self.vocab = client, keys, vocab
         self._cols = Columns.empty(0)
 
@@ -116,7 +115,7 @@ class PerCandidateTable:
 class PerCandidateStats:
     """Item stats from Redis, one pipelined GET per candidate, decoded on the request path."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._client = client
 
     def lookup(self, ids: Sequence[str], cols: Columns) -> Matrix:
@@ -137,7 +136,7 @@ class PerCandidateStats:
         return np.asarray(rows, dtype=np.float32).reshape(len(ids), 3)
 
 
-def naive_service(rt: Runtime, client: redis.Redis) -> FeedService:
+def naive_service(rt: Runtime, client: RedisClient) -> FeedService:
     """The same pipeline as `rt.service`, with per-candidate Redis reads for item features."""
     s = rt.service
     table = PerCandidateTable(client, IndexKeys(), s.table.vocab)

@@ -25,7 +25,6 @@ from typing import Any, Final
 import msgspec
 import numpy as np
 import numpy.typing as npt
-import redis
 
 from feedflow.bench.index_bench import catalogue
 from feedflow.simulator.vocabulary import CATEGORY_NAMES
@@ -43,6 +42,7 @@ from state.feature_store import CO_ENGAGEMENT, ITEM, TRENDING, USER, feature_key
 from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry, VersionInfo
 from state.index_replica import RECORDS_FILE, IndexParams, IndexReplica
+from state.redis_client import RedisClient
 from state.snapshots import DirSnapshotStore
 from state.update_log import ADD, LogEntry, UpdateLog
 
@@ -131,7 +131,7 @@ def ensure_snapshot(
     return info, {"cached": False, "items": items, "build_s": round(build_s, 1)}
 
 
-def register(client: redis.Redis, keys: IndexKeys, info: VersionInfo) -> None:
+def register(client: RedisClient, keys: IndexKeys, info: VersionInfo) -> None:
     """Make `info` the active version of a fresh Redis."""
     registry = IndexRegistry(client, keys)
     registry.put(info)
@@ -139,7 +139,7 @@ def register(client: redis.Redis, keys: IndexKeys, info: VersionInfo) -> None:
 
 
 def publish_fresh(
-    client: redis.Redis, keys: IndexKeys, version: str, items: int, count: int, seed: int
+    client: RedisClient, keys: IndexKeys, version: str, items: int, count: int, seed: int
 ) -> list[str]:
     """Append `count` items published in the last 24 h to the update log (as the writer does)."""
     rng = np.random.default_rng(seed + 2)
@@ -168,7 +168,7 @@ def publish_fresh(
     return ids
 
 
-def write_item_records(client: redis.Redis, root: Path, version: str) -> int:
+def write_item_records(client: RedisClient, root: Path, version: str) -> int:
     """The item store's records (`ff:item:{m}`), as the content flow writes them."""
     found = DirSnapshotStore(root).latest(version)
     if found is None:
@@ -184,7 +184,7 @@ def write_item_records(client: redis.Redis, root: Path, version: str) -> int:
 
 
 def populate(
-    client: redis.Redis,
+    client: RedisClient,
     items: int,
     users: int,
     seed: int,
@@ -204,7 +204,7 @@ def populate(
 
 
 def write_behaviour(
-    client: redis.Redis,
+    client: RedisClient,
     root: Path,
     vectors: npt.NDArray[np.float32],
     seeds: Iterable[int],
@@ -230,7 +230,7 @@ def write_behaviour(
 
 
 def write_users(
-    client: redis.Redis,
+    client: RedisClient,
     vectors: npt.NDArray[np.float32],
     topics: npt.NDArray[Any],
     users: int,
@@ -277,7 +277,7 @@ def write_users(
 
 
 def write_co_records(
-    client: redis.Redis, seeds: dict[int, npt.NDArray[Any]], rng: np.random.Generator, now: int
+    client: RedisClient, seeds: dict[int, npt.NDArray[Any]], rng: np.random.Generator, now: int
 ) -> None:
     """A full co-engagement record (neighbours from the seed's user's categories) for every
     item some user has among their recent positive items."""
@@ -299,7 +299,7 @@ def _hashes(ids: list[str]) -> bytes:
     return np.asarray([zlib.crc32(i.encode()) for i in ids], dtype="<u4").tobytes()
 
 
-def write_item_stats(client: redis.Redis, topics: npt.NDArray[Any], seed: int) -> None:
+def write_item_stats(client: RedisClient, topics: npt.NDArray[Any], seed: int) -> None:
     """Engagement stats for every item, and trending boards per type and category."""
     items = len(topics)
     rng = np.random.default_rng(seed + 5)
@@ -323,7 +323,7 @@ def write_item_stats(client: redis.Redis, topics: npt.NDArray[Any], seed: int) -
 
 
 def _write_boards(
-    client: redis.Redis, views: npt.NDArray[Any], topics: npt.NDArray[Any], seed: int, now: int
+    client: RedisClient, views: npt.NDArray[Any], topics: npt.NDArray[Any], seed: int, now: int
 ) -> None:
     types = np.random.default_rng(seed + 1).integers(0, 2, len(views))  # as in _records
     top = np.argsort(-views, kind="stable")[:200_000]

@@ -22,15 +22,19 @@ from state.feature_store import (
     StoreUnavailableError,
     feature_key,
 )
+from state.redis_client import JOB, connect
+from tests.conftest import BACKENDS, emptied_redis_url
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=["memory", *(pytest.param(b, marks=pytest.mark.integration) for b in BACKENDS)]
+)
 def store(request: pytest.FixtureRequest) -> Iterator[FeatureStore]:
+    """The in-memory twin, then Redis: the single server and the cluster."""
     if request.param == "memory":
         yield MemoryFeatureStore()
         return
-    url = request.getfixturevalue("redis_url")
-    client = redis.Redis.from_url(url)
+    client = connect(emptied_redis_url(request, request.param), JOB)
     yield RedisFeatureStore(client)
     client.close()
 
@@ -94,12 +98,12 @@ def test_an_unreachable_redis_is_retried_then_fails_loudly() -> None:
         store.put_many([FeatureWrite(USER, "u", 1, b"x")])
 
 
-def test_an_erasure_in_the_sink_is_never_coalesced_away(redis_url: str) -> None:
+def test_an_erasure_in_the_sink_is_never_coalesced_away(any_redis_url: str) -> None:
     """Stored: a record stamped after the erasure but built on the erased history. One
     batch then erases the key and writes the new history's first record, stamped older:
     the erasure lands first, the new record after it, and the acknowledgement last."""
-    sink = FeatureSink(redis_url).build("features_out", 0, 1)
-    client = redis.Redis.from_url(redis_url)
+    sink = FeatureSink(any_redis_url).build("features_out", 0, 1)
+    client = connect(any_redis_url, JOB)
     try:
         sink.write_batch([FeatureWrite(USER, "back", 160, b"contaminated")])
         sink.write_batch([

@@ -51,10 +51,10 @@ def change(event, offset=None):
 
 
 @pytest.fixture
-def env(redis_client, tmp_path):
+def env(any_redis_client, tmp_path):
     keys = IndexKeys(f"t{time.time_ns()}")
     store = DirSnapshotStore(tmp_path / "index")
-    return redis_client, store, keys
+    return any_redis_client, store, keys
 
 
 def open_writer(env, encoder="hashing-v1", dim=DIM):

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import redis
 
 from operators.online_ranker import ModelVersion
 from operators.ranking_contract import default_model, parse_model
@@ -16,6 +15,8 @@ from serving.feed import ModelHolder
 from serving.item_table import ItemTable
 from serving.refresher import Refresher
 from state.model_registry import MemoryModelRegistry, ModelRegistry, RedisModelRegistry
+from state.redis_client import JOB, RedisClient, connect
+from tests.conftest import BACKENDS, emptied_redis_url
 
 
 def version(n: int, bias: float = 0.0) -> ModelVersion:
@@ -23,12 +24,14 @@ def version(n: int, bias: float = 0.0) -> ModelVersion:
                         weights={"similarity": float(n), "trending": -0.5}, bias=bias)  # fmt: skip
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.integration)])
+@pytest.fixture(
+    params=["memory", *(pytest.param(b, marks=pytest.mark.integration) for b in BACKENDS)]
+)
 def registry(request: pytest.FixtureRequest) -> Iterator[ModelRegistry]:
     if request.param == "memory":
         yield MemoryModelRegistry(keep=3)
         return
-    client = redis.Redis.from_url(request.getfixturevalue("redis_url"))
+    client = connect(emptied_redis_url(request, request.param), JOB)
     yield RedisModelRegistry(client, keep=3)
     client.close()
 
@@ -67,7 +70,7 @@ def test_publishing_a_version_again_changes_nothing(registry: ModelRegistry) -> 
     assert (registry.active(), registry.versions(), registry.get("online-000002")) == before
 
 
-def serving_ranker(client: redis.Redis) -> tuple[Refresher, ModelHolder]:
+def serving_ranker(client: RedisClient) -> tuple[Refresher, ModelHolder]:
     """A serving process's refresher (empty catalogue) and the ranker it keeps current."""
     table, models = ItemTable(), ModelHolder(default_model())
     refresher = Refresher(
@@ -78,9 +81,9 @@ def serving_ranker(client: redis.Redis) -> tuple[Refresher, ModelHolder]:
 
 
 @pytest.mark.integration
-def test_serving_hot_loads_each_published_version(redis_client: redis.Redis) -> None:
-    refresher, models = serving_ranker(redis_client)
-    registry = RedisModelRegistry(redis_client)
+def test_serving_hot_loads_each_published_version(any_redis_client: RedisClient) -> None:
+    refresher, models = serving_ranker(any_redis_client)
+    registry = RedisModelRegistry(any_redis_client)
     for n in (1, 2):
         registry.publish(version(n))
         refresher.refresh()

@@ -1,7 +1,9 @@
 """The feed API end to end: real broker, real Redis, the content and engagement flows as
 `feedflow flow` processes on seeded simulator traffic, and the serving app in-process.
 
-One world per module (a private stack: the Redis outage test must not touch the session's).
+One world per Redis backend (a private stack: the Redis outage test must not touch the
+session's): a single redis-server, then a real 3-node Redis Cluster. The outage and fuzzer
+tests, which are about the ladder and the API rather than the store, run on the first only.
 The traffic ends "now", so publication times and freshness mean what they mean in production.
 """
 
@@ -36,6 +38,8 @@ from operators.user_features import UserFeatures, decode_user_features
 from serving.app import create_app
 from serving.runtime import Runtime, build_runtime
 from state.feature_store import USER, RedisFeatureStore
+from state.redis_client import JOB, RedisClient, connect
+from tests.conftest import BACKENDS
 from tests.integration.processes import stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,7 +52,7 @@ REASONS = {"because_you_watched", "continue_watching", "trending", "new", "popul
 class World:
     stack: StackInfo
     state: Path
-    client: redis.Redis
+    client: RedisClient
     http: AsgiClient
     features: dict[str, UserFeatures]
     truth: dict[str, Any]
@@ -119,13 +123,13 @@ class ActiveUsers:
         self.inner.close()
 
 
-def user_features(client: redis.Redis) -> dict[str, UserFeatures]:
+def user_features(client: RedisClient) -> dict[str, UserFeatures]:
     users = sorted(k.decode()[len("ff:{u:") : -1] for k in client.scan_iter("ff:{u:*", 1000))
     raw = RedisFeatureStore(client).get_many(USER, users)
     return {u: decode_user_features(v) for u, v in zip(users, raw, strict=True) if v}
 
 
-def settle(client: redis.Redis, expected: int, timeout_s: float) -> dict[str, UserFeatures]:
+def settle(client: RedisClient, expected: int, timeout_s: float) -> dict[str, UserFeatures]:
     """User features once every user has some and two reads 2 s apart agree."""
     deadline, last = time.monotonic() + timeout_s, None
     while time.monotonic() < deadline:
@@ -137,12 +141,14 @@ def settle(client: redis.Redis, expected: int, timeout_s: float) -> dict[str, Us
     raise AssertionError(f"user features did not settle ({len(last or {})}/{expected})")
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    state = tmp_path_factory.mktemp("serving-e2e")
-    local = LocalStack(state / "stack", partitions=2)
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    state = tmp_path_factory.mktemp(f"serving-e2e-{request.param}")
+    local = LocalStack(state / "stack", partitions=2, redis_cluster=request.param == "cluster")
     stack = local.up()
-    client = redis.Redis.from_url(stack.redis_url)
+    client = connect(stack.redis_url, JOB)
     procs: list[subprocess.Popen[bytes]] = []
     try:
         sim = Simulation(SimConfig(users=USERS, items=ITEMS, rate=40_000, duration_s=2,
@@ -259,7 +265,7 @@ def test_bad_parameters_get_422(world: World) -> None:
     assert r.status_code == 200 and len(r.json()["items"]) == 100
 
 
-def copy_keys(source: redis.Redis, target: redis.Redis) -> int:
+def copy_keys(source: RedisClient, target: redis.Redis) -> int:
     copied = 0
     for key in source.scan_iter(count=1000):
         dumped = source.dump(key)
@@ -269,6 +275,7 @@ def copy_keys(source: redis.Redis, target: redis.Redis) -> int:
     return copied
 
 
+@pytest.mark.parametrize("world", ["single"], indirect=True)
 def test_redis_outage_falls_back_and_recovers(world: World) -> None:
     with PrivateRedis(world.state / "private-redis") as private:
         target = redis.Redis.from_url(private.url)
@@ -319,6 +326,7 @@ def test_co_engaged_items_reach_feeds_anchored_on_another_watched_item(world: Wo
     assert all(i["reason"]["type"] == "because_you_watched" for i in items)
 
 
+@pytest.mark.parametrize("world", ["single"], indirect=True)
 @pytest.mark.parametrize("mode", list(schemathesis.GenerationMode), ids=lambda m: m.value)
 def test_the_api_under_a_fuzzer(world: World, mode: schemathesis.GenerationMode) -> None:
     """Schemathesis against the served schema, on real features, every operation: no 5xx,

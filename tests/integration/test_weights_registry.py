@@ -1,4 +1,5 @@
-"""The weights registry on a real Redis, and `feedflow weights run` reading the real topic."""
+"""The weights registry on a real Redis and a real Redis Cluster, and `feedflow weights run`
+reading the real topic and writing to both."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
-import redis
 
 from feedflow import cli
 from feedflow.simulator.writers import KafkaSink
 from feedflow.stack import StackInfo
 from operators.contracts import TOPIC_ENGAGEMENT
 from operators.weekly_weights import UserWeights, WeekPrior, week_span
+from state.redis_client import JOB, RedisClient, connect
 from state.weights_registry import (
     COMPLETE,
     WRITING,
@@ -43,8 +44,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def registry(redis_client: redis.Redis, clock: Clock) -> WeightsRegistry:
-    return WeightsRegistry(redis_client, ttl_s=35 * DAY_S, clock=clock)
+def registry(any_redis_client: RedisClient, clock: Clock) -> WeightsRegistry:
+    return WeightsRegistry(any_redis_client, ttl_s=35 * DAY_S, clock=clock)
 
 
 def weights(category: str) -> UserWeights:
@@ -107,11 +108,11 @@ def test_rollback_skips_failed_unfinished_and_expired_versions(
 
 
 def test_a_versions_data_expires_with_its_ttl(
-    registry: WeightsRegistry, redis_client: redis.Redis
+    registry: WeightsRegistry, any_redis_client: RedisClient
 ) -> None:
     version = finished(registry, "2024-W01", "news")
     for key in (user_key("u1", version), cohorts_key(version)):
-        assert 34 * DAY_S < redis_client.ttl(key) <= 35 * DAY_S
+        assert 34 * DAY_S < any_redis_client.ttl(key) <= 35 * DAY_S
     manifest = registry.get(version)
     assert manifest.expires_ms - manifest.created_ms == 35 * DAY_S * 1000
 
@@ -123,10 +124,10 @@ def test_a_version_cannot_be_written_once_it_is_complete(registry: WeightsRegist
 
 
 @pytest.fixture
-def cli_env(stack: StackInfo, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("REDIS_URL", redis_url)
+def cli_env(stack: StackInfo, any_redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("REDIS_URL", any_redis_url)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", stack.bootstrap)
-    yield redis_url
+    yield any_redis_url
 
 
 def test_a_weekly_run_reads_its_week_from_the_topic(
@@ -146,7 +147,7 @@ def test_a_weekly_run_reads_its_week_from_the_topic(
     assert cli.main(["weights", "run", "--week", week, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["published"] and result["users"] >= 1 and result["events"] >= 2
-    client = redis.Redis.from_url(cli_env)
+    client = connect(cli_env, JOB)
     registry = WeightsRegistry(client, 35 * DAY_S)
     mine = registry.user_weights(user)
     assert mine is not None and mine.video < 0.5 and mine.mass == pytest.approx(1.6)
