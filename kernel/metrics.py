@@ -16,6 +16,10 @@ from prometheus_client import Counter, Gauge, Histogram
 _FAST = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 _SLOW = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
 
+# Set (to a directory) for replicas sharing a port: prometheus_client then keeps each
+# process's values there, and any replica's /metrics adds them up.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 EVENTS = Counter(
     "feedflow_events_total",
     "Events read from a topic, by outcome (ok, invalid, duplicate, late).",

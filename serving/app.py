@@ -5,24 +5,29 @@ cost more than the work. Bodies are serialised with orjson into bytes; errors of
 leave as JSON with the status code :func:`serving.errors.http_status` gives them.
 
 Run: `feedflow serve` (uvicorn), or `create_app(build_runtime(settings))` in any ASGI server.
+`feedflow serve --processes N` runs N replicas on one port; their `/metrics` then add up
+every replica's series (Prometheus' multiprocess mode).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from kernel.metrics import MULTIPROCESS_ENV
 from operators.keys import board_name
 from serving import params
 from serving.errors import (
@@ -141,7 +146,7 @@ def probes(rt: Runtime) -> list[Route]:
         return json_response({"ready": ready, **detail}, 200 if ready else 503)
 
     async def metrics(_: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)
 
     document = orjson.dumps(openapi_document())
 
@@ -177,6 +182,18 @@ async def on_unexpected(_: Request, exc: Exception) -> Response:
     """Starlette exception handler: any other exception, logged, as a JSON 500."""
     log.exception("unexpected error answering a request", exc_info=exc)
     return json_response(ServingError("internal error").body(), 500)
+
+
+def metrics_registry() -> CollectorRegistry:
+    """What `/metrics` exports: this process's registry, or, among
+    replicas sharing a port, every replica's series from the shared multiprocess directory
+    (a scrape reaches any one of them). Gauges then carry a `pid` label per replica.
+    """
+    if not os.environ.get(MULTIPROCESS_ENV):
+        return REGISTRY
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 def create_app(runtime: Runtime) -> Starlette:

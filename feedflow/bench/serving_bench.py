@@ -211,14 +211,16 @@ def in_process(url: str, root: Path, users: Sequence[str], n: int, log: Log) -> 
 # -- over HTTP -----------------------------------------------------------------------------
 
 
-def _serve(url: str, root: Path, port: int, log_dir: Path) -> subprocess.Popen[bytes]:
+def _serve(
+    url: str, root: Path, port: int, log_dir: Path, processes: int = 1
+) -> subprocess.Popen[bytes]:
     env = {**os.environ, "REDIS_URL": url, "FEEDFLOW_INDEX_DIR": str(root),
            "FEEDFLOW_PORT": str(port), "FEEDFLOW_LOG_LEVEL": "WARNING",
            "OPENBLAS_NUM_THREADS": "1"}  # fmt: skip
     with (log_dir / "serve.log").open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "feedflow.cli", "serve"], cwd=ROOT, env=env,
-            stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "feedflow.cli", "serve", "--processes", str(processes)],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
 
 
