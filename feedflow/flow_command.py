@@ -15,6 +15,16 @@ never read again) and a fresh one created, so the flow reads its topics from the
 retained offset and rewrites every feature, board and index entry those events produce. What
 the topics no longer retain cannot come back: keep their retention above the longest-lived
 feature (`FEEDFLOW_USER_TTL_DAYS`, `FEEDFLOW_ITEM_TTL_DAYS`: 35 days by default).
+
+A flow scales with processes, not worker threads (threads share the GIL). `-i/-a` runs this
+process as one member of a Bytewax cluster (every member gets the same address list);
+`--processes N` launches the N members of a cluster on this host, on free loopback ports,
+sharing the recovery store, under a supervisor (:mod:`feedflow.replicas`). Bytewax cluster
+members are not independent: when one dies the others panic, and recovery is all or nothing,
+so the supervisor stops the rest and starts them all again, and the cluster resumes from its
+last snapshot. With `--metrics-port P`, member i serves its metrics on P + i. Input topics
+should have a multiple of processes x workers partitions (each partition is read by one
+worker; a warning says when they do not).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import argparse
 import importlib
 import logging
 import os
+import sys
 import time
 from collections.abc import MutableMapping
 from datetime import timedelta
@@ -30,6 +41,7 @@ from pathlib import Path
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
+from confluent_kafka.admin import AdminClient
 from prometheus_client import start_http_server
 
 from kernel.errors import ConfigError
@@ -61,6 +73,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         action="store_true",
         help="start over from the topics' start (after losing Redis): the recovery store is "
         "moved aside and a new one created",
+    )
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="launch a cluster of N processes on this host (loopback ports chosen here); "
+        "restarted together when one dies",
     )
     p.add_argument("--process-id", "-i", type=int, help="this process's index in a cluster")
     p.add_argument("--addresses", "-a", help='cluster addresses, "h0:p0;h1:p1;..."')
@@ -104,14 +123,25 @@ def set_aside(directory: Path) -> Path | None:
     return target
 
 
-def recovery_config(settings: Settings, name: str) -> RecoveryConfig:
-    """The recovery store of flow `name`, created with fixed partitions if new."""
+def recovery_config(settings: Settings, name: str, create: bool = True) -> RecoveryConfig:
+    """The recovery store of flow `name`; if new and `create`, made with fixed partitions
+    (at least one per worker of the cluster, see :func:`create_store`)."""
     directory = recovery_dir(settings, name)
+    if create:
+        create_store(directory, RECOVERY_PARTITIONS)
+    return RecoveryConfig(directory, timedelta(seconds=settings.recovery_backup_s))
+
+
+def create_store(directory: Path, partitions: int) -> None:
+    """Create a recovery store of `partitions` partitions in `directory` unless one is there.
+
+    Partitions are fixed at creation: make them at least the most workers the flow will ever
+    run with (each worker snapshots into partitions it can see).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     if not any(directory.glob("part-*.sqlite3")):
-        init_db_dir(directory, RECOVERY_PARTITIONS)
-        log.info("created recovery store with %d partitions", RECOVERY_PARTITIONS)
-    return RecoveryConfig(directory, timedelta(seconds=settings.recovery_backup_s))
+        init_db_dir(directory, partitions)
+        log.info("created recovery store with %d partitions", partitions)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,13 +154,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     settings.require("kafka_bootstrap_servers", "redis_url")
     if (args.process_id is None) != (args.addresses is None):
         raise ConfigError("--process-id and --addresses go together")
-    module = importlib.import_module(FLOWS[args.name])
-    flow = module.build_flow(settings)
     if args.rebuild and args.no_recovery:
         raise ConfigError("--rebuild starts a new recovery store; it excludes --no-recovery")
+    if args.processes < 1:
+        raise ConfigError("--processes must be at least 1")
+    if args.processes > 1:
+        if args.process_id is not None:
+            raise ConfigError("--processes launches a whole cluster; it excludes -i/-a")
+        return run_cluster(args, settings)
+    module = importlib.import_module(FLOWS[args.name])
+    flow = module.build_flow(settings)
     if args.rebuild:
         set_aside(recovery_dir(settings, args.name))
-    recovery = None if args.no_recovery else recovery_config(settings, args.name)
+    # In a cluster, the first member creates a missing store: members sharing a directory
+    # must not race to create it (and members on other hosts may see none of it).
+    create = not args.process_id
+    recovery = None if args.no_recovery else recovery_config(settings, args.name, create)
     guard_dataflow_api(args.public_dataflow_api)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host)
@@ -144,3 +183,56 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         recovery_config=recovery,
     )
     return 0
+
+
+def run_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    """`--processes N`: the N members of a Bytewax cluster on this host, supervised as one."""
+    from feedflow.replicas import Supervisor
+    from feedflow.stack import LOOPBACK, free_port
+
+    n, workers = args.processes, settings.workers
+    check_partitions(settings, FLOWS[args.name], n * workers)
+    if args.rebuild:
+        set_aside(recovery_dir(settings, args.name))
+    if not args.no_recovery:
+        create_store(recovery_dir(settings, args.name), max(RECOVERY_PARTITIONS, n * workers))
+    own = ["flow", args.name, "--workers", str(workers)]
+    own += (
+        ["--no-recovery"]
+        if args.no_recovery
+        else ["--recovery-dir", str(recovery_dir(settings, args.name))]
+    )
+    own += ["--public-dataflow-api"] if args.public_dataflow_api else []
+
+    def argvs() -> list[list[str]]:
+        addresses = ";".join(f"{LOOPBACK}:{free_port()}" for _ in range(n))
+        members = []
+        for i in range(n):
+            metrics = (
+                ["--metrics-port", str(settings.metrics_port + i)] if settings.metrics_port else []
+            )
+            members.append([sys.executable, "-m", "feedflow.cli", *own, *metrics,
+                            "-i", str(i), "-a", addresses])  # fmt: skip
+        return members
+
+    log.info("running %s flow as a cluster of %d processes x %d worker(s)", args.name, n, workers)
+    return Supervisor(argvs, unit=True).run()
+
+
+def check_partitions(settings: Settings, module_name: str, workers: int) -> None:
+    """Warn when an input topic's partitions are not a multiple of the cluster's workers
+    (some workers would read more than others, or nothing)."""
+    topics = importlib.import_module(module_name).INPUT_TOPICS
+    admin = AdminClient(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, **settings.kafka_client}
+    )
+    try:
+        found = admin.list_topics(timeout=10).topics
+    except Exception as exc:  # the flow itself reports an unreachable broker
+        log.warning("could not read the input topics' partitions: %s", exc)
+        return
+    for topic in topics:
+        count = len(found[topic].partitions) if topic in found else 0
+        if count and count % workers:
+            log.warning("%s has %d partitions, not a multiple of the cluster's %d workers: "
+                        "the load is uneven", topic, count, workers)  # fmt: skip

@@ -114,12 +114,12 @@ def _supervise(processes: int, settings: Settings) -> int:
     metrics_dir = tempfile.mkdtemp(prefix="feedflow-serve-metrics-")
     os.environ[MULTIPROCESS_ENV] = metrics_dir  # the replicas inherit it
 
-    def argv_of(index: int) -> list[str]:
-        return [sys.executable, "-m", "feedflow.cli", "serve", "--host", settings.host,
-                "--port", str(port), "--replica", str(index)]  # fmt: skip
+    def argvs() -> list[list[str]]:
+        return [[sys.executable, "-m", "feedflow.cli", "serve", "--host", settings.host,
+                 "--port", str(port), "--replica", str(i)] for i in range(processes)]  # fmt: skip
 
     log.info("serving on http://%s:%d (%d replicas)", settings.host, port, processes)
     try:
-        return Supervisor(argv_of, processes).run()
+        return Supervisor(argvs).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

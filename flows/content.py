@@ -40,6 +40,7 @@ from operators.eventtime import now_ms
 from state.index_writer import Change
 
 FLOW_ID: Final = "content"
+INPUT_TOPICS: Final = (TOPIC_MEDIA,)
 STEP_INPUT: Final = "media_in"
 STEP_TICK: Final = "tick"
 STEP_INDEX_ITEMS: Final = "index_items"
@@ -86,7 +87,7 @@ def build_flow(
     settings = settings or load_settings(os.environ)
     flow = Dataflow(FLOW_ID)
     dlq = deadletters or deadletter_sink(settings)
-    src = source or kafka_source(settings, [TOPIC_MEDIA])
+    src = source or kafka_source(settings, list(INPUT_TOPICS))
     items: Stream[IndexItem] = decoded_input(flow, STEP_INPUT, src, TOPIC_MEDIA, decode, dlq)
     if tick is not None:
         items = op.merge(STEP_INDEX_ITEMS, items, op.input(STEP_TICK, flow, Ticker(tick)))

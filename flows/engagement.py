@@ -89,6 +89,7 @@ from state.item_store import ItemStore
 from state.redis_client import FLOW, connect
 
 FLOW_ID: Final = "engagement"
+INPUT_TOPICS: Final = (TOPIC_ENGAGEMENT, TOPIC_ERASURE)
 STEP_INPUT: Final = "events_in"
 STEP_KEY_USER: Final = "key_user"
 STEP_USER: Final = "user"
@@ -248,7 +249,7 @@ def build_flow(
 
     flow = Dataflow(FLOW_ID)
     dlq = deadletters or deadletter_sink(s)
-    src = source or kafka_source(s, [TOPIC_ENGAGEMENT, TOPIC_ERASURE])
+    src = source or kafka_source(s, list(INPUT_TOPICS))
     events: Stream[EngagementEvent | ErasureRequest] = decoded_input(
         flow, STEP_INPUT, src, TOPIC_ENGAGEMENT, decode, dlq
     )

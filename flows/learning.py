@@ -67,6 +67,7 @@ from operators.online_ranker import ModelVersion, OnlineRanker, RankerConfig
 from operators.ranking_contract import FEATURES
 
 FLOW_ID: Final = "learning"
+INPUT_TOPICS: Final = (TOPIC_IMPRESSIONS, TOPIC_ENGAGEMENT, TOPIC_ERASURE)
 STEP_INPUT: Final = "learning_in"
 STEP_KNOWN: Final = "known"
 STEP_KEY_USER: Final = "key_user"
@@ -234,8 +235,7 @@ def build_flow(
     a swapped source, no tombstones are read from the erasure topic)."""
     s = settings or load_settings(os.environ)
     flow = Dataflow(FLOW_ID)
-    topics = [TOPIC_IMPRESSIONS, TOPIC_ENGAGEMENT, TOPIC_ERASURE]
-    src = source or kafka_source(s, topics)
+    src = source or kafka_source(s, list(INPUT_TOPICS))
     dlq = deadletters or deadletter_sink(s)
     erased = tombstones_for(s, source)
     closed = labelled_impressions(flow, s, src, dlq, clock, erased, acks)

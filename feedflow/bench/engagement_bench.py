@@ -174,14 +174,22 @@ def load_catalogue(stack: StackInfo, work: Path, client: RedisClient, items: int
 
 
 def timed_flow_run(
-    stack: StackInfo, run_dir: Path, client: RedisClient, pre: dict[str, Any], recovery: bool
+    stack: StackInfo,
+    run_dir: Path,
+    client: RedisClient,
+    pre: dict[str, Any],
+    recovery: bool,
+    *extra_args: str,
 ) -> dict[str, Any]:
-    """Start the engagement flow on the preloaded topic; time it until every sentinel lands."""
+    """Start the engagement flow on the preloaded topic; time it until every sentinel lands.
+
+    `extra_args` go to `feedflow flow engagement` (`--processes 2` runs a cluster: CPU is
+    then the supervisor's and its members')."""
     clear_features(client)
     baseline = int(client.dbsize())
     sentinel_keys = [feature_key(USER, s) for s in pre["sentinels"]]
     memory_before = int(client.info("memory")["used_memory"])
-    extra = () if recovery else ("--no-recovery",)
+    extra = (*extra_args, *(() if recovery else ("--no-recovery",)))
     flow = FlowProcess.start("engagement", run_dir, _flow_env(stack), "flow", "engagement", *extra)
     first: list[float] = []
 

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from feedflow.bench.machine import process_cpu_s
+from feedflow.bench.machine import tree_cpu_s
 from flows.kafka_in import CONSUMER_CONFIG
 from kernel.errors import FeedflowError
 from operators.contracts import EngagementEvent, decode_engagement
@@ -90,8 +90,8 @@ class FlowProcess:
         return ""
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds of the process so far (0 when it is gone)."""
-        return process_cpu_s(self.proc.pid)
+        """User + system CPU seconds of the process and its members so far (0 when gone)."""
+        return tree_cpu_s(self.proc.pid)
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGINT, then SIGKILL after `timeout_s`; always reaped."""

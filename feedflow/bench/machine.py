@@ -30,6 +30,30 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """The running child processes of `pid` (none when it is gone)."""
+    found: list[int] = []
+    for tasks in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found += [int(c) for c in tasks.read_text().split()]
+        except OSError:
+            continue  # a thread that ended meanwhile
+    return found
+
+
+def cmdline(pid: int) -> list[bytes]:
+    """The command line of `pid`, one item per argument (empty when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]
+    except OSError:
+        return []
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its running descendants (a supervisor and its members)."""
+    return process_cpu_s(pid) + sum(tree_cpu_s(c) for c in children(pid))
+
+
 def pct_ms(seconds: Sequence[float], q: float) -> float:
     """The `q`-th percentile of durations in seconds, in milliseconds to 3 places (0: none)."""
     return round(float(np.percentile(np.asarray(seconds) * 1000, q)), 3) if seconds else 0.0

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import orjson
 
-from feedflow.bench.machine import cpu_model, process_cpu_s
+from feedflow.bench.machine import children, cmdline, cpu_model, process_cpu_s
 from feedflow.bench.markdown import write_section
 from feedflow.bench.serving_bench import (
     BUDGET_P99_MS,
@@ -49,19 +49,8 @@ SECTION: Final = "## Serving replicas"
 
 def replicas_of(pid: int) -> list[int]:
     """The replica processes under a `feedflow serve --processes N` supervisor (or itself)."""
-    try:
-        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    spawned = [int(c) for c in found if b"--replica" in _cmdline(int(c))]
+    spawned = [c for c in children(pid) if b"--replica" in cmdline(c)]
     return spawned or [pid]
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def rss_mib(pid: int) -> float:

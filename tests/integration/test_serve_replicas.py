@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from feedflow.bench.machine import children, cmdline
 from feedflow.bench.serving_world import ensure_snapshot, populate, register
 from feedflow.stack import free_port
 from state.index_keys import IndexKeys
@@ -40,17 +41,9 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
     raise AssertionError(f"{what} not within {timeout_s}s")
 
 
-def children(pid: int) -> set[int]:
+def replica_pids(pid: int) -> set[int]:
     """The replicas the supervisor `pid` runs."""
-    found = {int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
-    return {c for c in found if b"--replica" in _cmdline(c)}
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
+    return {c for c in children(pid) if b"--replica" in cmdline(c)}
 
 
 def alive(pid: int) -> bool:
@@ -98,9 +91,9 @@ def test_two_replicas_share_a_port_and_every_way_of_stopping_stops_both(
     proc, port = replicas
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, 60, "ready")
-    wait_for(lambda: len(children(proc.pid) & {int(p) for p in reader_items(port)}) == 2,
+    wait_for(lambda: len(replica_pids(proc.pid) & {int(p) for p in reader_items(port)}) == 2,
              60, "both replicas' indexes in the shared metrics")  # fmt: skip
-    first = set(children(proc.pid))
+    first = set(replica_pids(proc.pid))
     assert len(first) == 2 and set(reader_items(port).values()) == {ITEMS}
 
     # Fresh connections land on both replicas; every feed is answered.
@@ -110,13 +103,13 @@ def test_two_replicas_share_a_port_and_every_way_of_stopping_stops_both(
 
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
-    wait_for(lambda: len(children(proc.pid) - {victim}) == 2, 30, "a replacement replica")
+    wait_for(lambda: len(replica_pids(proc.pid) - {victim}) == 2, 30, "a replacement replica")
     wait_for(lambda: httpx.get(f"{base}/readyz", timeout=2).status_code == 200, 60, "ready")
     for n in range(10):
         r = httpx.get(f"{base}/api/v1/content/feed", params={"user_id": f"u{n}"}, timeout=5)
         assert r.status_code == 200
 
-    now = children(proc.pid)
+    now = replica_pids(proc.pid)
     proc.send_signal(signal.SIGTERM)  # what a supervisor sends
     assert proc.wait(30) == 0
     assert not any(alive(pid) for pid in now)

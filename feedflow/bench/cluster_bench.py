@@ -1,0 +1,121 @@
+"""Flow cluster benchmark: engagement ingest with 1 and N processes on one host.
+
+The engagement ingest run of :mod:`feedflow.bench.engagement_bench` (preloaded simulator
+events, recovery on, timed until a sentinel on every partition has its features in Redis),
+once as one `feedflow flow engagement` process and once per `--processes N` cluster, on the
+same private broker and Redis. Topics get a partition count that every process count divides.
+Reference: one bare consumer reading and decoding the same topic, measured in the same run.
+CPU is the whole cluster's (supervisor and members).
+
+Run: `python -m feedflow.bench.cluster_bench [--events N] [--processes 1,2] [--write-md]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import orjson
+
+from feedflow.bench.engagement_bench import (
+    BenchConfig,
+    _Log,
+    load_catalogue,
+    machine,
+    preload,
+    timed_flow_run,
+)
+from feedflow.bench.flow_harness import BenchError, read_all
+from feedflow.bench.markdown import write_section
+from feedflow.stack import LocalStack
+from operators.contracts import TOPIC_ENGAGEMENT
+from state.redis_client import JOB, connect
+
+SECTION: Final = "## Flow clusters"
+ROOT: Final = Path(__file__).resolve().parents[2]
+
+
+def run(events: int, processes: Sequence[int], workdir: Path | None = None) -> dict[str, Any]:
+    """Ingest `events` once per process count; the JSON-ready summary."""
+    partitions = max(4, math.lcm(*processes))
+    cfg = BenchConfig.for_mode(False, events=events, partitions=partitions)
+    log = _Log()
+    result: dict[str, Any] = {"machine": machine(), "partitions": partitions, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="feedflow-cluster-bench-", dir=workdir) as tmp:
+        work = Path(tmp)
+        stack = LocalStack(work / "stack", partitions=partitions).up()
+        client = connect(stack.redis_url, JOB)
+        try:
+            log(f"preloading ~{events} events into {partitions} partitions")
+            pre = preload(stack, cfg)
+            load_catalogue(stack, work, client, pre["catalogue"])
+            reference = read_all(stack.bootstrap, TOPIC_ENGAGEMENT, partitions, 1000, 300)
+            if reference["messages"] != pre["events"]:
+                raise BenchError(f"broker holds {reference['messages']} != {pre['events']}")
+            log(f"reference consumer {reference['events_per_s']} events/s")
+            for n in processes:
+                extra = ("--processes", str(n)) if n > 1 else ()
+                one = timed_flow_run(stack, work / f"flow-{n}", client, pre, True, *extra)
+                log(f"{n} process(es): {one['events_per_s_steady']} events/s steady")
+                result["runs"].append({"processes": n, **one})
+        finally:
+            client.close()
+            LocalStack(work / "stack").down()
+    result |= {"events": pre["events"], "reference": reference, "load_1min_max": max(log.loads)}
+    return result
+
+
+def markdown(result: dict[str, Any], command: str) -> str:
+    """The `## Flow clusters` section of BENCHMARKS.md."""
+    m, ref = result["machine"], result["reference"]
+    lines = [
+        SECTION,
+        "",
+        f"`{command}` — {m['cpu']}, {m['usable_cores']} usable cores shared with the broker "
+        f"and Redis; {result['events']:,} simulator events in {result['partitions']} "
+        f"partitions, engagement flow with recovery on (1 worker per process); 1-minute load "
+        f"peaked at {result['load_1min_max']:.1f}.",
+        "",
+        "| run | events/s (steady) | events/s (with start-up) | CPU s | events per CPU s "
+        "| cores busy |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| reference: bare consumer (read + decode) | {ref['events_per_s']:,} | – | – "
+        f"| {ref['events_per_cpu_s']:,} | – |",
+    ]
+    for r in result["runs"]:
+        n = r["processes"]
+        name = "1 process" if n == 1 else f"cluster of {n} processes (`--processes {n}`)"
+        lines.append(
+            f"| {name} | {r['events_per_s_steady']:,} | {r['events_per_s_total']:,} "
+            f"| {r['flow_cpu_s_steady']} | {r['events_per_cpu_s_steady']:,} "
+            f"| {r['flow_cpu_share_steady']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m feedflow.bench.cluster_bench`."""
+    p = argparse.ArgumentParser(description="Flow cluster benchmark (engagement ingest).")
+    p.add_argument("--events", type=int, default=320_000)
+    p.add_argument("--processes", default="1,2", help="comma-separated process counts")
+    p.add_argument("--json", help="write the results here")
+    p.add_argument("--write-md", action="store_true", help="update BENCHMARKS.md")
+    args = p.parse_args(argv)
+    shown = " ".join(sys.argv[1:] if argv is None else argv)
+    result = run(args.events, [int(x) for x in args.processes.split(",")])
+    if args.json:
+        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    text = markdown(result, f"python -m feedflow.bench.cluster_bench {shown}".strip())
+    if args.write_md:
+        write_section(ROOT / "BENCHMARKS.md", text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
