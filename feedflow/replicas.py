@@ -38,7 +38,8 @@ PR_SET_PDEATHSIG: Final = 1
 QUICK_EXIT_S: Final = 5.0  # a replica that dies sooner than this is restarted after a pause
 
 
-def _die_with_parent() -> None:  # runs in the child, between fork and exec
+def die_with_parent() -> None:
+    """`preexec_fn` of a child that the kernel stops (SIGTERM) when its parent dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -72,7 +73,7 @@ class Supervisor:
         proc = subprocess.Popen(
             list(argv),
             start_new_session=True,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509
+            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
         log.info("process %d started (pid %d)", index, proc.pid)
         return Replica(index, proc)

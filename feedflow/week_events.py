@@ -21,7 +21,7 @@ skipped, so a weekly run never brings a forgotten user back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -142,9 +142,13 @@ def week_payloads(
 
 
 def kafka_payloads(
-    settings: Settings, start_ms: int, idle_timeout_s: float = IDLE_TIMEOUT_S
+    settings: Settings,
+    start_ms: int,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
+    partitions: Collection[int] | None = None,
 ) -> Iterator[bytes]:
-    """Engagement payloads of the week from the topic (see module doc).
+    """Engagement payloads of the week from the topic (see module doc); `partitions`: only
+    these (all by default).
 
     Raises:
         WeekInputError: when the broker cannot be read, or a partition stalls for
@@ -154,7 +158,7 @@ def kafka_payloads(
     try:
         yield from read_topic(
             settings.kafka_bootstrap_servers, TOPIC_ENGAGEMENT, since_ms, None, idle_timeout_s,
-            settings.kafka_client,
+            settings.kafka_client, partitions,
         )  # fmt: skip
     except TopicReadError as exc:
         raise WeekInputError(f"weekly input: {exc}") from exc

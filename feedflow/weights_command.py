@@ -6,6 +6,11 @@ writes a new version and makes it active when, and only when, it is complete. `p
 VERSION` and `rollback` move the active pointer atomically; serving replicas follow within
 one refresh round (`FEEDFLOW_SERVING_REFRESH_MS`), no restart. `status` lists every run;
 exit code 3 when no version is active.
+
+`run --processes N` computes the same as a keyed Bytewax batch flow of N processes on this
+host (:mod:`feedflow.weights_flow`, each with `--workers` workers), so the week's users are
+spread over processes instead of held by one; `member` is one process of such a run (this
+command starts them; `-i/-a` as for `feedflow flow`).
 """
 
 from __future__ import annotations
@@ -16,17 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from bytewax.run import cli_main
 
 from feedflow.output import Progress, emit
 from feedflow.week_events import erasures, week_payloads
-from feedflow.weights_job import run_week
+from feedflow.weights_flow import WeekJob, build_flow
+from feedflow.weights_job import run_week, run_week_cluster
+from kernel.errors import ConfigError
 from kernel.settings import Settings
 from operators.weekly_weights import UserWeights, last_complete_week, week_span
 from state.item_lookup import job_lookup
 from state.redis_client import JOB, RedisClient, connect
 from state.weights_registry import WeightsRegistry, WeightsStateError
 
-ACTIONS = ("run", "status", "publish", "rollback", "user")
+ACTIONS = ("run", "status", "publish", "rollback", "user", "member")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,10 +45,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "version, list versions, or move the active pointer (atomic, no restart).",
     )
     p.add_argument("action", choices=ACTIONS)
-    p.add_argument("target", nargs="?", help="publish: the VERSION; user: the user_id")
+    p.add_argument("target", nargs="?", help="publish, member: the VERSION; user: the user_id")
     p.add_argument("--week", help="run: ISO week YYYY-Www (default: the last complete one)")
     p.add_argument("--input", type=Path, help="run: read events from this JSONL file")
     p.add_argument("--no-publish", action="store_true", help="run: leave the pointer alone")
+    p.add_argument(
+        "--processes",
+        type=int,
+        help="run: as a Bytewax batch flow of N processes on this host (default: in this process)",
+    )
+    p.add_argument("--workers", type=int, help="run --processes, member: workers per process")
+    p.add_argument("--process-id", "-i", type=int, help="member: this process's index")
+    p.add_argument("--addresses", "-a", help='member: cluster addresses, "h0:p0;h1:p1;..."')
     p.add_argument("--version", dest="weights_version", help="user: a version (default active)")
     p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -71,6 +87,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             weights = registry.user_weights(args.target, args.weights_version)
             emit({"user_id": args.target, "weights": _plain(weights)}, args.json)
             return 0 if weights is not None else 3
+        if args.action == "member":
+            return _member(args, settings, registry)
         return _run(args, settings, client, registry)
     finally:
         client.close()
@@ -88,6 +106,15 @@ def _run(
 ) -> int:
     now_ms = int(time.time() * 1000)
     week = args.week or last_complete_week(now_ms, settings.allowed_lateness_s * 1000)
+    if args.processes is not None:
+        if args.processes < 1:
+            raise ConfigError("--processes must be at least 1")
+        if args.input is None:
+            settings.require("kafka_bootstrap_servers")
+        clustered = run_week_cluster(registry, settings, week, args.input, args.processes,
+                                     publish=not args.no_publish)  # fmt: skip
+        emit(clustered.as_dict(), args.json)
+        return 0
     start_ms = week_span(week)[0]
     payloads, source = week_payloads(settings, args.input, start_ms)
     items = job_lookup(client)
@@ -99,4 +126,22 @@ def _run(
     )  # fmt: skip
     progress.close()
     emit(result.as_dict(), args.json)
+    return 0
+
+
+def _member(args: argparse.Namespace, settings: Settings, registry: WeightsRegistry) -> int:
+    """One process of `run --processes N` (started by it)."""
+    if not args.target or not args.week:
+        raise ConfigError("member needs the VERSION and --week")
+    if (args.process_id is None) != (args.addresses is None):
+        raise ConfigError("--process-id and --addresses go together")
+    start_ms, end_ms = week_span(args.week)
+    seed = registry.get(args.target).seq
+    job = WeekJob(args.target, start_ms, end_ms, seed, args.input)
+    cli_main(
+        build_flow(settings, job),
+        workers_per_process=settings.workers,
+        process_id=args.process_id,
+        addresses=args.addresses.split(";") if args.addresses else None,
+    )
     return 0

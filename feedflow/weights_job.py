@@ -6,17 +6,26 @@ cold-start model, write every user's shrunk weights and the cohort lists, mark t
 `complete` with its counts, and only then (unless told not to) move the active pointer. Any
 exception on the way marks the version `failed` with the error and re-raises; the pointer
 never moves to a version that did not finish.
+
+:func:`run_week_cluster` does the same as a Bytewax batch flow (:mod:`feedflow.weights_flow`)
+of N processes: this process registers the version, launches the members, and once every
+one exited 0 marks the version complete with the counts they staged; a member that fails
+stops the others and fails the version.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from feedflow.week_events import Counts, apply_events
+from kernel.errors import FeedflowError
 from kernel.settings import Settings
 from operators.cold_start import CohortModel
 from operators.erasure import Tombstones
@@ -30,9 +39,13 @@ from operators.weekly_weights import (
     week_prior,
     week_span,
 )
-from state.weights_registry import WeightsRegistry
+from state.weights_registry import RunSummary, WeightsRegistry
 
 log = logging.getLogger(__name__)
+
+
+class WeightsRunError(FeedflowError):
+    """A weekly run done as a cluster did not finish."""
 
 
 @dataclass(frozen=True)
@@ -90,28 +103,115 @@ def run_week(
         lists = CohortModel(seed=manifest.seq).fit(week_agg.cohorts).top_lists()
         users = registry.write_users(version, _shrunk(tallies, prior, settings))
         cohorts = registry.write_cohorts(version, lists)
-        registry.complete(version, users, week_agg.events, cohorts, prior)
+        summary = RunSummary(users=users, events=week_agg.events, invalid=counts.invalid,
+                             erased=counts.erased, late=week_agg.late, outside=week_agg.outside,
+                             cohorts=cohorts, prior=prior)  # fmt: skip
+        registry.complete(version, users, summary.events, cohorts, prior)
     except BaseException as exc:
         _fail(registry, version, exc)
         raise
+    return _concluded(registry, week, version, summary, publish, started)
+
+
+def run_week_cluster(
+    registry: WeightsRegistry,
+    settings: Settings,
+    week: str,
+    input_path: Path | None,
+    processes: int,
+    publish: bool = True,
+) -> RunResult:
+    """:func:`run_week` as a cluster of `processes` member processes on this host, each
+    with `settings.workers` workers (see module doc).
+
+    Raises:
+        WeightsRunError: a member failed, or the members staged no summary.
+    """
+    started = time.monotonic()
+    source = f"file:{input_path.name}" if input_path is not None else "kafka"
+    manifest = registry.begin(week, source, settings.weights_prior_strength)
+    version = manifest.version
+    log.info("weights %s: reading %s from %s with %d process(es)", version, week, source,
+             processes)  # fmt: skip
+    try:
+        _run_members(version, week, input_path, processes, settings.workers)
+        summary = registry.staged(version)
+        if summary is None:
+            raise WeightsRunError(f"weights {version}: the members staged no summary")
+        registry.complete(version, summary.users, summary.events, summary.cohorts,
+                          summary.prior)  # fmt: skip
+    except BaseException as exc:
+        _fail(registry, version, exc)
+        raise
+    return _concluded(registry, week, version, summary, publish, started)
+
+
+def _concluded(
+    registry: WeightsRegistry,
+    week: str,
+    version: str,
+    summary: RunSummary,
+    publish: bool,
+    started: float,
+) -> RunResult:
+    """Publish a complete version if asked; what the run did."""
     previous = registry.publish(version) if publish else None
-    log.info(
-        "weights %s: %d users, %d cohort lists, published=%s", version, users, cohorts, publish
-    )
+    log.info("weights %s: %d users, %d cohort lists, published=%s", version, summary.users,
+             summary.cohorts, publish)  # fmt: skip
     return RunResult(
         version=version,
         week=week,
-        users=users,
-        events=week_agg.events,
-        invalid=counts.invalid,
-        erased=counts.erased,
-        late=week_agg.late,
-        outside_week=week_agg.outside,
-        cohorts=cohorts,
+        users=summary.users,
+        events=summary.events,
+        invalid=summary.invalid,
+        erased=summary.erased,
+        late=summary.late,
+        outside_week=summary.outside,
+        cohorts=summary.cohorts,
         published=publish,
         previous=previous,
         took_s=round(time.monotonic() - started, 2),
     )
+
+
+def _run_members(
+    version: str, week: str, input_path: Path | None, processes: int, workers: int
+) -> None:
+    """Start the members, wait for all; the first failure stops the rest."""
+    from feedflow.replicas import die_with_parent
+    from feedflow.stack import LOOPBACK, free_port
+
+    addresses = ";".join(f"{LOOPBACK}:{free_port()}" for _ in range(processes))
+    own = ["weights", "member", version, "--week", week, "--workers", str(workers)]
+    own += ["--input", str(input_path)] if input_path is not None else []
+    members = []
+    for i in range(processes):
+        cluster = ["-i", str(i), "-a", addresses] if processes > 1 else []
+        argv = [sys.executable, "-m", "feedflow.cli", *own, *cluster]
+        # preexec_fn is unsafe only beside other threads; this process runs none.
+        members.append(
+            subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent)  # noqa: PLW1509
+        )
+    try:
+        while members:
+            for proc in list(members):
+                code = proc.poll()
+                if code is None:
+                    continue
+                if code != 0:
+                    raise WeightsRunError(f"weights {version}: member pid {proc.pid} exited "
+                                          f"with {code}")  # fmt: skip
+                members.remove(proc)
+            time.sleep(0.2)
+    finally:
+        for proc in members:
+            proc.terminate()
+        for proc in members:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _shrunk(

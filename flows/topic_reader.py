@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Final
 
 from confluent_kafka import (
@@ -43,27 +43,20 @@ def read_topic(
     timeout_s: float | None = 300.0,
     idle_timeout_s: float | None = None,
     client: dict[str, str] | None = None,
+    partitions: Collection[int] | None = None,
 ) -> Iterator[bytes]:
     """Every message value of `topic` from `since_ms` (or the start) to today's end;
-    `client`: Kafka client properties (`Settings.kafka_client`: SASL, SSL, …).
+    `client`: Kafka client properties (`Settings.kafka_client`: SASL, SSL, …); `partitions`:
+    only these (all by default).
 
     Raises:
         TopicReadError: the topic does not exist, the broker does not answer, or the read
             did not reach the end offsets within `timeout_s` (None: no limit), or no message
             came for `idle_timeout_s` (None: no limit) before the end.
     """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"feedflow-read-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            **CONSUMER_CONFIG,
-            **(client or {}),
-        }
-    )
+    consumer = _consumer(bootstrap, client)
     try:
-        starts = _starts(consumer, topic, since_ms)
+        starts = _starts(consumer, topic, since_ms, partitions)
         consumer.assign([TopicPartition(topic, p, start) for p, start in starts.items()])
         remaining, ends = set(starts), dict[int, int]()
         started = last_message = time.monotonic()
@@ -98,15 +91,60 @@ def read_topic(
         consumer.close()
 
 
-def _starts(consumer: Consumer, topic: str, since_ms: int | None) -> dict[int, int]:
-    """Partition → the first offset to read (the beginning, or the first at `since_ms`)."""
+def _consumer(bootstrap: str, client: dict[str, str] | None) -> Consumer:
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"feedflow-read-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            **CONSUMER_CONFIG,
+            **(client or {}),
+        }
+    )
+
+
+def partitions_of(bootstrap: str, topic: str, client: dict[str, str] | None = None) -> list[int]:
+    """The partitions of `topic`, in order.
+
+    Raises:
+        TopicReadError: the topic does not exist, or the broker does not answer.
+    """
+    consumer = _consumer(bootstrap, client)
+    try:
+        return topic_partitions(consumer, topic)
+    except KafkaException as exc:
+        raise TopicReadError(f"{topic}: {exc}") from exc
+    finally:
+        consumer.close()
+
+
+def topic_partitions(consumer: Consumer, topic: str) -> list[int]:
+    """The partitions of `topic`, in order.
+
+    Raises:
+        TopicReadError: the topic does not exist.
+    """
     meta = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S)
     found = meta.topics.get(topic)
     if found is None or found.error is not None or not found.partitions:
         raise TopicReadError(f"{topic}: no such topic ({found.error if found else 'missing'})")
-    starts = dict.fromkeys(found.partitions, OFFSET_BEGINNING)
+    return sorted(found.partitions)
+
+
+def _starts(
+    consumer: Consumer, topic: str, since_ms: int | None, partitions: Collection[int] | None
+) -> dict[int, int]:
+    """Partition → the first offset to read (the beginning, or the first at `since_ms`)."""
+    found = topic_partitions(consumer, topic)
+    if partitions is not None:
+        missing = set(partitions).difference(found)
+        if missing:
+            raise TopicReadError(f"{topic}: no partition {sorted(missing)}")
+        found = [p for p in found if p in partitions]
+    starts = dict.fromkeys(found, OFFSET_BEGINNING)
     if since_ms is not None:
-        wanted = [TopicPartition(topic, p, since_ms) for p in found.partitions]
+        wanted = [TopicPartition(topic, p, since_ms) for p in starts]
         for tp in consumer.offsets_for_times(wanted, METADATA_TIMEOUT_S):
             # -1: nothing at or after since_ms: read from the end (EOF comes at once)
             starts[tp.partition] = tp.offset if tp.offset >= 0 else OFFSET_END

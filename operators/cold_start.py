@@ -37,6 +37,7 @@ ANY: Final = "*"
 MAX_PAIRS: Final = 2_000_000  # (cohort, item) cells kept while tallying; the lightest go first
 CANDIDATES: Final = 2_000  # items scored for the lists: the heaviest of the week
 TOP_K: Final = 100  # items per published list
+MASS_DIGITS: Final = 9  # masses are compared and trained on rounded to this many decimals
 MIN_UPDATES: Final = 5_000
 MAX_EPOCHS: Final = 200
 MAX_FIELD: Final = 32
@@ -110,6 +111,15 @@ class CohortTally:
         if len(self.cells) > self._max:
             self._prune()
 
+    def merge(self, other: CohortTally) -> CohortTally:
+        """Add `other`'s cells (a tally of other users) to these; returns self."""
+        cells = self.cells
+        for key, mass in other.cells.items():
+            cells[key] = cells.get(key, 0.0) + mass
+        if len(cells) > self._max:
+            self._prune()
+        return self
+
     def _prune(self) -> None:
         """Keep the heaviest half: a heavy hitter survives, a one-off view of a tail item
         may not (the lists only ever show heavy items)."""
@@ -162,13 +172,17 @@ class CohortModel:
 
     def fit(self, tally: CohortTally, candidates: int = CANDIDATES) -> CohortModel:
         """Train on the cells of the `candidates` heaviest items."""
-        by_item = tally.items()
+        # Masses rounded to MASS_DIGITS: sums taken in another order (a week tallied in
+        # shards) differ in their last bits, which must not reorder items or the training.
+        by_item = {m: round(mass, MASS_DIGITS) for m, mass in tally.items().items()}
         self.items = sorted(by_item, key=lambda m: (-by_item[m], m))[:candidates]
         wanted = set(self.items)
         cells = sorted(
-            (c, m, math.log1p(mass)) for (c, m), mass in tally.cells.items() if m in wanted
+            (c, m, math.log1p(round(mass, MASS_DIGITS)))
+            for (c, m), mass in tally.cells.items()
+            if m in wanted
         )
-        self.cohort_mass = tally.cohorts()
+        self.cohort_mass = {c: round(m, MASS_DIGITS) for c, m in sorted(tally.cohorts().items())}
         self._members = {}
         for cohort in self.cohort_mass:
             for key in dict.fromkeys(generalisations(cohort)):

@@ -169,6 +169,69 @@ class UserWeights(msgspec.Struct, frozen=True, array_like=True):
     version: int = WEIGHTS_VERSION
 
 
+class PriorSums:
+    """The sums a :class:`WeekPrior` is made of; sums of disjoint sets of users add up, so a
+    week tallied in shards has one prior (equal to a single pass's within float rounding).
+
+    Example:
+        >>> a, b = WeekTally(), WeekTally()
+        >>> a.add("news", "VIDEO", 3.0, fresh=False); b.add("talk", "AUDIO", 1.0, fresh=False)
+        >>> both = PriorSums.of([a]).merge(PriorSums.of([b]))
+        >>> both.prior() == PriorSums.of([a, b]).prior()
+        True
+    """
+
+    __slots__ = ("categories", "explore", "fresh", "mass", "typed", "users", "video")
+
+    def __init__(self) -> None:
+        self.categories: dict[str, float] = {}
+        self.video = self.typed = self.explore = self.fresh = self.mass = 0.0
+        self.users = 0
+
+    @classmethod
+    def of(cls, tallies: Iterable[WeekTally]) -> PriorSums:
+        """The sums over `tallies` (users with no positive mass do not count)."""
+        sums = cls()
+        categories = sums.categories
+        for t in tallies:
+            if t.mass <= 0.0:
+                continue
+            sums.users += 1
+            sums.mass += t.mass
+            for name, m in t.categories.items():
+                categories[name] = categories.get(name, 0.0) + m
+            sums.video += t.video
+            sums.typed += t.video + t.audio
+            sums.explore += t.explore_mass()
+            sums.fresh += t.fresh
+        return sums
+
+    def merge(self, other: PriorSums) -> PriorSums:
+        """Add `other`'s sums to these; returns self."""
+        for name, m in other.categories.items():
+            self.categories[name] = self.categories.get(name, 0.0) + m
+        self.video += other.video
+        self.typed += other.typed
+        self.explore += other.explore
+        self.fresh += other.fresh
+        self.mass += other.mass
+        self.users += other.users
+        return self
+
+    def prior(self) -> WeekPrior:
+        """Mass-weighted global shares (neutral values for an empty week)."""
+        total = sum(self.categories.values())
+        mass, typed = self.mass, self.typed
+        return WeekPrior(
+            categories={c: m / total for c, m in sorted(self.categories.items())} if total else {},
+            video=self.video / typed if typed else 0.5,
+            explore=self.explore / mass if mass else 0.0,
+            fresh=self.fresh / mass if mass else 0.0,
+            users=self.users,
+            mass=mass,
+        )
+
+
 def week_prior(tallies: Iterable[WeekTally]) -> WeekPrior:
     """Mass-weighted global shares of a week (neutral values for an empty week).
 
@@ -179,29 +242,7 @@ def week_prior(tallies: Iterable[WeekTally]) -> WeekPrior:
         >>> p.categories, p.video, p.users
         ({'news': 0.75, 'talk': 0.25}, 0.75, 2)
     """
-    categories: dict[str, float] = {}
-    video = typed = explore = fresh = mass = 0.0
-    users = 0
-    for t in tallies:
-        if t.mass <= 0.0:
-            continue
-        users += 1
-        mass += t.mass
-        for name, m in t.categories.items():
-            categories[name] = categories.get(name, 0.0) + m
-        video += t.video
-        typed += t.video + t.audio
-        explore += t.explore_mass()
-        fresh += t.fresh
-    total = sum(categories.values())
-    return WeekPrior(
-        categories={c: m / total for c, m in sorted(categories.items())} if total else {},
-        video=video / typed if typed else 0.5,
-        explore=explore / mass if mass else 0.0,
-        fresh=fresh / mass if mass else 0.0,
-        users=users,
-        mass=mass,
-    )
+    return PriorSums.of(tallies).prior()
 
 
 def _share(x: float, n: float, prior: float, k: float) -> float:

@@ -10,7 +10,10 @@ manifest then says `complete` with its counts, and only then may the active poin
   cold-start model's lists, :mod:`operators.cold_start`);
 - `ff:{weights}:versions` — hash: version → packed :class:`Manifest` (state `writing`,
   `complete` or `failed`; counts; the week's prior; when its data expires);
-- `ff:{weights}:active` — the version serving uses.
+- `ff:{weights}:active` — the version serving uses;
+- `ff:{weights}:summary:<version>` — a run's counts and prior, staged by the members of a
+  run done as a Bytewax cluster (:mod:`feedflow.weights_flow`) for the command that marks
+  it complete.
 
 A run that dies leaves its manifest `writing` (or `failed`, with the error, when it could
 say so) and the pointer where it was. `publish` and `rollback` move the pointer in one
@@ -86,6 +89,29 @@ class Manifest(msgspec.Struct, frozen=True, kw_only=True):
     cohorts: int = 0
     prior: WeekPrior | None = None
     error: str = ""
+
+
+class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """What the members of a clustered run computed, for :meth:`WeightsRegistry.complete`."""
+
+    users: int
+    events: int
+    invalid: int
+    erased: int
+    late: int
+    outside: int
+    cohorts: int
+    prior: WeekPrior
+
+
+def summary_key(version: str) -> str:
+    """Where a clustered run stages its :class:`RunSummary`.
+
+    Example:
+        >>> summary_key("2024-W07.3")
+        'ff:{weights}:summary:2024-W07.3'
+    """
+    return f"ff:{{weights}}:summary:{version}"
 
 
 def encode_list(media_ids: Iterable[str]) -> bytes:
@@ -260,6 +286,18 @@ class WeightsRegistry:
             pipe.expire(key, self._ttl)
         pipe.execute()
         return len(lists)
+
+    def stage(self, version: str, summary: RunSummary) -> None:
+        """Keep a `writing` version's summary for the command that completes it."""
+        self._require(version, WRITING)
+        self._client.set(summary_key(version), msgspec.msgpack.encode(summary), ex=self._ttl)
+
+    def staged(self, version: str) -> RunSummary | None:
+        """The summary staged for `version` (None: none was)."""
+        raw = self._client.get(summary_key(version))
+        if not isinstance(raw, bytes):
+            return None
+        return msgspec.msgpack.decode(raw, type=RunSummary)
 
     def complete(
         self, version: str, users: int, events: int, cohorts: int, prior: WeekPrior

@@ -54,6 +54,25 @@ def tree_cpu_s(pid: int) -> float:
     return process_cpu_s(pid) + sum(tree_cpu_s(c) for c in children(pid))
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of `pid` in MiB (0 when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return 0.0
+
+
+def descendants(pid: int) -> list[int]:
+    """The running descendants of `pid`, depth first."""
+    found: list[int] = []
+    for child in children(pid):
+        found += [child, *descendants(child)]
+    return found
+
+
 def pct_ms(seconds: Sequence[float], q: float) -> float:
     """The `q`-th percentile of durations in seconds, in milliseconds to 3 places (0: none)."""
     return round(float(np.percentile(np.asarray(seconds) * 1000, q)), 3) if seconds else 0.0

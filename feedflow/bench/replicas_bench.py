@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import orjson
 
-from feedflow.bench.machine import children, cmdline, cpu_model, process_cpu_s
+from feedflow.bench.machine import children, cmdline, cpu_model, process_cpu_s, rss_mib
 from feedflow.bench.markdown import write_section
 from feedflow.bench.serving_bench import (
     BUDGET_P99_MS,
@@ -51,17 +51,6 @@ def replicas_of(pid: int) -> list[int]:
     """The replica processes under a `feedflow serve --processes N` supervisor (or itself)."""
     spawned = [c for c in children(pid) if b"--replica" in cmdline(c)]
     return spawned or [pid]
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of one process in MiB (0 when gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return 0.0
 
 
 def run_processes(

@@ -31,20 +31,23 @@ from feedflow.bench.serving_world import (
     populate,
     register,
 )
-from feedflow.week_events import file_payloads
+from feedflow.week_events import Counts, apply_events, file_payloads
 from feedflow.weights_job import run_week
 from kernel.settings import Settings
+from operators.cold_start import CohortModel
 from operators.content import ItemRecord
 from operators.contracts import ErasureRequest
 from operators.erasure import Tombstones
 from operators.item_info import no_items
 from operators.user_features import UserFeatures, decode_user_features, encode_user_features
+from operators.week_aggregate import WeekAggregator
 from operators.weekly_weights import week_span
 from serving.app import create_app
 from serving.runtime import Runtime, build_runtime
 from state.feature_store import USER, feature_key, stamp
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams
+from state.item_lookup import job_lookup
 from state.item_store import ItemStore
 from state.weights_registry import FAILED, WeightsRegistry, WeightsStateError
 
@@ -255,3 +258,72 @@ def test_a_user_forgotten_while_the_run_reads_the_week_is_left_out(
                       "test", publish=False, erased=Tombstones(), recheck=lambda: late)  # fmt: skip
     stored = {u: world.registry.user_weights(u, result.version) for u in ("w0", "w1", "w2")}
     assert stored["w1"] is None and stored["w0"] is not None and stored["w2"] is not None
+
+
+def mixed_week(world: World, path: Path, week: str, users: int) -> Path:
+    """A week of `users` users, each with views and likes of random items, in a few
+    languages and on a few devices."""
+    start, _ = week_span(week)
+    records = sorted(world.records.values(), key=lambda r: r.media_id)
+    lines: list[bytes] = []
+    for n in range(users):
+        rng = random.Random(n)
+        user, chosen = f"mix-{n}", rng.sample(records, rng.randint(1, 9))
+        context = {"language": rng.choice(["en", "es", "de"]),
+                   "device": rng.choice(["tv", "phone"])}  # fmt: skip
+        day = start + rng.randrange(6) * 86_400_000
+        lines += views(user, chosen, day, **context)
+        lines += [orjson.dumps({"event_id": f"{user}-like-{r.media_id}", "ts": day + 1_000,
+                                "event_type": "media_liked", "user_id": user,
+                                "media_id": r.media_id, **context})
+                  for r in chosen[:2]]  # fmt: skip
+    lines.append(b'{"not": "an event"}')
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_a_run_as_a_two_process_bytewax_cluster_writes_what_a_single_run_writes(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    week, users = "2024-W20", 120
+    path = str(mixed_week(world, tmp_path / "mixed.jsonl", week, users))
+    capsys.readouterr()
+    assert weights_cli("run", "--week", week, "--input", path, "--no-publish") == 0
+    single = orjson.loads(capsys.readouterr().out)
+    assert weights_cli("run", "--week", week, "--input", path, "--no-publish",
+                       "--processes", "2") == 0  # fmt: skip
+    clustered = orjson.loads(capsys.readouterr().out)
+
+    counts = ("users", "events", "invalid", "erased", "late", "outside_week", "cohorts")
+    assert {k: clustered[k] for k in counts} == {k: single[k] for k in counts}
+    assert single["users"] == users and single["invalid"] == 1
+    a, b = (world.registry.get(r["version"]) for r in (single, clustered))
+    assert b.state == "complete" and a.prior is not None and b.prior is not None
+    assert b.prior.categories == pytest.approx(a.prior.categories)
+    assert (b.prior.video, b.prior.explore, b.prior.fresh) == pytest.approx(
+        (a.prior.video, a.prior.explore, a.prior.fresh)
+    )
+    for n in range(users):
+        mine, theirs = (world.registry.user_weights(f"mix-{n}", m.version) for m in (a, b))
+        assert mine is not None and theirs is not None
+        assert dict(theirs.categories) == pytest.approx(dict(mine.categories))
+        assert (theirs.video, theirs.explore, theirs.fresh, theirs.mass) == pytest.approx(
+            (mine.video, mine.explore, mine.fresh, mine.mass)
+        )
+    # The lists of a version come from a model seeded with its sequence number: the single
+    # pass's tally, fitted with the clustered version's seed, gives the clustered lists.
+    start, end = week_span(week)
+    tally = WeekAggregator(Settings(), job_lookup(world.client), start, end)
+    apply_events(file_payloads(Path(path)), Counts(), tally.add)
+    tally.finish()
+    expected = CohortModel(seed=b.seq).fit(tally.cohorts).top_lists()
+    assert world.registry.cohort_lists(b.version) == expected
+
+
+def test_a_clustered_run_whose_member_fails_is_marked_failed(world: World, tmp_path: Path) -> None:
+    before = world.registry.active()
+    missing = str(tmp_path / "no-such-week.jsonl")
+    assert weights_cli("run", "--week", "2024-W21", "--input", missing, "--processes", "2") == 2
+    failed = max(world.registry.manifests().values(), key=lambda m: m.seq)
+    assert failed.week == "2024-W21" and failed.state == FAILED and "member" in failed.error
+    assert world.registry.active() == before

@@ -130,8 +130,9 @@ def cli_env(stack: StackInfo, any_redis_url: str, monkeypatch: pytest.MonkeyPatc
     yield any_redis_url
 
 
+@pytest.mark.parametrize("processes", [[], ["--processes", "2"]], ids=["one", "cluster"])
 def test_a_weekly_run_reads_its_week_from_the_topic(
-    cli_env: str, stack: StackInfo, capsys: pytest.CaptureFixture[str]
+    cli_env: str, stack: StackInfo, capsys: pytest.CaptureFixture[str], processes: list[str]
 ) -> None:
     week = "2023-W07"  # long before anything else the session's broker holds
     start, end = week_span(week)
@@ -144,7 +145,7 @@ def test_a_weekly_run_reads_its_week_from_the_topic(
         sink.write(TOPIC_ENGAGEMENT, who, ts, orjson.dumps(event).decode())
     sink.close()
     capsys.readouterr()
-    assert cli.main(["weights", "run", "--week", week, "--json"]) == 0
+    assert cli.main(["weights", "run", "--week", week, "--json", *processes]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["published"] and result["users"] >= 1 and result["events"] >= 2
     client = connect(cli_env, JOB)

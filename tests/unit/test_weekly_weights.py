@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedflow.simulator.engine import SimConfig, Simulation
 from feedflow.simulator.writers import ListSink
 from kernel.settings import Settings
+from operators.cold_start import CohortModel, CohortTally
 from operators.content import normalise_category
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
@@ -26,6 +27,7 @@ from operators.item_info import ItemInfo, lookup_from
 from operators.week_aggregate import WeekAggregator
 from operators.weekly_weights import (
     WEEK_MS,
+    PriorSums,
     UserWeights,
     WeekPrior,
     WeekTally,
@@ -197,3 +199,40 @@ def test_a_bad_weights_record_is_refused() -> None:
     nan = UserWeights(categories=(), video=float("nan"), explore=1.0, fresh=1.0, mass=1.0)
     with pytest.raises(ValueError, match="non-finite"):
         decode_weights(encode_weights(nan))
+
+
+@settings(max_examples=8, deadline=None)
+@given(shards=st.integers(1, 7), salt=st.integers(0, 1_000))
+def test_a_week_tallied_in_shards_of_users_has_the_prior_and_lists_of_one_pass(
+    shards: int, salt: int
+) -> None:
+    """How the weekly flow splits the work: each shard a WeekAggregator over some users, the
+    prior and the cohort tally summed over shards."""
+    events, items, _ = simulated_week()
+    sample = events[:10_000]
+    whole = tallies_of(sample, items)
+    tallies = whole.finish()
+    parts = [
+        tallies_of([e for e in sample if (hash_of(e.user_id) + salt) % shards == i], items)
+        for i in range(shards)
+    ]
+    sums, cohorts = PriorSums(), CohortTally()
+    for part in parts:
+        mine = part.finish()
+        assert all(mine[u].mass == tallies[u].mass for u in mine)
+        sums.merge(PriorSums.of(mine.values()))
+        cohorts.merge(part.cohorts)
+    one, merged = week_prior(tallies.values()), sums.prior()
+    assert merged.users == one.users and merged.categories == pytest.approx(one.categories)
+    assert (merged.video, merged.explore, merged.fresh) == pytest.approx(
+        (one.video, one.explore, one.fresh)
+    )
+
+    def lists(tally: CohortTally) -> dict[str, tuple[str, ...]]:
+        return CohortModel(seed=salt, epochs=1).fit(tally, candidates=200).top_lists(10)
+
+    assert lists(cohorts) == lists(whole.cohorts)
+
+
+def hash_of(user_id: str) -> int:
+    return sum(user_id.encode())
