@@ -188,10 +188,15 @@ def _run_members(
     for i in range(processes):
         cluster = ["-i", str(i), "-a", addresses] if processes > 1 else []
         argv = [sys.executable, "-m", "feedflow.cli", *own, *cluster]
-        # preexec_fn is unsafe only beside other threads; this process runs none.
-        members.append(
-            subprocess.Popen(argv, start_new_session=True, preexec_fn=die_with_parent)  # noqa: PLW1509
+        # Members' stdout (Bytewax prints connection retries there) goes to stderr: stdout
+        # is this command's result. preexec_fn is unsafe only beside other threads; none here.
+        member = subprocess.Popen(
+            argv,
+            stdout=sys.stderr,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509
         )
+        members.append(member)
     try:
         while members:
             for proc in list(members):
