@@ -192,7 +192,7 @@ def _run_members(
         # is this command's result. preexec_fn is unsafe only beside other threads; none here.
         member = subprocess.Popen(
             argv,
-            stdout=sys.stderr,
+            stdout=2,  # this process's standard error, whatever sys.stderr is now
             start_new_session=True,
             preexec_fn=die_with_parent,  # noqa: PLW1509
         )
