@@ -68,7 +68,11 @@ def shard_of(user_id: str) -> str:
         >>> shard_of("alice") == shard_of("alice"), shard_of("alice").startswith("s")
         (True, True)
     """
-    return f"s{id_hash32(user_id) % SHARDS}"
+    return _shard(id_hash32(user_id) % SHARDS)
+
+
+def _shard(n: int) -> str:
+    return f"s{n}"
 
 
 @dataclass(frozen=True)
@@ -337,4 +341,4 @@ def _run_key(_partial: Partial) -> str:
 
 def _broadcast(summary: _Summary) -> list[tuple[str, WeekPrior]]:
     prior = summary.summary.prior
-    return [(f"s{i}", prior) for i in range(SHARDS)]
+    return [(_shard(n), prior) for n in range(SHARDS)]

@@ -177,15 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", help="write the results here")
     p.add_argument("--write-md", action="store_true", help="update BENCHMARKS.md")
     args = p.parse_args(argv)
-    given = list(sys.argv[1:] if argv is None else argv)
-    if args.json:  # where this run's JSON went is no part of the command to rerun
-        at = given.index("--json") if "--json" in given else -1
-        given = (
-            given[:at] + given[at + 2 :]
-            if at >= 0
-            else [a for a in given if a != f"--json={args.json}"]
-        )
-    shown = " ".join(given)
+    # The command to rerun, without where this run's JSON went.
+    shown = f"--events {args.events} --processes {args.processes}"
+    shown += " --write-md" if args.write_md else ""
     result = run(args.events, [int(x) for x in args.processes.split(",")])
     if args.json:
         Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
