@@ -334,17 +334,36 @@ class LocalStack:
         if all(p is not None and is_running(p) for p in found):
             return [p for p in found if p is not None]
         _terminate([p for p in found if p is not None and is_running(p)], 5.0)
-        nodes = [self._start_redis(n, cluster=True) for n in names]
-        urls = [f"redis://{LOOPBACK}:{n.port}/0" for n in nodes]
+        nodes: list[ManagedProcess] = []
         try:
-            for node, url in zip(nodes, urls, strict=True):
-                self._wait(lambda url=url: redis_answers(url), node.name, node)
+            for name in names:
+                nodes.append(self._start_cluster_node(name))
+            urls = [f"redis://{LOOPBACK}:{n.port}/0" for n in nodes]
             form_cluster(urls)
             self._wait(lambda: cluster_ok(urls), "redis cluster", None)
         except BaseException:
             _terminate(nodes, 5.0)  # nothing records them yet: stop them here
             raise
         return nodes
+
+    def _start_cluster_node(self, name: str, attempts: int = 3) -> ManagedProcess:
+        """A cluster node that answers; a node whose free ports were taken meanwhile retries.
+
+        A node needs two ports (clients and the cluster bus); another process may bind either
+        between `free_port()` and the node's own bind, and the node then exits at once.
+        """
+        for _ in range(attempts - 1):
+            node = self._start_redis(name, cluster=True)
+            url = f"redis://{LOOPBACK}:{node.port}/0"
+            try:
+                self._wait(lambda url=url: redis_answers(url), name, node)
+                return node
+            except StackError:
+                _terminate([node], 5.0)
+        node = self._start_redis(name, cluster=True)
+        url = f"redis://{LOOPBACK}:{node.port}/0"
+        self._wait(lambda: redis_answers(url), name, node)
+        return node
 
     def _spawn(self, name: str, port: int, argv: list[str]) -> ManagedProcess:
         log = self.state_dir / f"{name}.log"

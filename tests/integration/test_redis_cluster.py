@@ -4,6 +4,7 @@ gets wrong there, and what the client factory does instead."""
 from __future__ import annotations
 
 import json
+import socket
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,24 @@ def test_stack_up_starts_a_cluster_the_factory_reads_by_slot_in_one_trip_per_nod
     assert not redis_answers(f"redis://{url.split('://')[1]}/0")
     status = json.loads(capsys.readouterr().out)
     assert sorted(status["stopped"]) == ["broker", "redis-0", "redis-1", "redis-2"]
+
+
+def test_a_cluster_node_whose_port_was_taken_meanwhile_starts_again_on_other_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feedflow import stack
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind((stack.LOOPBACK, 0))
+        taken.listen()
+        busy = int(taken.getsockname()[1])
+        ports = iter([busy])
+        real = stack.free_port
+        monkeypatch.setattr(stack, "free_port", lambda: next(ports, None) or real())
+        local = stack.LocalStack(tmp_path, redis_cluster=True)
+        node = local._start_cluster_node("redis-0")
+    try:
+        assert node.port != busy
+        assert redis_answers(f"redis://{stack.LOOPBACK}:{node.port}/0")
+    finally:
+        stack._terminate([node], 5.0)
