@@ -14,7 +14,8 @@ Both are functions of the *set* of observations. To keep state small (one view o
 film is 720 heartbeats) a view keeps only observations newer than a horizon (the allowed
 lateness) in a sorted buffer of packed 17-byte records, and folds older ones into merged
 intervals; the caller guarantees no accepted event is older than that horizon, so the result
-never depends on arrival order or duplicates.
+never depends on arrival order or duplicates. Snapshots hold the buffer as steps from one
+observation to the next (:func:`pack_steps`): a heartbeat is 5 bytes there.
 
 Example:
     >>> v = View("m1", opened_ts=0)
@@ -65,8 +66,62 @@ NO_POS: Final = 0xFFFF_FFFF
 _NO_HEAD: Final = 2**63
 # Big-endian, so comparing packed bytes orders records like comparing their tuples.
 OBS: Final = struct.Struct(">QBII")
+# A step from the previous observation: kind, Δt ms, Δposition ds (no seek origin), or with
+# the top bit of the kind set, the same in full widths and the seek origin.
+_STEP: Final = struct.Struct("<BHh")
+_STEP_FULL: Final = struct.Struct("<BQqI")
+_FULL: Final = 0x80
+_ORIGIN: Final = (0, 0, 0, NO_POS)
 
 Obs = tuple[int, int, int, int]
+
+
+def step(prev: Obs, obs: Obs) -> bytes:
+    """`obs` as a step from `prev` (an earlier observation in sort order, or the origin).
+
+    Example:
+        >>> len(step((0, PROGRESS, 100, NO_POS), (10_000, PROGRESS, 200, NO_POS)))
+        5
+    """
+    dt, dpos = obs[0] - prev[0], obs[2] - prev[2]
+    if 0 <= dt <= 0xFFFF and -0x8000 <= dpos <= 0x7FFF and obs[3] == NO_POS:
+        return _STEP.pack(obs[1], dt, dpos)
+    return _STEP_FULL.pack(obs[1] | _FULL, dt, dpos, obs[3])
+
+
+def pack_steps(records: Sequence[bytes]) -> list[bytes]:
+    """The :func:`step` of each packed record from the one before it (the first from the
+    origin)."""
+    prev, out = _ORIGIN, []
+    for rec in records:
+        obs: Obs = OBS.unpack(rec)
+        out.append(step(prev, obs))
+        prev = obs
+    return out
+
+
+def unpack_steps(raw: bytes) -> list[bytes]:
+    """The packed records that joined :func:`pack_steps` output encodes, in order.
+
+    Example:
+        >>> recs = [OBS.pack(1_000, STARTED, 0, NO_POS), OBS.pack(9_000, SEEKED, 900, 20)]
+        >>> unpack_steps(b"".join(pack_steps(recs))) == recs
+        True
+    """
+    ts, _, pos, _ = _ORIGIN
+    at, out = 0, []
+    while at < len(raw):
+        if raw[at] & _FULL:
+            kind, dt, dpos, frm = _STEP_FULL.unpack_from(raw, at)
+            kind &= ~_FULL
+            at += _STEP_FULL.size
+        else:
+            kind, dt, dpos = _STEP.unpack_from(raw, at)
+            frm = NO_POS
+            at += _STEP.size
+        ts, pos = ts + dt, pos + dpos
+        out.append(OBS.pack(ts, kind, pos, frm))
+    return out
 
 
 class ViewState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -84,7 +139,7 @@ class ViewState(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     client_completed: int
     max_pos: int
     content_type: str | None
-    observations: bytes  # packed OBS records, oldest first
+    observations: bytes  # the buffer as joined steps (`pack_steps`; version 1: OBS records)
     tail: bytes  # the last folded observation, packed (b"": none)
     intervals: bytes  # consumed intervals, array("I")
     dwell: int
@@ -180,6 +235,7 @@ class View:
         "p_dwell",
         "p_iv",
         "replays",
+        "steps",
         "tail",
     )
 
@@ -196,6 +252,7 @@ class View:
         self.newest: Obs | None = None  # the greatest observation in sort order
         self.content_type: str | None = None
         self.buf: list[bytes] = []
+        self.steps: list[bytes] = []  # buf[i] as a step from buf[i - 1], kept for snapshots
         self.head_ts = _NO_HEAD  # event time of the oldest buffered observation
         self.tail: Obs | None = None
         self.c_iv: list[int] = []
@@ -227,6 +284,7 @@ class View:
             prev = newest  # the newest observation is the last buffered one, or the tail
             if not buf:
                 self.head_ts = obs[0]
+            self.steps.append(step(prev if buf and prev is not None else _ORIGIN, obs))
             buf.append(rec)
             if prev is not None:
                 span = played(prev, obs)
@@ -238,6 +296,8 @@ class View:
             if buf[at] == rec:
                 return False
             buf.insert(at, rec)
+            self.steps.insert(at, step(OBS.unpack(buf[at - 1]) if at else _ORIGIN, obs))
+            self.steps[at + 1] = step(obs, OBS.unpack(buf[at + 1]))
             if at == 0:
                 self.head_ts = obs[0]
             self._recompute_provisional()
@@ -264,6 +324,9 @@ class View:
             n += 1
         self.tail = tail
         del buf[:n]
+        del self.steps[:n]
+        if buf and n:
+            self.steps[0] = step(_ORIGIN, OBS.unpack(buf[0]))
         self.head_ts = OBS.unpack_from(buf[0])[0] if buf else _NO_HEAD
 
     def consumed_ds(self) -> int:
@@ -298,16 +361,17 @@ class View:
             client_completed=self.client_completed,
             max_pos=self.max_pos,
             content_type=self.content_type,
-            observations=b"".join(self.buf),
+            observations=b"".join(self.steps),
             tail=tail,
             intervals=array("I", self.c_iv).tobytes(),
             dwell=self.c_dwell,
         )
 
     @classmethod
-    def resume(cls, snap: ViewSnapshot) -> View:
+    def resume(cls, snap: ViewSnapshot, steps: bool = True) -> View:
         """Rebuild a view from :meth:`snapshot` (a :class:`ViewState`, or the same fields
-        by position, as msgpack gives them back)."""
+        by position, as msgpack gives them back); `steps=False` reads the observations as
+        packed records (sessionizer snapshots of version 1)."""
         if not isinstance(snap, ViewState):
             snap = msgspec.convert(list(snap), ViewState)
         view = cls(snap.media_id, snap.opened_ts)
@@ -316,7 +380,11 @@ class View:
         view.client_completed, view.max_pos = snap.client_completed, snap.max_pos
         view.content_type = snap.content_type
         raw = snap.observations
-        view.buf = [raw[i : i + OBS.size] for i in range(0, len(raw), OBS.size)]
+        if steps:
+            view.buf = unpack_steps(raw)
+        else:
+            view.buf = [raw[i : i + OBS.size] for i in range(0, len(raw), OBS.size)]
+        view.steps = pack_steps(view.buf)
         view.head_ts = OBS.unpack_from(view.buf[0])[0] if view.buf else _NO_HEAD
         view.tail = OBS.unpack(snap.tail) if snap.tail else None
         view.c_iv = array("I", snap.intervals).tolist()

@@ -78,7 +78,7 @@ MAX_OPEN_VIEWS: Final = 4
 MAX_CLOSED_SPANS: Final = 8
 COMPLETED_FRACTION: Final = 0.9
 ABANDON_FRACTION: Final = 0.3
-_SNAPSHOT_VERSION: Final = 1
+_SNAPSHOT_VERSION: Final = 2  # 2: a view's observations as steps (1: packed records)
 _NEVER: Final = 2**63
 _encode = msgspec.msgpack.Encoder().encode
 _COMPLETED: Final = signals.bit("completed")
@@ -128,7 +128,7 @@ class Sessionizer:
                     f"Sessionizer: snapshot version {version} is newer than this code "
                     f"({_SNAPSHOT_VERSION}); run the release that wrote it, or rebuild"
                 )
-            resumed = (View.resume(snap) for snap in views)
+            resumed = (View.resume(snap, steps=version >= 2) for snap in views)
             self._views = {view.media_id: view for view in resumed}
             self._closed = [(h, start, end, deadline) for h, start, end, deadline in closed]
             self._due_floor = self._next_deadline() or _NEVER

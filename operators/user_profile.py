@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -82,8 +83,11 @@ RECORD_DISLIKED: Final = 8
 NONE, SEEN, IN_PROGRESS, FINISHED = range(4)
 TOUCHED, BITS, STATE, POSITION, STATE_TS = range(5)
 _BLOCKS_CONTINUE: Final = signals.bit("disliked") | signals.bit("skipped")
-_SNAPSHOT_VERSION: Final = 1
+_SNAPSHOT_VERSION: Final = 2  # 2: the cold part deflated (1: plain msgpack)
 _encode = msgspec.msgpack.Encoder().encode
+# The cold part changes only when a view closes, feedback lands or a session starts, and is
+# cached in between: deflating it then (~15 µs) saves ~40 % of its bytes in every snapshot.
+_DEFLATE_LEVEL: Final = 1  # level 6 saves 2 % more bytes for 30 % more time
 
 
 class ProfileCold(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
@@ -131,8 +135,8 @@ class UserProfile:
         self._cold: dict[str, Any] | None = None
         self._cold_snap: bytes | None = None
         hot, cold = resume if resume is not None else (None, None)
-        self._resume_hot(hot)
-        self._resume_cold(cold)
+        version = self._resume_hot(hot)
+        self._resume_cold(cold, deflated=version >= 2)
 
     @property
     def watermark_ms(self) -> int:
@@ -257,7 +261,7 @@ class UserProfile:
             self._sess_items.snapshot(),
         )
         if self._cold_snap is None:
-            self._cold_snap = _encode(self._snapshot_cold())
+            self._cold_snap = zlib.compress(_encode(self._snapshot_cold()), _DEFLATE_LEVEL)
         return hot, self._cold_snap
 
     # -- updates ---------------------------------------------------------------------------
@@ -423,16 +427,21 @@ class UserProfile:
 
     # -- state -----------------------------------------------------------------------------
 
-    def _resume_hot(self, hot: tuple[Any, ...] | None) -> None:
+    def _resume_hot(self, hot: tuple[Any, ...] | None) -> int:
+        """Resume the hot part; return the snapshot's version."""
         if hot is None:
             hot = (_SNAPSHOT_VERSION, -1, 0, -1, -1, b"")
-        if hot[0] != _SNAPSHOT_VERSION:
+        if hot[0] not in (1, _SNAPSHOT_VERSION):
             raise ValueError(f"UserProfile: snapshot version {hot[0]} is not supported")
-        _, self._wm, self._late, self._sess_start, self._sess_last, items = hot
+        version, self._wm, self._late, self._sess_start, self._sess_last, items = hot
         self._sess_items = RecentIds(MAX_SESSION_ITEMS, items)
+        return int(version)
 
-    def _resume_cold(self, cold: bytes | None) -> None:
-        c = _cold_decoder.decode(cold) if cold is not None else ProfileCold()
+    def _resume_cold(self, cold: bytes | None, deflated: bool) -> None:
+        if cold is None:
+            c = ProfileCold()
+        else:
+            c = _cold_decoder.decode(zlib.decompress(cold) if deflated else cold)
         self._engagements = c.engagements
         self._vector = DecayedVector(self._dim, TAU_7D_MS, c.vector)
         self._categories = DecayedScores(TAU_7D_MS, 16, c.categories)
@@ -449,7 +458,7 @@ class UserProfile:
         self._subscriptions = RecentIds(MAX_SUBSCRIPTIONS, c.subscriptions)
         self._applied = EventDedup(MAX_ITEMS, self._ttl_s, c.applied)
         self._cold = None
-        self._cold_snap = cold
+        self._cold_snap = cold if deflated else None
 
     def _snapshot_cold(self) -> ProfileCold:
         return ProfileCold(

@@ -14,12 +14,15 @@ from hypothesis import strategies as st
 from kernel.settings import Settings
 from operators import signals
 from operators.consumption import (
+    KIND,
+    OBS,
     PROGRESS,
     View,
     ViewState,
     add_interval,
     covered,
     observation,
+    pack_steps,
 )
 from operators.contracts import EngagementEvent
 from operators.emissions import Dropped, Segment, UserEmission, ViewStart
@@ -297,10 +300,52 @@ def test_a_view_snapshot_round_trips():
         )
     again = View.resume(pickle.loads(pickle.dumps(v.snapshot())))
     assert again.snapshot() == v.snapshot()
+    # heartbeats are 5 bytes each in a snapshot, past the first observation buffered
+    assert len(v.snapshot().observations) == OBS.size + 4 + 5 * (len(v.buf) - 1)
     assert (again.consumed_ds(), again.dwell_ds()) == (v.consumed_ds(), v.dwell_ds())
     # as msgpack gives it back inside a sessionizer snapshot: the fields by position
     positional = tuple(msgspec.structs.astuple(v.snapshot()))
     assert View.resume(positional).snapshot() == v.snapshot()
+
+
+@settings(max_examples=150)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 900),
+            st.sampled_from(sorted(KIND.values())),
+            st.integers(0, 9000),
+            st.one_of(st.none(), st.integers(0, 9000)),
+        ),
+        max_size=60,
+    ),
+)
+def test_the_steps_a_snapshot_holds_follow_every_insert_and_fold(observations):
+    # In any arrival order (some far apart in time, some with a seek origin), with folds.
+    v = View("m1", T0)
+    for sec, kind, pos, origin in observations:
+        obs = observation(T0 + sec * 1000, kind, pos / 10, None if origin is None else origin / 10)
+        v.insert(obs, cutoff_ms=T0 + sec * 1000 - 120_000)
+        assert v.steps == pack_steps(v.buf)
+    again = View.resume(v.snapshot())
+    assert again.buf == v.buf and again.snapshot() == v.snapshot()
+
+
+def test_a_sessionizer_snapshot_of_version_1_resumes_as_it_was():
+    # Version 1 kept a view's observations as packed 17-byte records.
+    s = Sessionizer(SETTINGS, ITEMS, clock=FakeClock())
+    for k in range(30):
+        s.on_event(ev("media_started" if k == 0 else "media_progress", k * 10, k * 10.0))
+    _, user, wm, views, closed = msgspec.msgpack.decode(s.snapshot())
+    old = [View.resume(view) for view in views]
+    records = [
+        [*view[:10], b"".join(o.buf), *view[11:]] for view, o in zip(views, old, strict=True)
+    ]
+    resumed = Sessionizer(
+        SETTINGS, ITEMS, resume=msgspec.msgpack.encode([1, user, wm, records, closed])
+    )
+    assert resumed.snapshot() == s.snapshot()
+    assert resumed.provisional() == s.provisional()
 
 
 def test_a_newer_sessionizer_snapshot_is_refused_and_the_view_layout_is_pinned():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import zlib
 
 import msgspec
 import numpy as np
@@ -228,6 +229,18 @@ def test_snapshot_resume_gives_the_same_profile():
     assert resumed.features() == whole.features()
     assert resumed.snapshot() == whole.snapshot()
     assert not resumed.apply_segment(segs[0])  # still remembered as applied
+
+
+def test_a_version_1_snapshot_with_a_plain_cold_part_resumes_as_it_was():
+    # Version 1 kept the cold part as plain msgpack; 2 deflates it (its other layout
+    # change, the applied-views ring, is read either way: see test_dedup).
+    segs = [seg(f"m{i}", T0 + i * HOUR, 30.0 + i) for i in range(12)]
+    p = profile(segs)
+    hot, cold = p.snapshot()
+    resumed = UserProfile(SETTINGS, ITEMS, resume=((1, *hot[1:]), zlib.decompress(cold)))
+    assert resumed.features() == p.features()
+    assert resumed.snapshot() == p.snapshot()
+    assert len(cold) < len(zlib.decompress(cold))
 
 
 def test_a_mismatched_item_vector_fails_loudly():
