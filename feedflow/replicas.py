@@ -23,7 +23,6 @@ The supervisor:
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import signal
 import subprocess
@@ -33,15 +32,10 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Final
 
+from kernel.processes import die_with_parent
+
 log = logging.getLogger(__name__)
-PR_SET_PDEATHSIG: Final = 1
 QUICK_EXIT_S: Final = 5.0  # a replica that dies sooner than this is restarted after a pause
-
-
-def die_with_parent() -> None:
-    """`preexec_fn` of a child that the kernel stops (SIGTERM) when its parent dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass

@@ -178,8 +178,8 @@ def _run_members(
     version: str, week: str, input_path: Path | None, processes: int, workers: int
 ) -> None:
     """Start the members, wait for all; the first failure stops the rest."""
-    from feedflow.replicas import die_with_parent
     from feedflow.stack import LOOPBACK, free_port
+    from kernel.processes import die_with_parent
 
     addresses = ";".join(f"{LOOPBACK}:{free_port()}" for _ in range(processes))
     own = ["weights", "member", version, "--week", week, "--workers", str(workers)]

@@ -52,6 +52,11 @@ INDEX_DELETED = Gauge(
 INDEX_VERSION = Gauge(
     "feedflow_index_active_version_info", "The active index version (value 1).", ["version"]
 )
+INDEX_SNAPSHOTS = Counter(
+    "feedflow_index_snapshots_total",
+    "Index snapshots the writer's background child finished, by kind and outcome.",
+    ["kind", "outcome"],
+)
 STORE_RETRIES = Counter(
     "feedflow_store_retries_total", "Retried store operations, by store.", ["store"]
 )

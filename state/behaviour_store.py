@@ -28,7 +28,7 @@ from operators.behaviour import ENCODER, Space
 from state.index_keys import IndexKeys
 from state.index_registry import READY, RETIRED, IndexRegistry, VersionInfo
 from state.redis_client import RedisClient
-from state.snapshots import DirSnapshotStore, Manifest
+from state.snapshots import Manifest, SnapshotStore
 from state.vector_index import HnswIndex
 
 KEEP = 3  # versions whose snapshots stay on disk (the active one and two to roll back to)
@@ -45,7 +45,7 @@ class BehaviourStateError(FeedflowError):
 class BehaviourStore:
     """Publish and load behaviour-space versions (see module doc)."""
 
-    def __init__(self, client: RedisClient, snapshots: DirSnapshotStore, prefix: str = "ff"):
+    def __init__(self, client: RedisClient, snapshots: SnapshotStore, prefix: str = "ff"):
         self.registry = IndexRegistry(client, IndexKeys(f"{prefix}:beh"))
         self._snapshots = snapshots
 

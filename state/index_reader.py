@@ -31,7 +31,7 @@ from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.index_replica import IndexParams, IndexReplica
 from state.redis_client import RedisClient
-from state.snapshots import DirSnapshotStore
+from state.snapshots import SnapshotStore
 from state.update_log import ADD, LogEntry, UpdateLog, stream_id
 from state.vector_index import Hit
 
@@ -45,7 +45,7 @@ class IndexReader:
     def __init__(
         self,
         client: RedisClient,
-        store: DirSnapshotStore,
+        store: SnapshotStore,
         keys: IndexKeys | None = None,
         params: IndexParams | None = None,
         *,
@@ -122,18 +122,30 @@ class IndexReader:
         version = replica.info.version
         trimmed = UpdateLog(self._client, self.keys, version).trimmed_before()
         reason = ""
-        if stream_id(replica.log_id) < stream_id(trimmed):
+        trimmed_past = stream_id(replica.log_id) < stream_id(trimmed)
+        if trimmed_past:
             reason = "fell behind the trimmed log"
         elif replica.index.deleted_share > self._params.compaction_share:
             found = self._store.latest(version)
             manifest = found[0] if found else None
-            if manifest and manifest.deleted <= self._params.compaction_share * manifest.items:
+            # Only a compaction's snapshot: a plain one taken before the removals would bring
+            # them back from the log, reload after reload.
+            if manifest and manifest.compacted and manifest.name != replica.snapshot:
                 reason = "too many deleted points; adopting the compacted snapshot"
         if reason:
             log.info("index reader reloading %s: %s", version, reason)
             fresh = self._build(version)
             with self._lock:
                 self._replica = fresh
+            if not trimmed_past:  # what the reload brought in is searchable now: observe it
+                ulog, after, newest = (
+                    UpdateLog(self._client, self.keys, version),
+                    replica.log_id,
+                    stream_id(fresh.log_id),
+                )
+                while entries := [(i, e) for i, e in ulog.read(after) if stream_id(i) <= newest]:
+                    self._observe([e for _, e in entries])
+                    after = entries[-1][0]
 
     def _observe(self, entries: Sequence[LogEntry]) -> None:
         now = self._clock()

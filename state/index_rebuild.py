@@ -23,7 +23,7 @@ from state.index_replica import IndexParams, IndexReplica
 from state.index_writer import IndexWriter, encode_entries, publish, reencode
 from state.item_store import ItemStore
 from state.redis_client import RedisClient
-from state.snapshots import DirSnapshotStore
+from state.snapshots import SnapshotStore
 from state.update_log import ADD, UpdateLog, stream_id
 
 Progress = Callable[[int], None]
@@ -65,7 +65,7 @@ def _initial_build(
 
 def rebuild(
     client: RedisClient,
-    store: DirSnapshotStore,
+    store: SnapshotStore,
     params: IndexParams,
     encoder: str,
     dim: int,
@@ -114,7 +114,7 @@ def rebuild(
 
 
 def retire(
-    client: RedisClient, store: DirSnapshotStore, version: str, keys: IndexKeys | None = None
+    client: RedisClient, store: SnapshotStore, version: str, keys: IndexKeys | None = None
 ) -> int:
     """Delete a retired version's log, vectors and snapshots; returns vectors deleted."""
     keys = keys or IndexKeys()
@@ -129,7 +129,7 @@ def retire(
 
 
 def status(
-    client: RedisClient, store: DirSnapshotStore, keys: IndexKeys | None = None
+    client: RedisClient, store: SnapshotStore, keys: IndexKeys | None = None
 ) -> dict[str, Any]:
     """Versions, sizes and freshness of the index, as plain data."""
     keys = keys or IndexKeys()

@@ -18,7 +18,7 @@ import numpy as np
 from kernel.settings import DEFAULTS, Settings
 from operators.content import ItemRecord
 from state.index_registry import VersionInfo
-from state.snapshots import DirSnapshotStore, Manifest
+from state.snapshots import Manifest, SnapshotStore, snapshot_store_at
 from state.update_log import REMOVE, START, LogEntry, UpdateLog
 from state.vector_index import HnswIndex
 
@@ -51,9 +51,12 @@ class IndexParams:
         )
 
 
-def snapshot_store(settings: Settings) -> DirSnapshotStore:
-    """The snapshot directory of a process: `index_dir`, else `<state_dir>/index`."""
-    return DirSnapshotStore(settings.index_dir or Path(settings.state_dir) / "index")
+def snapshot_store(settings: Settings) -> SnapshotStore:
+    """The snapshot store of a process: `index_dir` (a directory, or a URL such as
+    `s3://bucket/prefix` with a local cache under `<state_dir>/index-cache`), else
+    `<state_dir>/index`."""
+    state = Path(settings.state_dir)
+    return snapshot_store_at(settings.index_dir or state / "index", state / "index-cache")
 
 
 @dataclass
@@ -66,6 +69,7 @@ class IndexReplica:
     log_id: str = START
     source: dict[str, int | str] = field(default_factory=dict)
     last_save_s: float = 0.0
+    snapshot: str = ""  # name of the snapshot this replica was loaded from ("": none)
 
     @classmethod
     def empty(cls, info: VersionInfo, params: IndexParams) -> IndexReplica:
@@ -80,7 +84,7 @@ class IndexReplica:
         return cls(info, index)
 
     @classmethod
-    def load(cls, info: VersionInfo, store: DirSnapshotStore, params: IndexParams) -> IndexReplica:
+    def load(cls, info: VersionInfo, store: SnapshotStore, params: IndexParams) -> IndexReplica:
         """The newest snapshot of `info.version`, or an empty replica when there is none."""
         found = store.latest(info.version)
         if found is None:
@@ -94,6 +98,7 @@ class IndexReplica:
             {r.media_id: r for r in records},
             manifest.log_id,
             dict(manifest.source),
+            snapshot=manifest.name,
         )
 
     def live(self, media_id: str) -> ItemRecord | None:
@@ -125,7 +130,7 @@ class IndexReplica:
             applied += len(entries)
         return applied
 
-    def manifest(self) -> Manifest:
+    def manifest(self, compacted: bool = False) -> Manifest:
         """The manifest describing this replica now."""
         return Manifest(
             version=self.info.version,
@@ -136,16 +141,17 @@ class IndexReplica:
             log_id=self.log_id,
             source=dict(self.source),
             params=self.index.params,
+            compacted=compacted,
         )
 
-    def save(self, store: DirSnapshotStore) -> Manifest:
-        """Write an atomic snapshot of this replica."""
+    def save(self, store: SnapshotStore, compacted: bool = False) -> Manifest:
+        """Write an atomic snapshot of this replica (`compacted`: just compacted)."""
 
         def write(path: Path) -> None:
             self.index.save(path)
             (path / RECORDS_FILE).write_bytes(_records_encoder.encode(list(self.records.values())))
 
         started = time.perf_counter()
-        manifest = store.save(self.manifest(), write)
+        manifest = store.save(self.manifest(compacted), write)
         self.last_save_s = time.perf_counter() - started
         return manifest

@@ -5,32 +5,57 @@ newer one, so Bytewax's at-least-once replays are harmless), encodes the rest wi
 version's encoder, writes items, vectors and log entries to Redis in one pipeline, and then
 applies them to its in-memory replica. `tick()` snapshots on a cadence, trims the log and
 hands over to a rebuilt version (blue/green) when one is ready.
+
+Snapshots and compaction run in a forked child (:class:`state.background.Forked`) on the
+index as it stood at the fork, so publishing never waits for them: readers keep seeing new
+items within the freshness budget while a snapshot is written (about a second at 1M items) or
+the graph rebuilt (minutes). When the child is done, a later `tick()` trims the log to what the
+previous snapshot still needs; after a compaction the writer adopts the compacted snapshot
+(loading it and the log entries since the fork: the one pause left, about as long as a load).
+A failed child is counted (`feedflow_index_snapshots_total{outcome="failed"}`), logged, and
+tried again after `snapshot_every_s`; the log is trimmed only after a snapshot that completed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from kernel.metrics import EVENTS, INDEX_DELETED, INDEX_ITEMS, INDEX_VERSION
+from kernel.metrics import EVENTS, INDEX_DELETED, INDEX_ITEMS, INDEX_SNAPSHOTS, INDEX_VERSION
 from operators.content import ItemRecord, is_newer, record_of, stamp_of
 from operators.contracts import TOPIC_MEDIA, MediaPublished, decode_media
 from operators.encoders import Encoder, doc_of, upstream_vector
+from state.background import Forked
 from state.encoders import make_encoder
 from state.index_keys import IndexKeys
 from state.index_registry import READY, IndexRegistry, IndexStateError
 from state.index_replica import IndexParams, IndexReplica
 from state.item_store import ItemStore
 from state.redis_client import RedisClient
-from state.snapshots import DirSnapshotStore, Manifest
+from state.snapshots import Manifest, SnapshotStore
 from state.update_log import ADD, REMOVE, START, UPDATE, LogEntry, UpdateLog
 
 log = logging.getLogger(__name__)
 HEARTBEAT_TTL_S = 5.0
+
+
+class _Job(NamedTuple):
+    """A snapshot being written by a child: of which version, up to which log entry."""
+
+    child: Forked
+    version: str
+    log_id: str
+    compact: bool
+
+
+def _kind(compact: bool) -> str:
+    return "compaction" if compact else "snapshot"
 
 
 class Change(NamedTuple):
@@ -125,14 +150,18 @@ class IndexWriter:
     def __init__(
         self,
         client: RedisClient,
-        store: DirSnapshotStore,
+        store: SnapshotStore,
         replica: IndexReplica,
         params: IndexParams,
         keys: IndexKeys,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
     ) -> None:
         self._client, self._store, self._params, self.keys = client, store, params, keys
         self._clock = clock
+        self._background = background  # False: snapshots on this thread (no fork)
+        self._job: _Job | None = None
+        self._retry_at = float("-inf")  # after a failed child, no new one before this
         self._registry = IndexRegistry(client, keys)
         self.replica = replica
         self.encoder = make_encoder(replica.info.encoder, replica.info.dim)
@@ -145,7 +174,7 @@ class IndexWriter:
     def open(
         cls,
         client: RedisClient,
-        store: DirSnapshotStore,
+        store: SnapshotStore,
         params: IndexParams,
         keys: IndexKeys,
         encoder: str,
@@ -202,32 +231,137 @@ class IndexWriter:
         EVENTS.labels(topic=TOPIC_MEDIA, outcome="duplicate").inc(len(changes) - len(items))
         if items:
             self._dirty = True
-            if self.replica.index.maybe_compact(self._params.compaction_share):
-                self.snapshot()
         self._report()
         return len(items)
 
     def tick(self) -> None:
-        """Heartbeat, hand over to a ready rebuilt version, snapshot when due."""
+        """Heartbeat, hand over to a ready rebuilt version, take a finished snapshot child's
+        result, start a compaction or snapshot child when one is due."""
         self._registry.heartbeat(HEARTBEAT_TTL_S)
         ready = [v for v in self._registry.versions().values() if v.state == READY]
         if ready:
             self.hand_over(max(ready, key=lambda v: v.created_ms).version)
-        due = self._clock() - self._last_snapshot >= self._params.snapshot_every_s
-        if self._dirty and due:
-            self.snapshot()
+        self._reap()
+        now = self._clock()
+        if self._job is not None or now < self._retry_at:
+            return
+        index = self.replica.index
+        if index.deleted_count and index.deleted_share > self._params.compaction_share:
+            self.start_snapshot(compact=True)
+        elif self._dirty and now - self._last_snapshot >= self._params.snapshot_every_s:
+            self.start_snapshot(compact=False)
+
+    @property
+    def snapshot_running(self) -> bool:
+        """A snapshot or compaction child is still at work."""
+        return self._job is not None and not self._job.child.done()
+
+    def settle(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for a running snapshot child and take its result; returns
+        False when one is still running."""
+        job = self._job
+        if job is not None:
+            job.child.wait(timeout_s)
+        self._reap()
+        return self._job is None
+
+    def start_snapshot(self, compact: bool = False) -> None:
+        """Snapshot now (compacted first if asked) in a forked child, or here without fork;
+        a later `tick()` or `settle()` takes the result.
+
+        Raises:
+            IndexStateError: a snapshot child is still running.
+        """
+        if self._job is not None:
+            raise IndexStateError("start_snapshot: a snapshot child is still running")
+        replica, store = self.replica, self._store
+        self._dirty = False
+        self._last_snapshot = self._clock()
+        if not self._background:
+            if compact:
+                replica.index.compact()
+            self._finish(replica.save(store, compacted=compact).log_id)
+            return
+
+        def work() -> None:
+            if compact:
+                replica.index.compact()
+            replica.save(store, compacted=compact)
+
+        self._job = _Job(Forked.start(work), self.version, replica.log_id, compact)
+        log.info(
+            "index %s of %s started in child %d", _kind(compact), self.version, self._job.child.pid
+        )
+
+    def _reap(self) -> None:
+        job = self._job
+        if job is None or not job.child.done():
+            return
+        self._job = None
+        kind = _kind(job.compact)
+        if not job.child.ok:
+            INDEX_SNAPSHOTS.labels(kind=kind, outcome="failed").inc()
+            self._dirty = True
+            self._retry_at = self._clock() + self._params.snapshot_every_s
+            log.error(
+                "index %s of %s failed in its child (exit %s, see its stderr); the log is kept,"
+                " retrying in %.0f s", kind, job.version, job.child.exit_code,
+                self._params.snapshot_every_s,
+            )  # fmt: skip
+            return
+        INDEX_SNAPSHOTS.labels(kind=kind, outcome="ok").inc()
+        took = time.monotonic() - job.child.started
+        log.info(
+            "index %s of %s done in %.1f s (up to log entry %s)",
+            kind,
+            job.version,
+            took,
+            job.log_id,
+        )
+        if job.version != self.version:  # handed over meanwhile: the new version snapshots
+            return
+        self._finish(job.log_id)
+        if job.compact:
+            self._adopt()
+
+    def _adopt(self) -> None:
+        """Swap in the compacted snapshot just written, plus the log entries since the fork."""
+        started = time.perf_counter()
+        new = IndexReplica.load(self.replica.info, self._store, self._params)
+        new.catch_up(UpdateLog(self._client, self.keys, self.version))
+        new.source = dict(self.replica.source)
+        self.replica = new
+        log.info(
+            "index writer adopted its compacted snapshot in %.2f s", time.perf_counter() - started
+        )
+        self._report()
+
+    def _cancel(self) -> None:
+        """Stop a running snapshot child (its snapshot never publishes half-written)."""
+        job, self._job = self._job, None
+        if job is not None and not job.child.done():
+            os.kill(job.child.pid, signal.SIGKILL)
+            job.child.wait(10.0)
+            self._dirty = True
+
+    def _finish(self, log_id: str) -> None:
+        """A snapshot up to `log_id` is published: trim the log to what the previous one needs."""
+        UpdateLog(self._client, self.keys, self.version).trim_before(self._prev_log_id)
+        self._prev_log_id = log_id
 
     def snapshot(self) -> Manifest:
-        """Write a snapshot now and trim the log to what the previous snapshot still needs."""
+        """Write a snapshot now, on this thread (a running child is waited for first), and
+        trim the log to what the previous snapshot still needs."""
+        self.settle(float("inf"))
         manifest = self.replica.save(self._store)
-        UpdateLog(self._client, self.keys, self.version).trim_before(self._prev_log_id)
-        self._prev_log_id = manifest.log_id
+        self._finish(manifest.log_id)
         self._last_snapshot = self._clock()
         self._dirty = False
         return manifest
 
     def hand_over(self, version: str) -> None:
         """Adopt a rebuilt version: load it, replay what it missed, flip the active pointer."""
+        self._cancel()  # a snapshot of the version being left is not needed
         info = self._registry.get(version)
         new = IndexReplica.load(info, self._store, self._params)
         if new.log_id == START and self._store.latest(version) is None:
@@ -253,7 +387,10 @@ class IndexWriter:
         INDEX_VERSION.clear()
         INDEX_VERSION.labels(version=self.version).set(1)
 
-    def close(self) -> None:
-        """Snapshot pending changes (best effort on a clean stop)."""
+    def close(self, grace_s: float = 5.0) -> None:
+        """Snapshot pending changes (best effort on a clean stop): a running child gets
+        `grace_s` to finish, else it is stopped and the snapshot is written here."""
+        if not self.settle(grace_s):
+            self._cancel()
         if self._dirty:
             self.snapshot()

@@ -249,9 +249,124 @@ def test_compaction_rebuilds_the_writer_and_readers_adopt_it(env):
     writer.apply([change(media(f"m{i}")) for i in range(20)])
     reader.poll()
     writer.apply([change(media(f"m{i}", status="removed")) for i in range(10)])
+    writer.tick()  # compacts in a forked child; the writer adopts the result once it is done
+    assert writer.settle(30.0)
     assert writer.replica.index.deleted_count == 0 and len(writer.replica.index) == 10
     reader.poll()  # applies the removals: half its points are deleted
     reader.poll()
     assert len(reader) == 10 and reader.status()["deleted"] == 0
     hits = reader.query(reader.vector("m15"), 20)
     assert {m for m, _ in hits} == {f"m{i}" for i in range(10, 20)}
+
+
+class GatedStore(DirSnapshotStore):
+    """Snapshots that wait while `<root>/hold` exists, until `<root>/release` does, and fail
+    while `<root>/fail` exists: a test decides when a snapshot child finishes, and how."""
+
+    def save(self, manifest, write):
+        if (self.root / "fail").exists():
+            raise OSError("the snapshot store refused the write")
+        deadline = time.monotonic() + 30
+        while (self.root / "hold").exists() and not (self.root / "release").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        return super().save(manifest, write)
+
+
+def newest(store, version):
+    """The manifest of the newest snapshot of `version` (there must be one)."""
+    found = store.latest(version)
+    assert found is not None
+    return found[0]
+
+
+def _snapshots(kind, outcome):
+    from prometheus_client import REGISTRY
+
+    value = REGISTRY.get_sample_value(
+        "feedflow_index_snapshots_total", {"kind": kind, "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def test_items_stay_searchable_on_time_while_a_snapshot_is_written(any_redis_client, tmp_path):
+    client, keys = any_redis_client, IndexKeys(f"t{time.time_ns()}")
+    store = GatedStore(tmp_path / "index")
+    params = IndexParams(ef_search=64, snapshot_every_s=0.0)
+    writer = IndexWriter.open(client, store, params, keys, "hashing-v1", DIM)
+    reader = IndexReader(client, store, keys, params, block_ms=50, version_check_s=0.0)
+    reader.load()
+    writer.apply([change(media(f"m{i}")) for i in range(10)])
+    (store.root / "hold").touch()
+    writer.tick()  # a snapshot child starts, and waits on the gate
+    forked_at = writer.replica.log_id
+    assert writer.snapshot_running
+    for i in range(20):  # the writer publishes and the reader sees each item at once
+        started = time.monotonic()
+        writer.apply([change(media(f"new{i}"))])
+        writer.tick()
+        reader.poll()
+        assert reader.item(f"new{i}") is not None
+        assert time.monotonic() - started < 1.0
+    assert writer.snapshot_running
+    assert newest(store, writer.version).items == 0  # only the first, empty one so far
+    (store.root / "release").touch()
+    assert writer.settle(30.0)
+    manifest = newest(store, writer.version)
+    assert (manifest.items, manifest.log_id) == (10, forked_at)  # the index as at the fork
+    # a restart from that snapshot plus the log has everything
+    again = IndexReader(client, store, keys, params, version_check_s=0.0)
+    again.load()
+    assert len(again) == 30
+
+
+def test_a_failed_snapshot_child_is_counted_keeps_the_log_and_is_tried_again(
+    any_redis_client, tmp_path
+):
+    client, keys = any_redis_client, IndexKeys(f"t{time.time_ns()}")
+    store = GatedStore(tmp_path / "index")
+    params = IndexParams(ef_search=64, snapshot_every_s=0.3)
+    writer = IndexWriter.open(client, store, params, keys, "hashing-v1", DIM)
+    writer.apply([change(media(f"m{i}")) for i in range(5)])
+    writer.snapshot()
+    writer.apply([change(media(f"n{i}")) for i in range(5)])
+    failed = _snapshots("snapshot", "failed")
+    (store.root / "fail").touch()
+    time.sleep(0.35)
+    writer.tick()
+    assert writer.settle(30.0)
+    assert _snapshots("snapshot", "failed") == failed + 1
+    assert newest(store, writer.version).items == 5
+    writer.tick()  # no new child before snapshot_every_s has passed again
+    assert not writer.snapshot_running and writer.settle(0.0)
+    (store.root / "fail").unlink()
+    time.sleep(0.35)
+    writer.tick()
+    assert writer.settle(30.0)
+    assert newest(store, writer.version).items == 10
+    reader = IndexReader(client, store, keys, params, version_check_s=0.0)
+    reader.load()
+    assert len(reader) == 10  # nothing was lost to the failure
+
+
+def test_a_reader_over_the_deleted_share_waits_for_a_compacted_snapshot(env, caplog):
+    # The newest snapshot predates the removals: reloading it would bring the removals back
+    # from the log, again and again. The reader waits for the compacted one instead.
+    client, store, keys = env
+    params = IndexParams(ef_search=64, snapshot_every_s=3600, compaction_share=0.3)
+    writer = IndexWriter.open(client, store, params, keys, "hashing-v1", DIM)
+    writer.apply([change(media(f"m{i}")) for i in range(20)])
+    writer.snapshot()
+    reader = IndexReader(client, store, keys, params, version_check_s=0.0)
+    reader.load()
+    writer.apply([change(media(f"m{i}", status="removed")) for i in range(10)])
+    with caplog.at_level("INFO", logger="state.index_reader"):
+        for _ in range(3):
+            reader.poll()
+        assert reader.status()["deleted"] == 10
+        assert "reloading" not in caplog.text
+        writer.tick()  # the compacted snapshot
+        assert writer.settle(30.0)
+        reader.poll()
+        assert caplog.text.count("adopting the compacted snapshot") == 1
+    assert reader.status()["deleted"] == 0 and len(reader) == 10
