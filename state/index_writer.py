@@ -179,10 +179,12 @@ class IndexWriter:
         keys: IndexKeys,
         encoder: str,
         dim: int,
+        background: bool = True,
     ) -> IndexWriter:
         """Resume the active version (snapshot + log), creating the first one if none exists.
 
         `encoder`/`dim` only choose the first version; later ones come from a rebuild.
+        `background=False` snapshots and compacts on the caller's thread (no fork).
         """
         registry = IndexRegistry(client, keys)
         active = registry.active()
@@ -200,7 +202,7 @@ class IndexWriter:
                 log.warning("index %s keeps its encoder; see `feedflow index rebuild`", active)
             replica = IndexReplica.load(info, store, params)
             replica.catch_up(UpdateLog(client, keys, info.version))
-        writer = cls(client, store, replica, params, keys)
+        writer = cls(client, store, replica, params, keys, background=background)
         registry.heartbeat(HEARTBEAT_TTL_S)
         return writer
 

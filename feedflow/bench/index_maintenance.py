@@ -251,9 +251,12 @@ def run(
     phase_s: float = 30.0,
     removed: float = 0.25,
     seed: int = 7,
+    background: bool = True,
 ) -> dict[str, Any]:
-    """Measure the three phases; a JSON-ready summary."""
+    """Measure the three phases; a JSON-ready summary (`background=False`: the writer
+    snapshots and compacts on its own thread, the reference)."""
     result: dict[str, Any] = {"items": items, "rate": rate, "phase_s": phase_s}
+    result["snapshots_in"] = "forked child" if background else "writer thread"
     result["params"] = {"m": params.m, "ef_construction": params.ef_construction}
     info, built = ensure_snapshot(cache, items, seed, params)
     result["world"] = built
@@ -266,7 +269,9 @@ def run(
         register(client, keys, info)
         store = DirSnapshotStore(tmp)
         started = time.perf_counter()
-        writer = IndexWriter.open(client, store, params, keys, "hashing-v1", info.dim)
+        writer = IndexWriter.open(
+            client, store, params, keys, "hashing-v1", info.dim, background=background
+        )
         result["writer_open_s"] = round(time.perf_counter() - started, 2)
         reader = _RemoteReader(redis_url, keys.prefix, tmp, params)
         arrivals = reader.arrivals
@@ -314,6 +319,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--cache", type=Path, default=Path(".feedflow/bench/maintenance-world"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--on-thread", action="store_true", help="the reference: snapshots on the writer thread"
+    )
     args = parser.parse_args(args_in)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the private stack too
     params = IndexParams(
@@ -327,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         info = stack.up()
         try:
             result = run(info.redis_url, args.items, args.cache, params, args.rate,
-                         args.phase_s, args.removed)  # fmt: skip
+                         args.phase_s, args.removed, background=not args.on_thread)  # fmt: skip
         finally:
             stack.down()
     result["machine"] = {"cpu": cpu_model(), "load": [round(x, 2) for x in os.getloadavg()]}
