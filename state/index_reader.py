@@ -134,7 +134,11 @@ class IndexReader:
                 reason = "too many deleted points; adopting the compacted snapshot"
         if reason:
             log.info("index reader reloading %s: %s", version, reason)
-            fresh = self._build(version)
+            if trimmed_past:
+                fresh = self._build(version)
+            else:  # a compaction: the graph changed, the records did not
+                fresh = replica.with_graph_of(self._store, self._params)
+                fresh.catch_up(UpdateLog(self._client, self.keys, version))
             with self._lock:
                 self._replica = fresh
             if not trimmed_past:  # what the reload brought in is searchable now: observe it

@@ -101,6 +101,29 @@ class IndexReplica:
             snapshot=manifest.name,
         )
 
+    def with_graph_of(self, store: SnapshotStore, params: IndexParams) -> IndexReplica:
+        """A replica with the newest snapshot's graph (a compacted one) and this replica's
+        records, positioned at the snapshot: `catch_up` then brings it to the log's end.
+
+        A compaction changes the graph, never a record, so adopting one skips decoding the
+        records (about half of a load at 1M items).
+        """
+        found = store.latest(self.info.version)
+        if found is None:
+            raise FileNotFoundError(f"with_graph_of: no snapshot of {self.info.version}")
+        manifest, path = found
+        index = HnswIndex.load(
+            path, self.info.dim, threads=params.threads, ef_search=params.ef_search
+        )
+        return IndexReplica(
+            self.info,
+            index,
+            dict(self.records),
+            manifest.log_id,
+            dict(self.source),
+            snapshot=manifest.name,
+        )
+
     def live(self, media_id: str) -> ItemRecord | None:
         """The record of a live (not removed) item."""
         record = self.records.get(media_id)

@@ -370,3 +370,11 @@ def test_a_reader_over_the_deleted_share_waits_for_a_compacted_snapshot(env, cap
         reader.poll()
         assert caplog.text.count("adopting the compacted snapshot") == 1
     assert reader.status()["deleted"] == 0 and len(reader) == 10
+    # adopting the graph alone (records kept) gives what a reader loading afresh gets
+    writer.apply([change(media("late"))])
+    reader.poll()
+    fresh = IndexReader(client, store, keys, params, version_check_s=0.0)
+    fresh.load()
+    every = [f"m{i}" for i in range(20)] + ["late"]
+    assert [reader.item(m) for m in every] == [fresh.item(m) for m in every]
+    assert reader.query(reader.vector("late"), 5) == fresh.query(fresh.vector("late"), 5)
