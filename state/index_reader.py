@@ -31,7 +31,7 @@ from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.index_replica import IndexParams, IndexReplica
 from state.redis_client import RedisClient
-from state.snapshots import SnapshotStore
+from state.snapshots import SnapshotError, SnapshotStore
 from state.update_log import ADD, LogEntry, UpdateLog, stream_id
 from state.vector_index import Hit
 
@@ -128,9 +128,14 @@ class IndexReader:
         elif replica.index.deleted_share > self._params.compaction_share:
             found = self._store.latest(version)
             manifest = found[0] if found else None
-            # Only a compaction's snapshot: a plain one taken before the removals would bring
-            # them back from the log, reload after reload.
-            if manifest and manifest.compacted and manifest.name != replica.snapshot:
+            # A snapshot with few deleted points that this replica was not built from (the one
+            # it was built from would bring the removals back from the log, reload after reload).
+            share = self._params.compaction_share
+            if (
+                manifest is not None
+                and manifest.name != replica.snapshot
+                and (manifest.compacted or manifest.deleted <= share * manifest.items)
+            ):
                 reason = "too many deleted points; adopting the compacted snapshot"
         if reason:
             log.info("index reader reloading %s: %s", version, reason)
@@ -177,7 +182,7 @@ class IndexReader:
             try:
                 if self.poll(self._block_ms) == 0 and self._replica is None:
                     self._stop.wait(self._block_ms / 1000)
-            except (redis.RedisError, OSError) as exc:
+            except (redis.RedisError, OSError, SnapshotError) as exc:
                 log.warning("index reader poll failed: %s", exc)
                 self._stop.wait(0.5)
 

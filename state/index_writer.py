@@ -43,6 +43,7 @@ from state.update_log import ADD, REMOVE, START, UPDATE, LogEntry, UpdateLog
 
 log = logging.getLogger(__name__)
 HEARTBEAT_TTL_S = 5.0
+CHILD_TIMEOUT_S = 3600.0  # a snapshot child still running after this is stopped as failed
 
 
 class _Job(NamedTuple):
@@ -156,10 +157,13 @@ class IndexWriter:
         keys: IndexKeys,
         clock: Callable[[], float] = time.monotonic,
         background: bool = True,
+        child_timeout_s: float = CHILD_TIMEOUT_S,
     ) -> None:
         self._client, self._store, self._params, self.keys = client, store, params, keys
         self._clock = clock
         self._background = background  # False: snapshots on this thread (no fork)
+        self._child_timeout_s = child_timeout_s
+        self._compaction_failed = False  # then the next child is a plain snapshot
         self._job: _Job | None = None
         self._retry_at = float("-inf")  # after a failed child, no new one before this
         self._registry = IndexRegistry(client, keys)
@@ -248,7 +252,8 @@ class IndexWriter:
         if self._job is not None or now < self._retry_at:
             return
         index = self.replica.index
-        if index.deleted_count and index.deleted_share > self._params.compaction_share:
+        over = index.deleted_count and index.deleted_share > self._params.compaction_share
+        if over and not self._compaction_failed:
             self.start_snapshot(compact=True)
         elif self._dirty and now - self._last_snapshot >= self._params.snapshot_every_s:
             self.start_snapshot(compact=False)
@@ -297,10 +302,20 @@ class IndexWriter:
 
     def _reap(self) -> None:
         job = self._job
-        if job is None or not job.child.done():
+        if job is None:
             return
+        if not job.child.done():
+            if time.monotonic() - job.child.started < self._child_timeout_s:
+                return
+            log.error("index %s child %d still running after %.0f s: stopping it",
+                      _kind(job.compact), job.child.pid, self._child_timeout_s)  # fmt: skip
+            os.kill(job.child.pid, signal.SIGKILL)
+            job.child.wait(10.0)
         self._job = None
         kind = _kind(job.compact)
+        # A compaction that failed (the child out of memory, say) is followed by a plain
+        # snapshot, so that the log is still trimmed; the next compaction comes after it.
+        self._compaction_failed = job.compact and not job.child.ok
         if not job.child.ok:
             INDEX_SNAPSHOTS.labels(kind=kind, outcome="failed").inc()
             self._dirty = True

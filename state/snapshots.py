@@ -231,6 +231,9 @@ class UrlSnapshotStore:
     def _prune(self, version: str) -> None:
         for old in self._names(version)[: -self.keep]:
             self.fs.rm(self._remote(version, old), recursive=True)
+        self._prune_cache(version)
+
+    def _prune_cache(self, version: str) -> None:
         local = self.cache_dir / version
         names = sorted(p.name for p in local.iterdir() if p.is_dir() and p.name.isdigit())
         for old in names[: -self.keep]:
@@ -250,6 +253,7 @@ class UrlSnapshotStore:
         local = self.cache_dir / version / name
         if not (local / MANIFEST).exists():
             self._download(version, name, local)
+            self._prune_cache(version)
         return manifest, local
 
     def _download(self, version: str, name: str, local: Path) -> None:

@@ -266,6 +266,8 @@ class GatedStore(DirSnapshotStore):
     def save(self, manifest, write):
         if (self.root / "fail").exists():
             raise OSError("the snapshot store refused the write")
+        if manifest.compacted and (self.root / "fail-compaction").exists():
+            raise MemoryError("the compaction ran out of memory")
         deadline = time.monotonic() + 30
         while (self.root / "hold").exists() and not (self.root / "release").exists():
             assert time.monotonic() < deadline
@@ -378,3 +380,51 @@ def test_a_reader_over_the_deleted_share_waits_for_a_compacted_snapshot(env, cap
     every = [f"m{i}" for i in range(20)] + ["late"]
     assert [reader.item(m) for m in every] == [fresh.item(m) for m in every]
     assert reader.query(reader.vector("late"), 5) == fresh.query(fresh.vector("late"), 5)
+
+
+def test_a_reader_behind_a_compacted_snapshot_loads_it_whole(env):
+    # Adopting only the graph keeps the replica's records: right only when the replica is
+    # at least as far in the log as the snapshot. One behind it loads the snapshot whole.
+    client, store, keys = env
+    params = IndexParams(ef_search=64, snapshot_every_s=3600, compaction_share=0.3)
+    writer = IndexWriter.open(client, store, params, keys, "hashing-v1", DIM)
+    reader = IndexReader(client, store, keys, params, version_check_s=0.0)
+    reader.load()
+    writer.apply([change(media(f"m{i}")) for i in range(20)])
+    reader.poll()
+    writer.apply([change(media(f"m{i}", status="removed")) for i in range(10)])
+    reader.poll()
+    writer.apply([change(media("m10", status="removed")), change(media("d"))])  # not polled
+    writer.tick()
+    assert writer.settle(30.0)
+    reader.poll()
+    fresh = IndexReader(client, store, keys, params, version_check_s=0.0)
+    fresh.load()
+    every = [f"m{i}" for i in range(20)] + ["d"]
+    assert reader.item("m10") is None and reader.item("d") is not None
+    assert [reader.item(m) for m in every] == [fresh.item(m) for m in every]
+
+
+def test_after_a_failed_compaction_a_plain_snapshot_comes_next_then_compaction_again(
+    any_redis_client, tmp_path
+):
+    client, keys = any_redis_client, IndexKeys(f"t{time.time_ns()}")
+    store = GatedStore(tmp_path / "index")
+    params = IndexParams(ef_search=64, snapshot_every_s=0.3, compaction_share=0.3)
+    writer = IndexWriter.open(client, store, params, keys, "hashing-v1", DIM)
+    writer.apply([change(media(f"m{i}")) for i in range(20)])
+    writer.apply([change(media(f"m{i}", status="removed")) for i in range(10)])
+    (store.root / "fail-compaction").touch()
+    failed = _snapshots("compaction", "failed")
+    writer.tick()
+    assert writer.settle(30.0) and _snapshots("compaction", "failed") == failed + 1
+    time.sleep(0.35)
+    writer.tick()  # a plain snapshot, not the compaction again
+    assert writer.settle(30.0)
+    plain = newest(store, writer.version)
+    assert not plain.compacted and (plain.items, plain.deleted) == (10, 10)
+    (store.root / "fail-compaction").unlink()
+    writer.tick()
+    assert writer.settle(30.0)
+    assert newest(store, writer.version).compacted
+    assert writer.replica.index.deleted_count == 0
