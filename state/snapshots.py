@@ -80,7 +80,7 @@ def snapshot_store_at(where: str | Path, cache_dir: Path, keep: int = 3) -> Snap
     local cache under `cache_dir`.
 
     Example:
-        >>> type(snapshot_store_at("/srv/index", Path("/tmp/c"))).__name__
+        >>> type(snapshot_store_at("/srv/index", Path("index-cache"))).__name__
         'DirSnapshotStore'
     """
     text = str(where)
