@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import traceback
@@ -67,6 +68,12 @@ class Forked:
     def ok(self) -> bool:
         """The child exited 0."""
         return self.exit_code == 0
+
+    def kill(self) -> None:
+        """Stop the child now (SIGKILL) if it still runs, and reap it."""
+        if not self.done():
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait(10.0)
 
     def wait(self, timeout_s: float) -> bool:
         """Wait up to `timeout_s` for the child; returns `ok` (False while it still runs)."""

@@ -121,40 +121,36 @@ class IndexReader:
             return
         version = replica.info.version
         trimmed = UpdateLog(self._client, self.keys, version).trimmed_before()
-        reason = ""
-        trimmed_past = stream_id(replica.log_id) < stream_id(trimmed)
-        if trimmed_past:
-            reason = "fell behind the trimmed log"
-        elif replica.index.deleted_share > self._params.compaction_share:
-            found = self._store.latest(version)
-            manifest = found[0] if found else None
-            # A snapshot with few deleted points that this replica was not built from (the one
-            # it was built from would bring the removals back from the log, reload after reload).
-            share = self._params.compaction_share
-            if (
-                manifest is not None
-                and manifest.name != replica.snapshot
-                and (manifest.compacted or manifest.deleted <= share * manifest.items)
-            ):
-                reason = "too many deleted points; adopting the compacted snapshot"
-        if reason:
-            log.info("index reader reloading %s: %s", version, reason)
-            if trimmed_past:
-                fresh = self._build(version)
-            else:  # a compaction: the graph changed, the records did not
-                fresh = replica.with_graph_of(self._store, self._params)
-                fresh.catch_up(UpdateLog(self._client, self.keys, version))
+        if stream_id(replica.log_id) < stream_id(trimmed):
+            log.info("index reader reloading %s: fell behind the trimmed log", version)
+            fresh = self._build(version)
             with self._lock:
                 self._replica = fresh
-            if not trimmed_past:  # what the reload brought in is searchable now: observe it
-                ulog, after, newest = (
-                    UpdateLog(self._client, self.keys, version),
-                    replica.log_id,
-                    stream_id(fresh.log_id),
-                )
-                while entries := [(i, e) for i, e in ulog.read(after) if stream_id(i) <= newest]:
-                    self._observe([e for _, e in entries])
-                    after = entries[-1][0]
+            return
+        share = self._params.compaction_share
+        if not replica.index.needs_compaction(share):
+            return
+        found = self._store.latest(version)
+        # A snapshot with few deleted points that this replica was not built from (the one it
+        # was built from would bring the removals back from the log, reload after reload).
+        if found is None or found[0].name == replica.snapshot:
+            return
+        if not (found[0].compacted or found[0].deleted <= share * found[0].items):
+            return
+        log.info("index reader reloading %s: too many deleted points; adopting the compacted"
+                 " snapshot", version)  # fmt: skip
+        # The graph changed, the records did not. What the catch-up brings past this
+        # replica's position becomes searchable with the swap: observe it then.
+        seen = stream_id(replica.log_id)
+        brought: list[LogEntry] = []
+        fresh = replica.with_graph_of(self._store, self._params, found)
+        fresh.catch_up(
+            UpdateLog(self._client, self.keys, version),
+            on_batch=lambda batch: brought.extend(e for i, e in batch if stream_id(i) > seen),
+        )
+        with self._lock:
+            self._replica = fresh
+        self._observe(brought)
 
     def _observe(self, entries: Sequence[LogEntry]) -> None:
         now = self._clock()

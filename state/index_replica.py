@@ -7,7 +7,7 @@ appends to the log. Loading is: newest snapshot, then the log after the snapshot
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -101,15 +101,21 @@ class IndexReplica:
             snapshot=manifest.name,
         )
 
-    def with_graph_of(self, store: SnapshotStore, params: IndexParams) -> IndexReplica:
+    def with_graph_of(
+        self,
+        store: SnapshotStore,
+        params: IndexParams,
+        found: tuple[Manifest, Path] | None = None,
+    ) -> IndexReplica:
         """A replica with the newest snapshot's graph (a compacted one) and this replica's
         records, positioned at the snapshot: `catch_up` then brings it to the log's end.
 
         A compaction changes the graph, never a record, so adopting one skips decoding the
         records (about half of a load at 1M items). A replica behind the snapshot has older
-        records than the graph: it loads the snapshot whole instead.
+        records than the graph: it loads the snapshot whole instead. `found`: the newest
+        snapshot when the caller has just looked it up.
         """
-        found = store.latest(self.info.version)
+        found = found or store.latest(self.info.version)
         if found is None:
             raise FileNotFoundError(f"with_graph_of: no snapshot of {self.info.version}")
         manifest, path = found
@@ -148,11 +154,19 @@ class IndexReplica:
             self.index.upsert([i for i, _ in upserts], vectors)
         self.log_id = entries[-1][0]
 
-    def catch_up(self, log: UpdateLog, batch: int = 10_000) -> int:
-        """Apply the log until it has nothing newer; returns entries applied."""
+    def catch_up(
+        self,
+        log: UpdateLog,
+        batch: int = 10_000,
+        on_batch: Callable[[Sequence[tuple[str, LogEntry]]], None] | None = None,
+    ) -> int:
+        """Apply the log until it has nothing newer (each batch also to `on_batch`); returns
+        entries applied."""
         applied = 0
         while entries := log.read(self.log_id, count=batch):
             self.apply(entries)
+            if on_batch is not None:
+                on_batch(entries)
             applied += len(entries)
         return applied
 

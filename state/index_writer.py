@@ -19,8 +19,6 @@ tried again after `snapshot_every_s`; the log is trimmed only after a snapshot t
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -251,8 +249,7 @@ class IndexWriter:
         now = self._clock()
         if self._job is not None or now < self._retry_at:
             return
-        index = self.replica.index
-        over = index.deleted_count and index.deleted_share > self._params.compaction_share
+        over = self.replica.index.needs_compaction(self._params.compaction_share)
         if over and not self._compaction_failed:
             self.start_snapshot(compact=True)
         elif self._dirty and now - self._last_snapshot >= self._params.snapshot_every_s:
@@ -284,17 +281,15 @@ class IndexWriter:
         replica, store = self.replica, self._store
         self._dirty = False
         self._last_snapshot = self._clock()
+
+        def work() -> Manifest:
+            if compact:
+                replica.index.compact()
+            return replica.save(store, compacted=compact)
+
         if not self._background:
-            if compact:
-                replica.index.compact()
-            self._finish(replica.save(store, compacted=compact).log_id)
+            self._finish(work().log_id)
             return
-
-        def work() -> None:
-            if compact:
-                replica.index.compact()
-            replica.save(store, compacted=compact)
-
         self._job = _Job(Forked.start(work), self.version, replica.log_id, compact)
         log.info(
             "index %s of %s started in child %d", _kind(compact), self.version, self._job.child.pid
@@ -309,8 +304,7 @@ class IndexWriter:
                 return
             log.error("index %s child %d still running after %.0f s: stopping it",
                       _kind(job.compact), job.child.pid, self._child_timeout_s)  # fmt: skip
-            os.kill(job.child.pid, signal.SIGKILL)
-            job.child.wait(10.0)
+            job.child.kill()
         self._job = None
         kind = _kind(job.compact)
         # A compaction that failed (the child out of memory, say) is followed by a plain
@@ -356,8 +350,7 @@ class IndexWriter:
         """Stop a running snapshot child (its snapshot never publishes half-written)."""
         job, self._job = self._job, None
         if job is not None and not job.child.done():
-            os.kill(job.child.pid, signal.SIGKILL)
-            job.child.wait(10.0)
+            job.child.kill()
             self._dirty = True
 
     def _finish(self, log_id: str) -> None:

@@ -281,6 +281,10 @@ class UrlSnapshotStore:
         shutil.rmtree(self.cache_dir / version, ignore_errors=True)
 
     def size_bytes(self, version: str) -> int:
-        """Bytes of the newest snapshot of `version` (0 if none)."""
-        found = self.latest(version)
-        return sum(p.stat().st_size for p in found[1].iterdir()) if found else 0
+        """Bytes of the newest snapshot of `version` (0 if none), counted where it is stored
+        rather than downloaded for it."""
+        try:
+            name = self.fs.cat_file(self._remote(version, CURRENT)).decode().strip()
+        except FileNotFoundError:
+            return 0
+        return int(self.fs.du(self._remote(version, name), total=True))

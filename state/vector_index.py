@@ -289,9 +289,13 @@ class HnswIndex:
         self._labels, self._ids, self._deleted = {}, [], set()
         self.upsert(live, vectors)
 
+    def needs_compaction(self, share: float) -> bool:
+        """The deleted share exceeds `share`."""
+        return bool(self._deleted) and self.deleted_share > share
+
     def maybe_compact(self, share: float) -> bool:
         """Compact when the deleted share exceeds `share`; returns whether it did."""
-        if self._deleted and self.deleted_share > share:
+        if self.needs_compaction(share):
             self.compact()
             return True
         return False

@@ -127,7 +127,7 @@ def test_the_content_flow_as_a_cluster_has_exactly_one_index_writer(
         writers: list[float] = []
         while time.monotonic() < deadline:
             assert cluster.poll() is None, "the cluster's supervisor died"
-            with contextlib.suppress(urllib.error.URLError):  # not serving metrics yet
+            with contextlib.suppress(urllib.error.URLError, ConnectionError):  # not serving yet
                 writers = [
                     metric(p, "feedflow_index_items", 'role="writer"') for p in (port, port + 1)
                 ]

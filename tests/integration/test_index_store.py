@@ -240,15 +240,24 @@ def test_rebuild_hands_over_to_a_live_writer(env):
     assert all(len(reader.vector(m)) == 24 for m in writer.replica.index.ids())
 
 
-def test_compaction_rebuilds_the_writer_and_readers_adopt_it(env):
+COMPACTING = IndexParams(ef_search=64, snapshot_every_s=3600, compaction_share=0.3)
+
+
+def half_removed(env):
+    """A writer and a reader of 20 items, 10 of them then removed (past the compaction
+    share); the reader has seen the 20, not the removals."""
     client, store, keys = env
-    params = IndexParams(ef_search=64, snapshot_every_s=3600, compaction_share=0.3)
-    writer = IndexWriter.open(client, store, params, keys, "hashing-v1", DIM)
-    reader = IndexReader(client, store, keys, params, version_check_s=0.0)
+    writer = IndexWriter.open(client, store, COMPACTING, keys, "hashing-v1", DIM)
+    reader = IndexReader(client, store, keys, COMPACTING, version_check_s=0.0)
     reader.load()
     writer.apply([change(media(f"m{i}")) for i in range(20)])
     reader.poll()
     writer.apply([change(media(f"m{i}", status="removed")) for i in range(10)])
+    return writer, reader
+
+
+def test_compaction_rebuilds_the_writer_and_readers_adopt_it(env):
+    writer, reader = half_removed(env)
     writer.tick()  # compacts in a forked child; the writer adopts the result once it is done
     assert writer.settle(30.0)
     assert writer.replica.index.deleted_count == 0 and len(writer.replica.index) == 10
@@ -386,19 +395,13 @@ def test_a_reader_behind_a_compacted_snapshot_loads_it_whole(env):
     # Adopting only the graph keeps the replica's records: right only when the replica is
     # at least as far in the log as the snapshot. One behind it loads the snapshot whole.
     client, store, keys = env
-    params = IndexParams(ef_search=64, snapshot_every_s=3600, compaction_share=0.3)
-    writer = IndexWriter.open(client, store, params, keys, "hashing-v1", DIM)
-    reader = IndexReader(client, store, keys, params, version_check_s=0.0)
-    reader.load()
-    writer.apply([change(media(f"m{i}")) for i in range(20)])
-    reader.poll()
-    writer.apply([change(media(f"m{i}", status="removed")) for i in range(10)])
+    writer, reader = half_removed(env)
     reader.poll()
     writer.apply([change(media("m10", status="removed")), change(media("d"))])  # not polled
     writer.tick()
     assert writer.settle(30.0)
     reader.poll()
-    fresh = IndexReader(client, store, keys, params, version_check_s=0.0)
+    fresh = IndexReader(client, store, keys, COMPACTING, version_check_s=0.0)
     fresh.load()
     every = [f"m{i}" for i in range(20)] + ["d"]
     assert reader.item("m10") is None and reader.item("d") is not None
