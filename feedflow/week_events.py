@@ -126,6 +126,11 @@ def file_payloads(path: Path) -> Iterator[bytes]:
         raise WeekInputError(f"weekly input {path}: {exc}") from exc
 
 
+def source_of(path: Path | None) -> str:
+    """How a run's events are read, for its manifest: `file:<name>` or `kafka`."""
+    return f"file:{path.name}" if path is not None else "kafka"
+
+
 def week_payloads(
     settings: Settings, path: Path | None, start_ms: int
 ) -> tuple[Iterator[bytes], str]:
@@ -136,9 +141,9 @@ def week_payloads(
         ConfigError: no file given and no broker configured.
     """
     if path is not None:
-        return file_payloads(path), f"file:{path.name}"
+        return file_payloads(path), source_of(path)
     settings.require("kafka_bootstrap_servers")
-    return kafka_payloads(settings, start_ms), "kafka"
+    return kafka_payloads(settings, start_ms), source_of(None)
 
 
 def kafka_payloads(

@@ -10,7 +10,10 @@ exit code 3 when no version is active.
 `run --processes N` computes the same as a keyed Bytewax batch flow of N processes on this
 host (:mod:`feedflow.weights_flow`, each with `--workers` workers), so the week's users are
 spread over processes instead of held by one; `member` is one process of such a run (this
-command starts them; `-i/-a` as for `feedflow flow`).
+command starts them; `-i/-a` as for `feedflow flow`). Across hosts, a scheduler runs the
+three steps `run --processes` takes: `begin` registers a version and prints it, every host
+runs `member VERSION -i K -a ADDRESSES`, and once all exited 0 `complete VERSION` marks it
+complete and publishes it (`abort VERSION` marks it failed when one did not).
 """
 
 from __future__ import annotations
@@ -24,17 +27,22 @@ import msgspec
 from bytewax.run import cli_main
 
 from feedflow.output import Progress, emit
-from feedflow.week_events import erasures, week_payloads
+from feedflow.week_events import erasures, source_of, week_payloads
 from feedflow.weights_flow import WeekJob, build_flow
-from feedflow.weights_job import run_week, run_week_cluster
+from feedflow.weights_job import (
+    begin_cluster_run,
+    complete_staged,
+    run_week,
+    run_week_cluster,
+)
 from kernel.errors import ConfigError
 from kernel.settings import Settings
 from operators.weekly_weights import UserWeights, last_complete_week, week_span
 from state.item_lookup import job_lookup
 from state.redis_client import JOB, RedisClient, connect
-from state.weights_registry import WeightsRegistry, WeightsStateError
+from state.weights_registry import WRITING, WeightsRegistry, WeightsStateError
 
-ACTIONS = ("run", "status", "publish", "rollback", "user", "member")
+ACTIONS = ("run", "status", "publish", "rollback", "user", "begin", "member", "complete", "abort")
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,10 +53,14 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "version, list versions, or move the active pointer (atomic, no restart).",
     )
     p.add_argument("action", choices=ACTIONS)
-    p.add_argument("target", nargs="?", help="publish, member: the VERSION; user: the user_id")
-    p.add_argument("--week", help="run: ISO week YYYY-Www (default: the last complete one)")
-    p.add_argument("--input", type=Path, help="run: read events from this JSONL file")
-    p.add_argument("--no-publish", action="store_true", help="run: leave the pointer alone")
+    p.add_argument(
+        "target", nargs="?", help="publish, member, complete, abort: the VERSION; user: the user_id"
+    )
+    p.add_argument("--week", help="run, begin: ISO week YYYY-Www (default: the last complete one)")
+    p.add_argument("--input", type=Path, help="run, member: read events from this JSONL file")
+    p.add_argument(
+        "--no-publish", action="store_true", help="run, complete: leave the pointer alone"
+    )
     p.add_argument(
         "--processes",
         type=int,
@@ -87,8 +99,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             weights = registry.user_weights(args.target, args.weights_version)
             emit({"user_id": args.target, "weights": _plain(weights)}, args.json)
             return 0 if weights is not None else 3
+        if args.action == "begin":
+            week, source = _week(args, settings), source_of(args.input)
+            emit({"version": begin_cluster_run(registry, settings, week, source), "week": week},
+                 args.json)  # fmt: skip
+            return 0
         if args.action == "member":
             return _member(args, settings, registry)
+        if args.action == "complete":
+            result = complete_staged(registry, _writing(args, registry), not args.no_publish)
+            emit(result.as_dict(), args.json)
+            return 0
+        if args.action == "abort":
+            registry.fail(_writing(args, registry), "aborted: a member of the run failed")
+            emit({"version": args.target, "state": registry.get(args.target).state}, args.json)
+            return 0
         return _run(args, settings, client, registry)
     finally:
         client.close()
@@ -104,8 +129,7 @@ def _plain(weights: UserWeights | None) -> dict[str, Any] | None:
 def _run(
     args: argparse.Namespace, settings: Settings, client: RedisClient, registry: WeightsRegistry
 ) -> int:
-    now_ms = int(time.time() * 1000)
-    week = args.week or last_complete_week(now_ms, settings.allowed_lateness_s * 1000)
+    week = _week(args, settings)
     if args.processes is not None:
         if args.processes < 1:
             raise ConfigError("--processes must be at least 1")
@@ -129,15 +153,33 @@ def _run(
     return 0
 
 
+def _week(args: argparse.Namespace, settings: Settings) -> str:
+    """--week, else the last complete week (allowing for late events)."""
+    now_ms = int(time.time() * 1000)
+    return str(args.week or last_complete_week(now_ms, settings.allowed_lateness_s * 1000))
+
+
+def _writing(args: argparse.Namespace, registry: WeightsRegistry) -> str:
+    """The VERSION argument, a version still being written."""
+    if not args.target:
+        raise WeightsStateError(f"{args.action} needs the VERSION `weights begin` printed")
+    state = registry.get(args.target).state
+    if state != WRITING:
+        raise WeightsStateError(f"weights version {args.target} is {state}, not {WRITING}")
+    return str(args.target)
+
+
 def _member(args: argparse.Namespace, settings: Settings, registry: WeightsRegistry) -> int:
-    """One process of `run --processes N` (started by it)."""
-    if not args.target or not args.week:
-        raise ConfigError("member needs the VERSION and --week")
+    """One process of a clustered run: started by `run --processes N`, or on each host after
+    `begin` (the week is the version's)."""
+    version = _writing(args, registry)
     if (args.process_id is None) != (args.addresses is None):
         raise ConfigError("--process-id and --addresses go together")
-    start_ms, end_ms = week_span(args.week)
-    seed = registry.get(args.target).seq
-    job = WeekJob(args.target, start_ms, end_ms, seed, args.input)
+    manifest = registry.get(version)
+    if args.week and args.week != manifest.week:
+        raise ConfigError(f"version {version} is of {manifest.week}, not {args.week}")
+    start_ms, end_ms = week_span(manifest.week)
+    job = WeekJob(version, start_ms, end_ms, manifest.seq, args.input)
     cli_main(
         build_flow(settings, job),
         workers_per_process=settings.workers,

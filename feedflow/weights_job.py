@@ -10,7 +10,9 @@ never moves to a version that did not finish.
 :func:`run_week_cluster` does the same as a Bytewax batch flow (:mod:`feedflow.weights_flow`)
 of N processes: this process registers the version, launches the members, and once every
 one exited 0 marks the version complete with the counts they staged; a member that fails
-stops the others and fails the version.
+stops the others and fails the version. Across hosts the same three steps are commands of
+their own (`weights begin`, `member` on every host, `complete`): :func:`begin_cluster_run` and
+:func:`complete_staged`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from feedflow.week_events import Counts, apply_events
+from feedflow.week_events import Counts, apply_events, source_of
 from kernel.errors import FeedflowError
 from kernel.settings import Settings
 from operators.cold_start import CohortModel
@@ -110,7 +112,7 @@ def run_week(
     except BaseException as exc:
         _fail(registry, version, exc)
         raise
-    return _concluded(registry, week, version, summary, publish, started)
+    return _concluded(registry, week, version, summary, publish, time.monotonic() - started)
 
 
 def run_week_cluster(
@@ -127,14 +129,33 @@ def run_week_cluster(
     Raises:
         WeightsRunError: a member failed, or the members staged no summary.
     """
-    started = time.monotonic()
-    source = f"file:{input_path.name}" if input_path is not None else "kafka"
-    manifest = registry.begin(week, source, settings.weights_prior_strength)
-    version = manifest.version
-    log.info("weights %s: reading %s from %s with %d process(es)", version, week, source,
-             processes)  # fmt: skip
+    version = begin_cluster_run(registry, settings, week, source_of(input_path))
+    log.info("weights %s: %d member process(es) on this host", version, processes)
     try:
         _run_members(version, week, input_path, processes, settings.workers)
+    except BaseException as exc:
+        _fail(registry, version, exc)
+        raise
+    return complete_staged(registry, version, publish)
+
+
+def begin_cluster_run(registry: WeightsRegistry, settings: Settings, week: str,
+                      source: str) -> str:  # fmt: skip
+    """Register a version for members started elsewhere (`weights begin`); its name."""
+    version = registry.begin(week, source, settings.weights_prior_strength).version
+    log.info("weights %s: registered for %s from %s; start its members", version, week, source)
+    return version
+
+
+def complete_staged(registry: WeightsRegistry, version: str, publish: bool = True) -> RunResult:
+    """Mark a version whose members all exited 0 complete, with the counts they staged, and
+    publish it if asked; a version without a staged summary is marked failed.
+
+    Raises:
+        WeightsRunError: the members staged no summary.
+    """
+    manifest = registry.get(version)
+    try:
         summary = registry.staged(version)
         if summary is None:
             raise WeightsRunError(f"weights {version}: the members staged no summary")
@@ -143,7 +164,8 @@ def run_week_cluster(
     except BaseException as exc:
         _fail(registry, version, exc)
         raise
-    return _concluded(registry, week, version, summary, publish, started)
+    took_s = (time.time() * 1000 - manifest.created_ms) / 1000  # since `begin`, on any host
+    return _concluded(registry, manifest.week, version, summary, publish, took_s)
 
 
 def _concluded(
@@ -152,7 +174,7 @@ def _concluded(
     version: str,
     summary: RunSummary,
     publish: bool,
-    started: float,
+    took_s: float,
 ) -> RunResult:
     """Publish a complete version if asked; what the run did."""
     previous = registry.publish(version) if publish else None
@@ -170,7 +192,7 @@ def _concluded(
         cohorts=summary.cohorts,
         published=publish,
         previous=previous,
-        took_s=round(time.monotonic() - started, 2),
+        took_s=round(took_s, 2),
     )
 
 

@@ -10,6 +10,8 @@ views of its items, so each test knows what the weights should say.
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from feedflow.bench.serving_world import (
     populate,
     register,
 )
+from feedflow.stack import LOOPBACK, free_port
 from feedflow.week_events import Counts, apply_events, file_payloads
 from feedflow.weights_job import run_week
 from kernel.settings import Settings
@@ -318,6 +321,58 @@ def test_a_run_as_a_two_process_bytewax_cluster_writes_what_a_single_run_writes(
     tally.finish()
     expected = CohortModel(seed=b.seq).fit(tally.cohorts).top_lists()
     assert world.registry.cohort_lists(b.version) == expected
+
+
+def members(version: str, *extra: str) -> list[subprocess.Popen[bytes]]:
+    """Two `weights member` processes, as a scheduler would start them on two hosts."""
+    addresses = ";".join(f"{LOOPBACK}:{free_port()}" for _ in range(2))
+    argv = [sys.executable, "-m", "feedflow.cli", "weights", "member", version, *extra]
+    return [subprocess.Popen([*argv, "-i", str(i), "-a", addresses], stdout=2)
+            for i in range(2)]  # fmt: skip
+
+
+def test_a_run_across_hosts_is_begin_members_complete_and_writes_what_one_run_writes(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    week, users = "2024-W22", 60
+    path = str(mixed_week(world, tmp_path / "mixed.jsonl", week, users))
+    capsys.readouterr()
+    assert weights_cli("run", "--week", week, "--input", path, "--no-publish") == 0
+    single = orjson.loads(capsys.readouterr().out)
+    before = world.registry.active()
+    assert weights_cli("begin", "--week", week, "--input", path) == 0
+    version = orjson.loads(capsys.readouterr().out)["version"]
+    assert world.registry.get(version).state == "writing"
+    assert [m.wait(120) for m in members(version, "--input", path)] == [0, 0]
+    assert world.registry.active() == before  # nothing moves before `complete`
+    assert weights_cli("complete", version) == 0
+    done = orjson.loads(capsys.readouterr().out)
+    counts = ("users", "events", "invalid", "erased", "late", "outside_week", "cohorts")
+    assert {k: done[k] for k in counts} == {k: single[k] for k in counts}
+    assert done["published"] and world.registry.active() == version
+    for n in range(users):
+        mine = world.registry.user_weights(f"mix-{n}", single["version"])
+        theirs = world.registry.user_weights(f"mix-{n}", version)
+        assert mine is not None and theirs is not None
+        assert dict(theirs.categories) == pytest.approx(dict(mine.categories))
+    assert weights_cli("complete", version) == 2  # once only
+    if before is not None:  # the tests after this one serve the version they published
+        world.registry.publish(before)
+
+
+def test_a_run_across_hosts_whose_member_failed_is_aborted_and_never_published(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = world.registry.active()
+    assert weights_cli("begin", "--week", "2024-W23") == 0
+    version = orjson.loads(capsys.readouterr().out)["version"]
+    missing = str(tmp_path / "no-such-week.jsonl")
+    assert all(code != 0 for code in (m.wait(120) for m in members(version, "--input", missing)))
+    assert weights_cli("abort", version) == 0
+    assert world.registry.get(version).state == FAILED
+    assert weights_cli("complete", version) == 2 and weights_cli("publish", version) == 2
+    assert weights_cli("member", version, "--input", missing) == 2  # refused before reading
+    assert world.registry.active() == before
 
 
 def test_a_clustered_run_whose_member_fails_is_marked_failed(world: World, tmp_path: Path) -> None:
