@@ -172,6 +172,7 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
         replace(
             IndexParams.from_settings(settings),
             ef_search=settings.feed_ef_search or settings.index_ef_search,
+            read_vectors=True,  # a feed reads its candidates' vectors
         ),
         listener=on_entries,
     )

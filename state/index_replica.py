@@ -37,6 +37,7 @@ class IndexParams:
     compaction_share: float = DEFAULTS.index_compaction_share
     snapshot_every_s: float = float(DEFAULTS.index_snapshot_every_s)
     threads: int = 1
+    read_vectors: bool = False  # fill every vector's copy at load (serving readers)
 
     @classmethod
     def from_settings(cls, settings: Settings, threads: int = 1) -> IndexParams:
@@ -49,6 +50,11 @@ class IndexParams:
             snapshot_every_s=float(settings.index_snapshot_every_s),
             threads=threads,
         )
+
+
+def _load_graph(path: Path, dim: int, params: IndexParams) -> HnswIndex:
+    return HnswIndex.load(path, dim, threads=params.threads, ef_search=params.ef_search,
+                          read_vectors=params.read_vectors)  # fmt: skip
 
 
 def snapshot_store(settings: Settings) -> SnapshotStore:
@@ -90,7 +96,7 @@ class IndexReplica:
         if found is None:
             return cls.empty(info, params)
         manifest, path = found
-        index = HnswIndex.load(path, info.dim, threads=params.threads, ef_search=params.ef_search)
+        index = _load_graph(path, info.dim, params)
         records = _records_decoder.decode((path / RECORDS_FILE).read_bytes())
         return cls(
             info,
@@ -121,9 +127,7 @@ class IndexReplica:
         manifest, path = found
         if stream_id(self.log_id) < stream_id(manifest.log_id):  # our records are older
             return IndexReplica.load(self.info, store, params)
-        index = HnswIndex.load(
-            path, self.info.dim, threads=params.threads, ef_search=params.ef_search
-        )
+        index = _load_graph(path, self.info.dim, params)
         return IndexReplica(
             self.info,
             index,

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,9 +25,12 @@ import numpy.typing as npt
 
 from kernel.errors import FeedflowError
 
+log = logging.getLogger(__name__)
+
 Vector = npt.NDArray[np.float32]
 Hit = tuple[str, float]
 INDEX_FILE = "hnsw.bin"
+_GRAPH_HEADER = 96  # bytes before hnswlib's base layer in a saved graph (hnswlib 0.8)
 LABELS_FILE = "labels.msgpack"
 
 
@@ -146,6 +150,11 @@ class HnswIndex:
 
     Labels are never reused for another id; a removed id that comes back is un-deleted in
     place. `compact()` rebuilds without the deleted points.
+
+    Vectors read back (:meth:`vectors`) come from a label-ordered copy filled as items are
+    upserted or first read: hnswlib's `get_items` costs ~3 µs per item, a row of the copy a
+    few nanoseconds. The copy is zero-initialised memory the kernel maps only when written, so
+    it costs what has been written or read (at most 4 × dim bytes per item), not the capacity.
     """
 
     def __init__(
@@ -171,6 +180,8 @@ class HnswIndex:
         self._labels: dict[str, int] = {}
         self._ids: list[str] = []
         self._deleted: set[int] = set()
+        self._copy = np.zeros((0, dim), dtype=np.float32)  # rows by label, see class doc
+        self._copied = np.zeros(0, dtype=bool)
 
     def _new_hnsw(self, capacity: int) -> Any:
         index = hnswlib.Index(space="ip", dim=self._dim)
@@ -213,6 +224,25 @@ class HnswIndex:
         if need > capacity:
             self._index.resize_index(max(need, capacity * 2))
 
+    def _grow(self, labels: int) -> None:
+        """Make the copy cover `labels` labels (doubling; only rows held are moved, so memory
+        never written stays unmapped)."""
+        if labels <= len(self._copied):
+            return
+        size = max(labels, 2 * len(self._copied), 1024)
+        held = np.flatnonzero(self._copied)
+        grown = np.zeros((size, self._dim), dtype=np.float32)
+        grown[held] = self._copy[held]
+        copied = np.zeros(size, dtype=bool)
+        copied[held] = True
+        self._copy, self._copied = grown, copied
+
+    def _copy_rows(self, labels: npt.NDArray[np.int64], rows: Vector) -> None:
+        """Keep `rows` as the copies of `labels`."""
+        self._grow(len(self._ids))
+        self._copy[labels] = rows
+        self._copied[labels] = True
+
     def upsert(self, ids: Sequence[str], vectors: npt.NDArray[np.float32]) -> None:
         """Insert new ids, update known ones in place (un-deleting removed ones)."""
         arr = _check(ids, vectors, self._dim)
@@ -230,6 +260,7 @@ class HnswIndex:
         threads = self._threads if len(ids) > 64 else 1
         self._index.add_items(arr, labels, num_threads=threads)
         self._deleted.difference_update(labels.tolist())
+        self._copy_rows(labels.astype(np.int64), arr)
 
     def remove(self, ids: Iterable[str]) -> None:
         """Mark `ids` deleted: they stay in the graph for navigation but are never returned."""
@@ -253,7 +284,10 @@ class HnswIndex:
             # mostly-deleted graphs); an exact scan answers those.
             return self._exact(query[0], k)
         ids = self._ids
-        return [(ids[int(lb)], 1.0 - float(d)) for lb, d in zip(labels[0], dists[0], strict=True)]
+        # Whole-array conversions: iterating numpy arrays makes a scalar object per element,
+        # which cost more than the search itself at k = 500.
+        scores = (1.0 - dists[0].astype(np.float64)).tolist()
+        return [(ids[lb], score) for lb, score in zip(labels[0].tolist(), scores, strict=True)]
 
     def _exact(self, query: Vector, k: int) -> list[Hit]:
         live = [lb for lb in range(len(self._ids)) if lb not in self._deleted]
@@ -266,8 +300,8 @@ class HnswIndex:
         """The stored vector of a live item."""
         if media_id not in self:
             return None
-        rows = self._index.get_items([self._labels[media_id]], return_type="numpy")
-        return np.asarray(rows[0], dtype=np.float32)
+        row: Vector = self.vectors([media_id])[0]
+        return row
 
     def ids(self) -> Iterator[str]:
         """Live ids in label order."""
@@ -276,10 +310,21 @@ class HnswIndex:
 
     def vectors(self, ids: Sequence[str]) -> Vector:
         """Stored vectors of live `ids`, one row each."""
-        labels = [self._labels[i] for i in ids]
-        if not labels:
+        if not ids:
             return np.zeros((0, self._dim), dtype=np.float32)
-        return np.asarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)
+        labels = np.fromiter(map(self._labels.__getitem__, ids), np.int64, len(ids))
+        self._grow(len(self._ids))
+        missing = labels[~self._copied[labels]]
+        if missing.size:
+            missing = np.unique(missing)
+            rows = self._index.get_items(missing.tolist(), return_type="numpy")
+            self._copy_rows(missing, np.asarray(rows, dtype=np.float32))
+        return self._copy[labels]
+
+    def live_of(self, ids: Sequence[str]) -> list[str]:
+        """The live ones among `ids`, in order."""
+        get, deleted = self._labels.get, self._deleted
+        return [i for i in ids if (label := get(i)) is not None and label not in deleted]
 
     def compact(self) -> None:
         """Rebuild the graph from live points only, dropping every deleted one."""
@@ -287,6 +332,9 @@ class HnswIndex:
         vectors = self.vectors(live)
         self._index = self._new_hnsw(max(16, int(len(live) * 1.25) + 1024))
         self._labels, self._ids, self._deleted = {}, [], set()
+        self._copy = np.zeros((0, self._dim), dtype=np.float32)
+        self._copied = np.zeros(0, dtype=bool)
+        self._grow(len(live))
         self.upsert(live, vectors)
 
     def needs_compaction(self, share: float) -> bool:
@@ -307,8 +355,18 @@ class HnswIndex:
         (directory / LABELS_FILE).write_bytes(msgspec.msgpack.encode(labels))
 
     @classmethod
-    def load(cls, directory: Path, dim: int, *, threads: int = 1, ef_search: int = 0) -> HnswIndex:
-        """Read an index written by :meth:`save`."""
+    def load(
+        cls,
+        directory: Path,
+        dim: int,
+        *,
+        threads: int = 1,
+        ef_search: int = 0,
+        read_vectors: bool = False,
+    ) -> HnswIndex:
+        """Read an index written by :meth:`save`; `read_vectors`: fill the copy of every
+        vector now (a serving reader, which reads vectors per request) instead of item by
+        item on first read."""
         try:
             meta = msgspec.msgpack.decode((directory / LABELS_FILE).read_bytes())
         except (OSError, msgspec.DecodeError) as exc:
@@ -326,4 +384,40 @@ class HnswIndex:
         )
         self._ids, self._deleted = ids, set(meta["deleted"])
         self._labels = {media_id: n for n, media_id in enumerate(ids)}
+        if read_vectors:
+            self._read_vectors(directory / INDEX_FILE)
         return self
+
+    def _read_vectors(self, graph_file: Path) -> None:
+        """Fill the copy from the graph file's base layer: ~0.5 s at 1M items, against ~6 s
+        through `get_items`. The layout is hnswlib's (a header of sizes and offsets, then one
+        fixed-size block per element: links, vector, label); a sample checked against
+        `get_items` guards it, and on any mismatch the copy fills item by item instead."""
+        count = len(self._ids)
+        if count == len(self._deleted):  # nothing live to read
+            return
+        try:
+            header = np.fromfile(graph_file, dtype=np.uint64, count=6)
+            per_element, label_at, data_at = (int(x) for x in header[3:6])
+            if int(header[2]) != count or data_at + 4 * self._dim > label_at:
+                raise ValueError(f"unexpected header {header.tolist()}")
+            blocks = np.memmap(graph_file, dtype=np.uint8, mode="r", offset=_GRAPH_HEADER,
+                               shape=(count, per_element))  # fmt: skip
+            vectors = np.ascontiguousarray(blocks[:, data_at : data_at + 4 * self._dim])
+            labels = np.ascontiguousarray(blocks[:, label_at : label_at + 8]).view(np.uint64)
+            del blocks
+            labels = labels.ravel().astype(np.int64)
+            if labels.min() < 0 or labels.max() >= count:
+                raise ValueError("labels out of range")
+            self._grow(count)
+            self._copy[labels] = vectors.view(np.float32)
+            self._copied[labels] = True
+            live = np.setdiff1d(np.arange(count), np.fromiter(self._deleted, np.int64))
+            sample = live[np.unique(np.linspace(0, len(live) - 1, 32).astype(np.int64))]
+            expected = self._index.get_items(sample.tolist(), return_type="numpy")
+            if not np.array_equal(self._copy[sample], np.asarray(expected, dtype=np.float32)):
+                raise ValueError("vectors differ from get_items")
+        except (OSError, ValueError, RuntimeError) as exc:
+            log.warning("index vectors will be read item by item: %s: %s", graph_file, exc)
+            self._copy = np.zeros((0, self._dim), dtype=np.float32)
+            self._copied = np.zeros(0, dtype=bool)
