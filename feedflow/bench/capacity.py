@@ -53,7 +53,7 @@ def run(items: int, users: int, sample: int = 2000, seed: int = 7) -> dict[str, 
         register(client, IndexKeys(), info)
         populate(client, items, users, seed, cache, info.version)
         memory = client.info("memory")
-        families = {name: redis_value_sizes(client, pattern, sample)
+        families = {name: redis_value_sizes(client, pattern, sample, skip=None)
                     for name, pattern in FAMILIES.items()}  # fmt: skip
         keys = int(client.dbsize())
         client.close()

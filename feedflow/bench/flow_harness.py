@@ -168,11 +168,14 @@ def catalogue_ids(client: RedisClient, limit: int) -> list[str]:
     return sorted(ids)
 
 
-def redis_value_sizes(client: RedisClient, pattern: str, sample: int) -> dict[str, Any]:
-    """`MEMORY USAGE` (key + value + overhead) and raw value length over sampled keys."""
+def redis_value_sizes(
+    client: RedisClient, pattern: str, sample: int, skip: bytes | None = b"bench-"
+) -> dict[str, Any]:
+    """`MEMORY USAGE` (key + value + overhead) and raw value length over sampled keys; keys
+    containing `skip` (the flow benchmarks' probes) are left out."""
     keys: list[bytes] = []
     for key in client.scan_iter(match=pattern, count=1000):
-        if b"bench-" not in key:
+        if skip is None or skip not in key:
             keys.append(key)
         if len(keys) >= sample:
             break
