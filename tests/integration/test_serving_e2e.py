@@ -253,8 +253,8 @@ def test_an_item_published_now_reaches_fans_of_its_category_within_seconds(world
         wait_for(reached, 15, f"new {category}/{kind} item in its fans' feeds")
     except AssertionError as e:
         raise AssertionError(f"{e}; {where_is(world, media, users, source['media_id'])}") from None
-    shown = [i for u in users for i in world.feed(u)["items"] if i["media_id"] == media]
-    assert all(i["category"] == category and i["content_type"] == kind for i in shown)
+    placed = [i for u in users for i in world.feed(u)["items"] if i["media_id"] == media]
+    assert all(i["category"] == category and i["content_type"] == kind for i in placed)
 
 
 def where_is(world: World, media: str, users: list[str], source: str) -> str:
