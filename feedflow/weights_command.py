@@ -40,7 +40,7 @@ from kernel.settings import Settings
 from operators.weekly_weights import UserWeights, last_complete_week, week_span
 from state.item_lookup import job_lookup
 from state.redis_client import JOB, RedisClient, connect
-from state.weights_registry import WRITING, WeightsRegistry, WeightsStateError
+from state.weights_registry import WRITING, Manifest, WeightsRegistry, WeightsStateError
 
 ACTIONS = ("run", "status", "publish", "rollback", "user", "begin", "member", "complete", "abort")
 
@@ -107,11 +107,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "member":
             return _member(args, settings, registry)
         if args.action == "complete":
-            result = complete_staged(registry, _writing(args, registry), not args.no_publish)
+            result = complete_staged(
+                registry, _writing(args, registry).version, not args.no_publish
+            )
             emit(result.as_dict(), args.json)
             return 0
         if args.action == "abort":
-            registry.fail(_writing(args, registry), "aborted: a member of the run failed")
+            registry.fail(_writing(args, registry).version, "aborted: a member of the run failed")
             emit({"version": args.target, "state": registry.get(args.target).state}, args.json)
             return 0
         return _run(args, settings, client, registry)
@@ -159,23 +161,23 @@ def _week(args: argparse.Namespace, settings: Settings) -> str:
     return str(args.week or last_complete_week(now_ms, settings.allowed_lateness_s * 1000))
 
 
-def _writing(args: argparse.Namespace, registry: WeightsRegistry) -> str:
-    """The VERSION argument, a version still being written."""
+def _writing(args: argparse.Namespace, registry: WeightsRegistry) -> Manifest:
+    """The manifest of the VERSION argument, a version still being written."""
     if not args.target:
         raise WeightsStateError(f"{args.action} needs the VERSION `weights begin` printed")
-    state = registry.get(args.target).state
-    if state != WRITING:
-        raise WeightsStateError(f"weights version {args.target} is {state}, not {WRITING}")
-    return str(args.target)
+    manifest = registry.get(args.target)
+    if manifest.state != WRITING:
+        raise WeightsStateError(f"weights version {args.target} is {manifest.state}, not {WRITING}")
+    return manifest
 
 
 def _member(args: argparse.Namespace, settings: Settings, registry: WeightsRegistry) -> int:
     """One process of a clustered run: started by `run --processes N`, or on each host after
     `begin` (the week is the version's)."""
-    version = _writing(args, registry)
+    manifest = _writing(args, registry)
+    version = manifest.version
     if (args.process_id is None) != (args.addresses is None):
         raise ConfigError("--process-id and --addresses go together")
-    manifest = registry.get(version)
     if args.week and args.week != manifest.week:
         raise ConfigError(f"version {version} is of {manifest.week}, not {args.week}")
     start_ms, end_ms = week_span(manifest.week)

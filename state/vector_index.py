@@ -180,8 +180,7 @@ class HnswIndex:
         self._labels: dict[str, int] = {}
         self._ids: list[str] = []
         self._deleted: set[int] = set()
-        self._copy = np.zeros((0, dim), dtype=np.float32)  # rows by label, see class doc
-        self._copied = np.zeros(0, dtype=bool)
+        self._forget_copy()  # rows by label, see class doc
 
     def _new_hnsw(self, capacity: int) -> Any:
         index = hnswlib.Index(space="ip", dim=self._dim)
@@ -223,6 +222,10 @@ class HnswIndex:
         capacity = int(self._index.get_max_elements())
         if need > capacity:
             self._index.resize_index(max(need, capacity * 2))
+
+    def _forget_copy(self) -> None:
+        self._copy = np.zeros((0, self._dim), dtype=np.float32)
+        self._copied = np.zeros(0, dtype=bool)
 
     def _grow(self, labels: int) -> None:
         """Make the copy cover `labels` labels (doubling; only rows held are moved, so memory
@@ -332,8 +335,7 @@ class HnswIndex:
         vectors = self.vectors(live)
         self._index = self._new_hnsw(max(16, int(len(live) * 1.25) + 1024))
         self._labels, self._ids, self._deleted = {}, [], set()
-        self._copy = np.zeros((0, self._dim), dtype=np.float32)
-        self._copied = np.zeros(0, dtype=bool)
+        self._forget_copy()
         self._grow(len(live))
         self.upsert(live, vectors)
 
@@ -404,14 +406,12 @@ class HnswIndex:
             blocks = np.memmap(graph_file, dtype=np.uint8, mode="r", offset=_GRAPH_HEADER,
                                shape=(count, per_element))  # fmt: skip
             vectors = np.ascontiguousarray(blocks[:, data_at : data_at + 4 * self._dim])
-            labels = np.ascontiguousarray(blocks[:, label_at : label_at + 8]).view(np.uint64)
+            stored = np.ascontiguousarray(blocks[:, label_at : label_at + 8]).view(np.uint64)
             del blocks
-            labels = labels.ravel().astype(np.int64)
+            labels = stored.ravel().astype(np.int64)
             if labels.min() < 0 or labels.max() >= count:
                 raise ValueError("labels out of range")
-            self._grow(count)
-            self._copy[labels] = vectors.view(np.float32)
-            self._copied[labels] = True
+            self._copy_rows(labels, vectors.view(np.float32))
             live = np.setdiff1d(np.arange(count), np.fromiter(self._deleted, np.int64))
             sample = live[np.unique(np.linspace(0, len(live) - 1, 32).astype(np.int64))]
             expected = self._index.get_items(sample.tolist(), return_type="numpy")
@@ -419,5 +419,4 @@ class HnswIndex:
                 raise ValueError("vectors differ from get_items")
         except (OSError, ValueError, RuntimeError) as exc:
             log.warning("index vectors will be read item by item: %s: %s", graph_file, exc)
-            self._copy = np.zeros((0, self._dim), dtype=np.float32)
-            self._copied = np.zeros(0, dtype=bool)
+            self._forget_copy()
