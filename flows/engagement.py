@@ -12,6 +12,7 @@ Wiring only; the logic is in `operators/`. The shape:
                                               └─ key(media) ─ item ─┬─ ItemStatsRecord → store
                                                                     └─ ScoreUpdate
                                                    └─ key(board) ─ trending ─ TrendingList → store
+    events (by user) + closed views (by item) ───────────────────────────────→ event lake
 
 Per-user and per-item state is keyed, so it spreads over workers with the partitions; the
 co-engagement sketches are keyed by item: a visit goes to its item, and one link to each of
@@ -28,6 +29,9 @@ Erasure requests (`feedflow.erasure`) reach the user step under the user's key: 
 user's state, deletes the stored features and acknowledges; events of the erased history are
 dropped from then on (:mod:`operators.erasure`). Item stats, boards and co-engagement hold
 counts over many users and no user id, so they are left as they are.
+
+Validated events (client retries included) and closed views also go to the event lake
+(:mod:`flows.lake_sink`): Parquet by event hour, written once per epoch.
 
 Run: `feedflow flow engagement` (or `python -m bytewax.run "flows.engagement:build_flow()"`).
 """
@@ -57,6 +61,7 @@ from flows.kafka_in import (
     kafka_source,
 )
 from flows.keyed_logic import ErasableLogic, KeyedLogic
+from flows.lake_sink import LakeSink, lake_sink
 from flows.redis_sink import ErasureAck, FeatureSink, Output
 from flows.sinks import deadletter_sink
 from kernel.metrics import EVENT_LAG, EVENTS
@@ -105,6 +110,8 @@ STEP_TRENDING: Final = "trending"
 STEP_TRENDING_WRITES: Final = "trending_writes"
 STEP_WRITES: Final = "writes"
 STEP_FEATURES_OUT: Final = "features_out"
+STEP_TO_LAKE: Final = "to_lake"
+STEP_LAKE_OUT: Final = "lake_out"
 # Recovery data is keyed by these: renaming a stateful step silently loses its state.
 STATEFUL_STEPS: Final = frozenset({STEP_USER, STEP_ITEM, STEP_TRENDING, STEP_CO})
 STEP_IDS: Final = frozenset(
@@ -116,6 +123,7 @@ STEP_IDS: Final = frozenset(
         STEP_CO_WRITES,
     }
 )  # fmt: skip
+LAKE_STEP_IDS: Final = frozenset({STEP_TO_LAKE, STEP_LAKE_OUT})  # with the lake on
 
 ItemMessage = ViewStart | Segment | Feedback
 CoMessage = CoVisit | CoLink
@@ -232,12 +240,16 @@ def build_flow(
     features: Sink[Output] | None = None,
     items: Callable[[], ItemLookup] | None = None,
     erased: Tombstones | None = None,
+    lake: LakeSink | None = None,
 ) -> Dataflow:
     """The engagement dataflow; tests may swap the source, the sinks, the item lookup and
-    the tombstones (by default read from the erasure topic, or none with a swapped source)."""
+    the tombstones (by default read from the erasure topic, or none with a swapped source).
+    The lake sink comes from the settings, or is off with a swapped source unless given."""
     s = settings or load_settings(os.environ)
     if erased is None:
         erased = tombstones_for(s, source)
+    if lake is None and source is None:
+        lake = lake_sink(s, FLOW_ID, erased)
     make_items = items or (lambda: item_lookup(s))
     lookups: dict[str, ItemLookup] = {}
 
@@ -285,4 +297,7 @@ def build_flow(
         STEP_WRITES, user_split.falses, item_split.falses, board_writes, co_writes
     )
     op.output(STEP_FEATURES_OUT, writes, features or FeatureSink(s.redis_url))
+    if lake is not None:
+        # Events by user, closed views by item (the sink drops the item step's other inputs).
+        op.output(STEP_LAKE_OUT, op.merge(STEP_TO_LAKE, by_user, keyed), lake)
     return flow

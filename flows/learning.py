@@ -35,6 +35,7 @@ from bytewax.outputs import Sink
 from flows.erasure_in import decode_erasure, tombstones_for
 from flows.kafka_in import FRONT_STEPS, coordinates, decoded_input, kafka_source
 from flows.keyed_logic import ErasableLogic, KeyedLogic
+from flows.lake_sink import LakeSink, lake_sink
 from flows.model_sink import ModelSink
 from flows.redis_sink import ErasureAck, FeatureSink
 from flows.sinks import deadletter_sink
@@ -79,6 +80,8 @@ STEP_KEY_RANKER: Final = "key_ranker"
 STEP_RANKER: Final = "ranker"
 STEP_MODELS: Final = "models"
 STEP_MODELS_OUT: Final = "models_out"
+STEP_LAKE_OUT: Final = "lake_out"
+LAKE_STEP_IDS: Final = frozenset({STEP_LAKE_OUT})  # with the lake on
 RANKER_KEY: Final = "ranker"
 # Recovery data is keyed by these: renaming a stateful step silently loses its state.
 STATEFUL_STEPS: Final = frozenset({STEP_LABELS, STEP_RANKER})
@@ -194,9 +197,10 @@ def labelled_impressions(
     clock: Clock = utc_now,
     erased: Tombstones | None = None,
     acks: Sink[Any] | None = None,
+    lake: LakeSink | None = None,
 ) -> Stream[LabelledImpression]:
     """Decode the topics, join per user and return the closed, labelled impressions;
-    erasures go to `acks` (by default the feature store's Redis).
+    erasures go to `acks` (by default the feature store's Redis), served feeds to the lake.
 
     Other consumers of labels (a weekly job, an evaluation) can build on this stream.
     """
@@ -204,6 +208,8 @@ def labelled_impressions(
     # Decoding gives None for an impression without items; Bytewax's filter does not narrow.
     known = cast(Stream[Joined], op.filter(STEP_KNOWN, decoded, is_known))
     by_user = op.key_on(STEP_KEY_USER, known, lambda x: x.user_id)
+    if lake is not None:
+        op.output(STEP_LAKE_OUT, by_user, lake)  # impressions only (the sink's kinds)
     config = label_config(settings)
     stones = erased if erased is not None else Tombstones()
     joined = op.stateful(
@@ -230,15 +236,19 @@ def build_flow(
     models: Sink[ModelVersion] | None = None,
     clock: Clock = utc_now,
     acks: Sink[Any] | None = None,
+    lake: LakeSink | None = None,
 ) -> Dataflow:
     """The learning dataflow; tests may swap the source, the sinks and the idle clock (with
-    a swapped source, no tombstones are read from the erasure topic)."""
+    a swapped source, no tombstones are read from the erasure topic, and the lake is off
+    unless given)."""
     s = settings or load_settings(os.environ)
     flow = Dataflow(FLOW_ID)
     src = source or kafka_source(s, list(INPUT_TOPICS))
     dlq = deadletters or deadletter_sink(s)
     erased = tombstones_for(s, source)
-    closed = labelled_impressions(flow, s, src, dlq, clock, erased, acks)
+    if lake is None and source is None:
+        lake = lake_sink(s, FLOW_ID, erased, kinds=(Impression,))
+    closed = labelled_impressions(flow, s, src, dlq, clock, erased, acks, lake)
     keyed = op.key_on(STEP_KEY_RANKER, closed, lambda _: RANKER_KEY)
     config = ranker_config(s)
 

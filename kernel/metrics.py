@@ -60,6 +60,15 @@ INDEX_SNAPSHOTS = Counter(
 STORE_RETRIES = Counter(
     "feedflow_store_retries_total", "Retried store operations, by store.", ["store"]
 )
+LAKE_ROWS = Counter(
+    "feedflow_lake_rows_total", "Rows written to the event lake, by dataset.", ["dataset"]
+)
+LAKE_FILES = Counter(
+    "feedflow_lake_files_total", "Parquet files written to the event lake, by dataset.", ["dataset"]
+)
+LAKE_WRITE = Histogram(
+    "feedflow_lake_write_seconds", "Time to write one epoch of a lake part.", buckets=_SLOW
+)
 LABELS = Counter(
     "feedflow_labels_total",
     "Impression items labelled by the learning flow, by label (positive, negative) and reason.",

@@ -96,6 +96,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ranker_learning_rate: float = 0.02
     ranker_publish_every_s: int = 300  # event time between published versions
     ranker_min_examples: int = 500  # no version before this many examples
+    # Event lake (state/lake.py): validated events, closed views and impressions as Parquet
+    # by event hour, in a directory or at a URL (`s3://bucket/lake`); empty: `<state_dir>/lake`.
+    # Hours older than the retention are deleted by `feedflow lake compact`.
+    lake_enabled: bool = True
+    lake_url: str = ""
+    lake_retention_days: int = 90
     # Content and index
     encoder: str = "hashing-v1"
     embedding_dim: int = 64

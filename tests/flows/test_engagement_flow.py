@@ -17,6 +17,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from feedflow.simulator.engine import SimConfig, Simulation
 from feedflow.simulator.writers import ListSink
 from flows import engagement
+from flows.lake_sink import LakeSink
 from kernel.settings import Settings
 from operators.content import record_of, stamp_of
 from operators.contracts import TOPIC_ENGAGEMENT, TOPIC_MEDIA, MediaPublished, decode_media
@@ -27,6 +28,7 @@ from operators.item_info import ItemInfo, lookup_from
 from operators.user_features import decode_user_features
 from state.encoders import make_encoder
 from state.feature_store import ITEM, TRENDING, USER, FeatureWrite, MemoryFeatureStore
+from state.lake import Lake
 from tests.flows.steps import stateful_steps, top_level_steps
 
 START_MS = 1_700_000_000_000
@@ -159,6 +161,11 @@ def test_step_ids_are_frozen() -> None:
     assert flow.flow_id == "engagement"
     assert stateful_steps(flow) == {"user", "item", "trending", "co_engagement"}
     assert top_level_steps(flow) == engagement.STEP_IDS
+    lake = LakeSink("engagement", 2, Lake("unused"))
+    with_lake = engagement.build_flow(
+        Settings(), source=TestingSource([]), deadletters=sink, features=sink, lake=lake
+    )
+    assert top_level_steps(with_lake) == engagement.STEP_IDS | engagement.LAKE_STEP_IDS
 
 
 def _interleave(parts: list[list[Any]], chunk: int) -> list[Any]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -23,16 +24,20 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from feedflow.simulator.feeds import FeedWorld, Message, feed_traffic
 from flows import learning
+from flows.lake_sink import LakeSink
 from kernel.settings import Settings
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
     TOPIC_IMPRESSIONS,
+    Impression,
     decode_engagement,
     decode_impression,
 )
 from operators.labels import LabelJoin, LabelledImpression
 from operators.online_ranker import ModelVersion, roc_auc
 from operators.ranking_contract import FEATURES, RankerModel, default_model, parse_model
+from state.lake import Lake
+from state.lake_schema import EVENTS, IMPRESSIONS
 from state.model_registry import MemoryModelRegistry, document
 from tests.flows.steps import stateful_steps, top_level_steps
 
@@ -189,6 +194,37 @@ def test_step_ids_are_frozen() -> None:
     assert flow.flow_id == "learning"
     assert stateful_steps(flow) == {"labels", "ranker"}
     assert top_level_steps(flow) == learning.STEP_IDS
+    lake = LakeSink("learning", 2, Lake("unused"))
+    with_lake = learning.build_flow(
+        Settings(), source=TestingSource([]), deadletters=sink, models=sink, acks=sink, lake=lake
+    )
+    assert top_level_steps(with_lake) == learning.STEP_IDS | learning.LAKE_STEP_IDS
+
+
+def test_served_feeds_reach_the_lake_one_row_per_item(tmp_path: Path) -> None:
+    world = FeedWorld(users=10, items=100, seed=3)
+    msgs = feed_traffic(world, feeds_per_user=3, feed_size=10, candidates=30, seed=4, start_ms=T0)
+    lake = Lake(str(tmp_path / "lake"))
+    flow = learning.build_flow(
+        SETTINGS,
+        source=TestingSource(as_inputs(msgs), batch_size=100),
+        deadletters=TestingSink([]),
+        models=TestingSink([]),
+        acks=TestingSink([]),
+        lake=LakeSink("learning", 2, lake, kinds=(Impression,)),
+    )
+    run_main(flow)
+    feeds = [decode_impression(v.encode()) for t, _, _, v in msgs if t == TOPIC_IMPRESSIONS]
+    served = [f for f in feeds if isinstance(f, Impression)]
+    rows = lake.read(IMPRESSIONS)
+    assert sorted(zip(rows.column("request_id").to_pylist(), rows.column("position").to_pylist(),
+                      strict=True)) == sorted(
+        (f.request_id, item.position) for f in served for item in f.items
+    )  # fmt: skip
+    assert lake.read(EVENTS).num_rows == 0  # the engagement flow's to write
+    first = served[0]
+    mine = rows.filter(pc.equal(rows.column("request_id"), first.request_id))
+    assert mine.column("features").to_pylist()[0] == pytest.approx(first.items[0].features)
 
 
 def test_the_online_ranker_learns_to_trust_co_engagement(trained) -> None:

@@ -1,0 +1,174 @@
+"""What the event lake keeps: its datasets, their Parquet schemas, and records → tables.
+
+Three datasets, each a table of flat rows partitioned by the hour of its time column:
+
+- `events`: validated engagement events as they arrived (client retries included: readers
+  keep one row per `event_id`, :func:`state.lake.unique`).
+- `views`: closed consumption segments, the sessionizer's output (seconds played, watch
+  fraction, completion, early abandonment, replays, signals).
+- `impressions`: one row per served item: the request, the item's place and score, and the
+  feature row it was ranked with (columns in the order of :data:`feature_names`).
+
+A file's key-value metadata names its dataset and schema version; a reader refuses a version
+it does not know instead of guessing. Adding a nullable column is a new version that readers
+of the old one fill with nulls; anything else needs a migration.
+
+Example:
+    >>> from operators.contracts import EngagementEvent
+    >>> ev = EngagementEvent(event_id="e1", event_type="media_started", user_id="u1", ts=7)
+    >>> table = EVENTS.table([ev])
+    >>> table.num_rows, table.column("user_id").to_pylist(), table.schema.metadata[VERSION_KEY]
+    (1, ['u1'], b'1')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+import pyarrow as pa
+
+from operators.contracts import EngagementEvent, Impression
+from operators.emissions import Segment
+from operators.ranking_contract import FEATURES
+
+SCHEMA_VERSION: Final = 1
+VERSION_KEY: Final = b"feedflow.schema_version"
+DATASET_KEY: Final = b"feedflow.dataset"
+FEATURES_KEY: Final = b"feedflow.features"
+
+
+class Dataset:
+    """One dataset: its name, Parquet schema, time column, the columns that identify a row
+    (`key`: a row written again by a replay has the same), and how a record becomes a row."""
+
+    def __init__(
+        self, name: str, schema: pa.Schema, time_column: str, key: tuple[str, ...]
+    ) -> None:
+        self.name, self.time_column, self.key = name, time_column, key
+        meta = {VERSION_KEY: str(SCHEMA_VERSION).encode(), DATASET_KEY: name.encode()}
+        if "features" in schema.names:
+            meta[FEATURES_KEY] = ",".join(FEATURES).encode()
+        self.schema = schema.with_metadata(meta)
+
+    def columns(self, records: Sequence[Any]) -> dict[str, list[Any]]:
+        """The records' values, column by column (the struct fields of the schema's names)."""
+        return {name: [getattr(r, name) for r in records] for name in self.schema.names}
+
+    def table(self, records: Sequence[Any]) -> pa.Table:
+        """The records as a table of this dataset's schema."""
+        return pa.Table.from_pydict(self.columns(records), schema=self.schema)
+
+    def __repr__(self) -> str:
+        return f"Dataset({self.name!r})"
+
+
+class _Impressions(Dataset):
+    def columns(self, records: Sequence[Any]) -> dict[str, list[Any]]:
+        rows: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        for imp in records:
+            n = len(imp.items)
+            for name in ("request_id", "user_id", "ts", "arm", "model_version", "index_version"):
+                rows[name].extend([getattr(imp, name)] * n)
+            for item in imp.items:
+                rows["media_id"].append(item.media_id)
+                rows["position"].append(item.position)
+                rows["score"].append(item.score)
+                rows["source"].append(item.source)
+                rows["features"].append(item.features)
+        return rows
+
+
+_str, _i64, _f64 = pa.string(), pa.int64(), pa.float64()
+
+EVENTS: Final = Dataset(
+    "events",
+    pa.schema(
+        [
+            ("event_id", _str),
+            ("event_type", _str),
+            ("user_id", _str),
+            ("ts", _i64),
+            ("media_id", _str),
+            ("creator_id", _str),
+            ("position_s", _f64),
+            ("from_position_s", _f64),
+            ("session_id", _str),
+            ("content_type", _str),
+            ("device", _str),
+            ("country", _str),
+            ("language", _str),
+        ]
+    ),
+    "ts",
+    ("event_id",),
+)
+VIEWS: Final = Dataset(
+    "views",
+    pa.schema(
+        [
+            ("user_id", _str),
+            ("media_id", _str),
+            ("start_ts", _i64),
+            ("end_ts", _i64),
+            ("consumed_s", _f64),
+            ("dwell_s", _f64),
+            ("max_position_s", _f64),
+            ("last_position_s", _f64),
+            ("duration_s", _f64),
+            ("watch_fraction", _f64),
+            ("completed", pa.bool_()),
+            ("early_abandon", pa.bool_()),
+            ("replays", pa.int32()),
+            ("signals", pa.int32()),
+            ("watch_score", _f64),
+            ("content_type", _str),
+        ]
+    ),
+    "end_ts",
+    ("user_id", "media_id", "start_ts"),
+)
+IMPRESSIONS: Final = _Impressions(
+    "impressions",
+    pa.schema(
+        [
+            ("request_id", _str),
+            ("user_id", _str),
+            ("ts", _i64),
+            ("arm", _str),
+            ("model_version", _str),
+            ("index_version", _str),
+            ("media_id", _str),
+            ("position", pa.int32()),
+            ("score", _f64),
+            ("source", _str),
+            ("features", pa.list_(pa.float32())),
+        ]
+    ),
+    "ts",
+    ("request_id", "media_id"),
+)
+DATASETS: Final = {d.name: d for d in (EVENTS, VIEWS, IMPRESSIONS)}
+LakeRecord = EngagementEvent | Segment | Impression
+
+
+def dataset_of(record: LakeRecord) -> Dataset:
+    """The dataset a record belongs to."""
+    if isinstance(record, EngagementEvent):
+        return EVENTS
+    if isinstance(record, Segment):
+        return VIEWS
+    return IMPRESSIONS
+
+
+def feature_names(schema: pa.Schema) -> tuple[str, ...]:
+    """The ranking features of an impressions file's `features` column, in column order."""
+    raw = (schema.metadata or {}).get(FEATURES_KEY, b"")
+    return tuple(raw.decode().split(",")) if raw else ()
+
+
+def record_of(dataset: Dataset, row: dict[str, Any]) -> Any:
+    """A row read back as the record it was written from (events and views)."""
+    kind = EngagementEvent if dataset is EVENTS else Segment
+    return msgspec.convert({k: v for k, v in row.items() if v is not None}, kind)
