@@ -101,15 +101,14 @@ class LakePartition(StatefulSinkPartition[Any, LakeState]):
     ) -> None:
         self.lake, self.part, self.run, self.seq = lake, part, run, seq
         self.erased, self.kinds = erased, kinds
-        self._buffer: list[LakeRecord] = []
+        self._buffer: list[Any] = []  # LakeRecords of `kinds`
 
     def write_batch(self, values: list[Any]) -> None:
         """Keep the batch's lake records for the epoch's file."""
         kinds = self.kinds
-        kept: list[LakeRecord] = [
-            v for v in values if isinstance(v, kinds) and (type(v) is not Segment or v.final)
-        ]
-        self._buffer.extend(kept)
+        for v in values:
+            if isinstance(v, kinds) and (type(v) is not Segment or v.final):
+                self._buffer.append(v)
 
     def snapshot(self) -> LakeState:
         """Write the epoch's rows, then name the next epoch."""
