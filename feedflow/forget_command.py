@@ -1,8 +1,9 @@
 """`feedflow forget USER_ID` / `forget --verify USER_ID`: erase a user everywhere.
 
 `forget` publishes an erasure request on `feedflow.erasure` (key: the user id), deletes
-what it can reach directly — the user's features and the user's weights in every weekly
-version — and appends an audit entry naming the user by a keyed digest only. The flows
+what it can reach directly — the user's features, the user's weights in every weekly
+version, and the user's rows in the event lake (every file holding one is rewritten) — and
+appends an audit entry naming the user by a keyed digest only. The flows
 drop their per-user state when they read the request and acknowledge it; events of the
 erased history are never applied again (:mod:`operators.erasure`).
 
@@ -23,12 +24,14 @@ from confluent_kafka import KafkaException, Producer
 
 from feedflow.output import emit
 from flows.erasure_in import read_erasures
+from flows.lake_sink import lake_of
 from flows.topic_reader import TopicReadError
 from kernel.errors import FeedflowError
 from kernel.settings import Settings
 from operators.contracts import TOPIC_ERASURE, ErasureRequest, encode
 from state.erasure_log import ErasureLog
 from state.feature_store import USER, feature_key
+from state.lake import Lake
 from state.redis_client import JOB, RedisClient, connect
 from state.weights_registry import WeightsRegistry, user_key
 
@@ -48,6 +51,7 @@ BY_CONSTRUCTION: Final = {
     "drops the user on the next read or by eviction",
     "topics": "append-only: raw events and impressions go with the topics' retention",
 }
+LAKE_AGAIN: Final = "row(s) written before the flows read the request: run `forget` again"
 
 
 class ForgetError(FeedflowError):
@@ -91,13 +95,16 @@ def forget(settings: Settings, client: RedisClient, user_id: str) -> dict[str, A
     )
     publish(settings, request)
     deleted = delete_keys(client, user_id)
-    detail = {"ts": request.ts, "keys_deleted": len(deleted)}
+    lake = lake_of(settings)
+    lake_rows = sum(lake.forget(user_id).values()) if lake is not None else 0
+    detail = {"ts": request.ts, "keys_deleted": len(deleted), "lake_rows_deleted": lake_rows}
     audit = ErasureLog(client).audit("forget", user_id, request.request_id, detail)
     return {
         "request_id": request.request_id,
         "ts": request.ts,
         "topic": TOPIC_ERASURE,
         "keys_deleted": len(deleted),
+        "lake_rows_deleted": lake_rows,
         "audit_entry": audit,
         "next": "the flows drop the user as they read the request; "
         "check with `feedflow forget --verify USER_ID`",
@@ -156,7 +163,7 @@ def verify(
     log = ErasureLog(client)
     deadline = time.monotonic() + wait_s
     while True:
-        report = _check(client, log, user_id, mine)
+        report = _check(client, log, user_id, mine, lake_of(settings))
         if report["complete"] or time.monotonic() >= deadline:
             break
         time.sleep(1.0)
@@ -166,7 +173,11 @@ def verify(
 
 
 def _check(
-    client: RedisClient, log: ErasureLog, user_id: str, mine: list[ErasureRequest]
+    client: RedisClient,
+    log: ErasureLog,
+    user_id: str,
+    mine: list[ErasureRequest],
+    lake: Lake | None = None,
 ) -> dict[str, Any]:
     request = max(mine, key=lambda r: r.ts) if mine else None
     stores: dict[str, dict[str, Any]] = {
@@ -186,6 +197,12 @@ def _check(
         stores[f"{flow} flow"] = {
             "state": CLEAN if done else PENDING,
             "detail": "state dropped" if done else "not acknowledged yet (is it running?)",
+        }
+    if lake is not None:
+        left_rows = lake.holds(user_id)
+        stores["event lake"] = {
+            "state": PENDING if left_rows else CLEAN,
+            "detail": LAKE_AGAIN if left_rows else "no row of the user",
         }
     for name, why in BY_CONSTRUCTION.items():
         stores[name] = {"state": BY_DESIGN, "detail": why}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from feedflow.stack import LocalStack, StackInfo
+from feedflow.stack import LOOPBACK, LocalStack, StackInfo, free_port
 
 
 @pytest.fixture
@@ -21,3 +25,48 @@ def private_stack(tmp_path: Path) -> Iterator[StackInfo]:
         # The in-memory broker has nothing to flush; it lingers ~5 s while a client of the
         # test is still connected, so it gets 1 s before SIGKILL.
         local.down(timeout_s=1.0)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A moto S3 server on a free loopback port, with credentials in the environment."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    endpoint = f"http://{LOOPBACK}:{port}"
+    saved = {k: os.environ.get(k) for k in _ENV}
+    os.environ.update(_ENV | {"AWS_ENDPOINT_URL": endpoint})
+    try:
+        import s3fs
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                s3fs.S3FileSystem(skip_instance_cache=True).mkdir("feedflow-test")
+                break
+            except OSError:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "moto did not answer"
+                time.sleep(0.2)
+        yield endpoint
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_ENV = {
+    "AWS_ACCESS_KEY_ID": "feedflow",
+    "AWS_SECRET_ACCESS_KEY": "feedflow",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ENDPOINT_URL": "",
+}

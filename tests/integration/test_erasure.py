@@ -25,6 +25,8 @@ from operators.user_features import decode_user_features
 from operators.weekly_weights import week_of
 from state.erasure_log import AUDIT_KEY
 from state.feature_store import USER, RedisFeatureStore, feature_key
+from state.lake import Lake
+from state.lake_schema import EVENTS
 from state.weights_registry import user_key
 from tests.integration.processes import stop
 from tests.integration.test_engagement_flow_kafka import (
@@ -46,6 +48,11 @@ def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]
     return code, json.loads(out) if out.strip() else {}
 
 
+def lake_events(lake: Lake, user_id: str) -> list[str]:
+    rows = lake.read(EVENTS, columns=["event_id", "user_id"]).to_pylist()
+    return [r["event_id"] for r in rows if r["user_id"] == user_id]
+
+
 def features_only(digest: dict[str, str]) -> dict[str, str]:
     """User feature keys (`ff:{u:<id>}`), not the weights keys that share the prefix."""
     return {k: v for k, v in digest.items() if k.endswith("}")}
@@ -59,6 +66,8 @@ def test_forget_erases_a_user_everywhere_and_nothing_brings_them_back(
 ) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", private_stack.bootstrap)
     monkeypatch.setenv("REDIS_URL", private_stack.redis_url)
+    lake = Lake(str(tmp_path / "lake"))  # one lake for both flows and `forget`
+    monkeypatch.setenv("FEEDFLOW_LAKE_URL", lake.root)
     run = publish(private_stack, users=40, rate=20_000, duration=2, malformed=0.0)
     users = run["users"]
     client = redis.Redis.from_url(private_stack.redis_url)
@@ -92,10 +101,12 @@ def test_forget_erases_a_user_everywhere_and_nothing_brings_them_back(
 
         code, forgot = cli_json(capsys, "forget", victim)
         assert code == 0 and forgot["keys_deleted"] == 2  # features and one weights version
+        assert forgot["lake_rows_deleted"] >= len(mine)  # events, views, impressions
         code, report = cli_json(capsys, "forget", "--verify", victim, "--wait", "60")
         assert code == 0, report
         states = {name: s["state"] for name, s in report["stores"].items()}
         assert states["engagement flow"] == states["learning flow"] == states["redis"] == "clean"
+        assert states["event lake"] == "clean" and lake.read(EVENTS).num_rows > 0
         assert "pending" not in states.values()
         after = features_only(feature_digest(client, (USERS,)))
         assert victim not in {k[len("ff:{u:") : -1] for k in after}
@@ -118,6 +129,10 @@ def test_forget_erases_a_user_everywhere_and_nothing_brings_them_back(
         back = store.get_many(USER, [victim])[0]
         assert back is not None, "the comeback event was not applied"
         assert decode_user_features(back).engagements < engaged
+        deadline = time.monotonic() + 30  # the lake is written as the epoch closes
+        while not (theirs := lake_events(lake, victim)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert theirs == ["comeback-1"]  # the replayed history never reached the lake
         renewed = features_only(feature_digest(client, (USERS,)))
     finally:
         for proc in flows:

@@ -3,16 +3,11 @@ writer's forked snapshot child uploading, readers on "other hosts" (their own ca
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from feedflow.stack import LOOPBACK, free_port
 from state.index_keys import IndexKeys
 from state.index_reader import IndexReader
 from state.index_replica import IndexParams
@@ -22,51 +17,6 @@ from tests.integration.test_index_store import DIM, change, media
 
 pytestmark = pytest.mark.integration
 PARAMS = IndexParams(ef_search=64, snapshot_every_s=0.0)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto S3 server on a free loopback port, with credentials in the environment."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    endpoint = f"http://{LOOPBACK}:{port}"
-    saved = {k: os.environ.get(k) for k in _ENV}
-    os.environ.update(_ENV | {"AWS_ENDPOINT_URL": endpoint})
-    try:
-        import s3fs
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                s3fs.S3FileSystem(skip_instance_cache=True).mkdir("feedflow-test")
-                break
-            except OSError:
-                assert proc.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "moto did not answer"
-                time.sleep(0.2)
-        yield endpoint
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-_ENV = {
-    "AWS_ACCESS_KEY_ID": "feedflow",
-    "AWS_SECRET_ACCESS_KEY": "feedflow",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ENDPOINT_URL": "",
-}
 
 
 def test_the_writer_snapshots_to_s3_in_its_child_and_another_host_loads_it(
