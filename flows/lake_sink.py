@@ -126,6 +126,8 @@ class LakePartition(StatefulSinkPartition[Any, LakeState]):
         if erased is not None and len(erased):
             records = [r for r in records if not erased.covers(r.user_id, _ts(r))]
         seq, self.seq = self.seq, self.seq + 1
+        if seq % JOURNAL_MARGIN == 0 and seq:  # also while idle, so a quiet hour compacts
+            _retried(lambda: self.lake.forget_journals(self.part, self.run, seq - JOURNAL_MARGIN))
         if not records:
             return
         by_dataset: dict[Any, list[LakeRecord]] = {}
@@ -138,8 +140,6 @@ class LakePartition(StatefulSinkPartition[Any, LakeState]):
             LAKE_ROWS.labels(dataset=dataset.name).inc(len(rows))
         for f in files:
             LAKE_FILES.labels(dataset=f.split("/", 1)[0]).inc()
-        if seq % JOURNAL_MARGIN == 0:
-            _retried(lambda: self.lake.forget_journals(self.part, self.run, seq - JOURNAL_MARGIN))
 
 
 def _ts(record: LakeRecord) -> int:

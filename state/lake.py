@@ -16,7 +16,13 @@ writes that epoch again, so a replayed epoch rewrites its rows and never duplica
 Compaction merges an hour's small files into one. The merged file names its sources in its
 metadata, and a reader skips any file a merged file names, so a compaction that stopped
 half-way (merged file written, sources not yet deleted) duplicates nothing; the next one
-finishes it. Files named by a journal (an epoch perhaps not committed) are left for later.
+finishes it. Files named by a journal (an epoch perhaps not committed) are left for later,
+for up to `journal_horizon_ms` (an hour) after it was written: a part whose flow goes quiet
+keeps its last journals (Bytewax snapshots only the parts an epoch touched), and its hours
+must still compact. Past the horizon the epoch is taken as committed. The one case that
+breaks: a flow killed with an uncommitted epoch and restarted more than the horizon later,
+after a compaction merged that epoch's files; its replay then adds those rows again, and
+readers drop them by each dataset's key (:func:`unique`).
 
 Local writes go through a temporary name and a rename, so a reader never sees half a file;
 object stores write whole objects anyway.
@@ -197,7 +203,8 @@ class Lake:
         ]
         if not files:
             return []
-        journal = json.dumps([f for f, _ in files]).encode()
+        written = int(time.time() * 1000)
+        journal = json.dumps({"written_ms": written, "files": [f for f, _ in files]}).encode()
         self._put(self.path(JOURNAL, part, f"{run}-{seq:010d}.json"), journal)
         for rel, table in files:
             self._put(self.path(rel), parquet_bytes(table))
@@ -291,9 +298,15 @@ class Lake:
 
     # Maintenance -----------------------------------------------------------------------
 
-    def compact(self, dataset: Dataset, before_ms: int) -> Compaction:
-        """Merge the small files of every hour that ended before `before_ms`."""
-        pending = {rel for *_, j in self._all_journals() for rel in self._journal_files(j)}
+    def compact(
+        self, dataset: Dataset, before_ms: int, journal_horizon_ms: int = HOUR_MS
+    ) -> Compaction:
+        """Merge the small files of every hour that ended before `before_ms`, except files
+        of journals younger than `journal_horizon_ms`."""
+        since = int(time.time() * 1000) - journal_horizon_ms
+        pending = {
+            rel for *_, j in self.journals() for rel in self._journal_files(j, written_since=since)
+        }
         hours = files = rows = 0
         for hour in self.hours(dataset):
             if (hour + 1) * HOUR_MS > before_ms:
@@ -390,15 +403,20 @@ class Lake:
             run, _, seq = _basename(path).removesuffix(".json").rpartition("-")
             yield run, int(seq), path
 
-    def _all_journals(self) -> Iterable[tuple[str, int, str]]:
+    def journals(self) -> Iterable[tuple[str, int, str]]:
+        """Every part's journals (run, epoch, path): epochs that may not be committed yet."""
         for part_dir in self._glob(self.path(JOURNAL, "*")):
             yield from self._journals(_basename(part_dir))
 
-    def _journal_files(self, journal: str) -> list[str]:
+    def _journal_files(self, journal: str, written_since: int | None = None) -> list[str]:
+        """The files a journal names (none if it was written before `written_since`)."""
         try:
-            files: list[str] = json.loads(self.fs.cat_file(journal))
+            doc = json.loads(self.fs.cat_file(journal))
         except FileNotFoundError:
             return []
+        if written_since is not None and doc["written_ms"] < written_since:
+            return []
+        files: list[str] = doc["files"]
         return files
 
     def _glob(self, pattern: str) -> list[str]:

@@ -180,17 +180,19 @@ def timed_flow_run(
     pre: dict[str, Any],
     recovery: bool,
     *extra_args: str,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Start the engagement flow on the preloaded topic; time it until every sentinel lands.
 
     `extra_args` go to `feedflow flow engagement` (`--processes 2` runs a cluster: CPU is
-    then the supervisor's and its members')."""
+    then the supervisor's and its members'); `env` adds to the flow's environment."""
     clear_features(client)
     baseline = int(client.dbsize())
     sentinel_keys = [feature_key(USER, s) for s in pre["sentinels"]]
     memory_before = int(client.info("memory")["used_memory"])
     extra = (*extra_args, *(() if recovery else ("--no-recovery",)))
-    flow = FlowProcess.start("engagement", run_dir, _flow_env(stack), "flow", "engagement", *extra)
+    flow_env = _flow_env(stack) | (env or {})
+    flow = FlowProcess.start("engagement", run_dir, flow_env, "flow", "engagement", *extra)
     first: list[float] = []
 
     def done() -> bool:
