@@ -61,7 +61,7 @@ from flows.kafka_in import (
     kafka_source,
 )
 from flows.keyed_logic import ErasableLogic, KeyedLogic
-from flows.lake_sink import LakeSink, lake_sink
+from flows.lake_sink import LakeSink, lake_batches, lake_sink
 from flows.redis_sink import ErasureAck, FeatureSink, Output
 from flows.sinks import deadletter_sink
 from kernel.metrics import EVENT_LAG, EVENTS
@@ -110,6 +110,8 @@ STEP_TRENDING: Final = "trending"
 STEP_TRENDING_WRITES: Final = "trending_writes"
 STEP_WRITES: Final = "writes"
 STEP_FEATURES_OUT: Final = "features_out"
+STEP_LAKE_EVENTS: Final = "lake_events"
+STEP_LAKE_VIEWS: Final = "lake_views"
 STEP_TO_LAKE: Final = "to_lake"
 STEP_LAKE_OUT: Final = "lake_out"
 # Recovery data is keyed by these: renaming a stateful step silently loses its state.
@@ -123,7 +125,8 @@ STEP_IDS: Final = frozenset(
         STEP_CO_WRITES,
     }
 )  # fmt: skip
-LAKE_STEP_IDS: Final = frozenset({STEP_TO_LAKE, STEP_LAKE_OUT})  # with the lake on
+# with the lake on
+LAKE_STEP_IDS: Final = frozenset({STEP_LAKE_EVENTS, STEP_LAKE_VIEWS, STEP_TO_LAKE, STEP_LAKE_OUT})
 
 ItemMessage = ViewStart | Segment | Feedback
 CoMessage = CoVisit | CoLink
@@ -298,6 +301,11 @@ def build_flow(
     )
     op.output(STEP_FEATURES_OUT, writes, features or FeatureSink(s.redis_url))
     if lake is not None:
-        # Events by user, closed views by item (the sink drops the item step's other inputs).
-        op.output(STEP_LAKE_OUT, op.merge(STEP_TO_LAKE, by_user, keyed), lake)
+        # Events, and closed views among the item step's inputs, a batch at a time.
+        batches = op.merge(
+            STEP_TO_LAKE,
+            lake_batches(STEP_LAKE_EVENTS, events, (EngagementEvent,)),
+            lake_batches(STEP_LAKE_VIEWS, keyed, (Segment,)),
+        )
+        op.output(STEP_LAKE_OUT, batches, lake)
     return flow

@@ -1,7 +1,11 @@
 """The Bytewax sink that writes a flow's records to the event lake, one file set per epoch.
 
-A `FixedPartitionedSink` with `partitions` parts (`<flow>-<n>`, keyed like the flow's input,
-so they spread over workers as the topic's partitions do). A part buffers the epoch's rows
+Records reach it a batch at a time: :func:`lake_batches` turns each of the runtime's
+batches of a stream into one list of what the lake keeps (Bytewax's per-item cost between
+steps, not the lake's own, was most of what a per-record path cost the flow's ingest).
+
+A `FixedPartitionedSink` with `partitions` parts (`<flow>-<n>`, keyed by a batch's first
+record, so they spread over workers as the topic's partitions do). A part buffers the epoch's rows
 and writes them when Bytewax snapshots it at the epoch's close; its state is the next epoch's
 number within its run. Resumed after a crash, a part first deletes what it wrote for epochs
 that were never committed (:meth:`state.lake.Lake.settle`), so the replay rewrites the same
@@ -22,6 +26,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+import bytewax.operators as op
+from bytewax.dataflow import Stream
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from kernel.metrics import LAKE_FILES, LAKE_ROWS, LAKE_WRITE, STORE_RETRIES
@@ -49,18 +55,33 @@ def lake_of(settings: Settings) -> Lake | None:
     return Lake(settings.lake_url or str(Path(settings.state_dir) / "lake"))
 
 
-def lake_sink(
-    settings: Settings, flow_id: str, erased: Tombstones | None, kinds: tuple[type, ...] = KINDS
-) -> LakeSink | None:
+def lake_sink(settings: Settings, flow_id: str, erased: Tombstones | None) -> LakeSink | None:
     """A flow's lake sink (one part per topic partition), or None when the lake is off."""
     lake = lake_of(settings)
-    return None if lake is None else LakeSink(flow_id, settings.partitions, lake, erased, kinds)
+    return None if lake is None else LakeSink(flow_id, settings.partitions, lake, erased)
 
 
-class LakeSink(FixedPartitionedSink[Any, LakeState]):
-    """Writes `(key, record)` pairs to the lake's datasets: records of `kinds` (a flow writes
-    what it owns: the engagement flow events and views, the learning flow impressions),
-    closed views only; other values are ignored."""
+def lake_batches(
+    step_id: str, stream: Stream[Any], kinds: tuple[type, ...] = KINDS
+) -> Stream[tuple[str, list[Any]]]:
+    """One `(key, records)` item per runtime batch of `stream`: its records of `kinds`
+    (closed views only; `(key, value)` pairs are unwrapped), keyed by the first one's user."""
+
+    def keep(batch: list[Any]) -> list[tuple[str, list[Any]]]:
+        out: list[Any] = []
+        for x in batch:
+            v = x[1] if type(x) is tuple else x
+            if isinstance(v, kinds) and (type(v) is not Segment or v.final):
+                out.append(v)
+        return [(out[0].user_id, out)] if out else []
+
+    return op.flat_map_batch(step_id, stream, keep)
+
+
+class LakeSink(FixedPartitionedSink[list[Any], LakeState]):
+    """Writes batches of lake records (from :func:`lake_batches`) to the lake's datasets. A
+    flow writes what it owns: the engagement flow events and views, the learning flow
+    impressions."""
 
     def __init__(
         self,
@@ -68,10 +89,9 @@ class LakeSink(FixedPartitionedSink[Any, LakeState]):
         parts: int,
         lake: Lake,
         erased: Tombstones | None = None,
-        kinds: tuple[type, ...] = KINDS,
     ) -> None:
         self.flow_id, self.parts = flow_id, max(parts, 1)
-        self.lake, self.erased, self.kinds = lake, erased, kinds
+        self.lake, self.erased = lake, erased
 
     def list_parts(self) -> list[str]:
         """Every part, listed by every worker; Bytewax gives each to one."""
@@ -84,10 +104,10 @@ class LakeSink(FixedPartitionedSink[Any, LakeState]):
         lake = self.lake
         run, seq = resume_state if resume_state is not None else (new_run(), 0)
         _retried(lambda: lake.settle(for_part, run, seq if resume_state else None))
-        return LakePartition(lake, for_part, run, seq, self.erased, self.kinds)
+        return LakePartition(lake, for_part, run, seq, self.erased)
 
 
-class LakePartition(StatefulSinkPartition[Any, LakeState]):
+class LakePartition(StatefulSinkPartition[list[Any], LakeState]):
     """One part: the epoch's buffer, written at the epoch's close."""
 
     def __init__(
@@ -97,18 +117,15 @@ class LakePartition(StatefulSinkPartition[Any, LakeState]):
         run: str,
         seq: int,
         erased: Tombstones | None = None,
-        kinds: tuple[type, ...] = KINDS,
     ) -> None:
         self.lake, self.part, self.run, self.seq = lake, part, run, seq
-        self.erased, self.kinds = erased, kinds
-        self._buffer: list[Any] = []  # LakeRecords of `kinds`
+        self.erased = erased
+        self._buffer: list[LakeRecord] = []
 
-    def write_batch(self, values: list[Any]) -> None:
-        """Keep the batch's lake records for the epoch's file."""
-        kinds = self.kinds
-        for v in values:
-            if isinstance(v, kinds) and (type(v) is not Segment or v.final):
-                self._buffer.append(v)
+    def write_batch(self, values: list[list[Any]]) -> None:
+        """Keep the batches' lake records for the epoch's file."""
+        for records in values:
+            self._buffer.extend(records)
 
     def snapshot(self) -> LakeState:
         """Write the epoch's rows, then name the next epoch."""

@@ -35,7 +35,7 @@ from bytewax.outputs import Sink
 from flows.erasure_in import decode_erasure, tombstones_for
 from flows.kafka_in import FRONT_STEPS, coordinates, decoded_input, kafka_source
 from flows.keyed_logic import ErasableLogic, KeyedLogic
-from flows.lake_sink import LakeSink, lake_sink
+from flows.lake_sink import LakeSink, lake_batches, lake_sink
 from flows.model_sink import ModelSink
 from flows.redis_sink import ErasureAck, FeatureSink
 from flows.sinks import deadletter_sink
@@ -80,8 +80,9 @@ STEP_KEY_RANKER: Final = "key_ranker"
 STEP_RANKER: Final = "ranker"
 STEP_MODELS: Final = "models"
 STEP_MODELS_OUT: Final = "models_out"
+STEP_LAKE_BATCHES: Final = "lake_batches"
 STEP_LAKE_OUT: Final = "lake_out"
-LAKE_STEP_IDS: Final = frozenset({STEP_LAKE_OUT})  # with the lake on
+LAKE_STEP_IDS: Final = frozenset({STEP_LAKE_BATCHES, STEP_LAKE_OUT})  # with the lake on
 RANKER_KEY: Final = "ranker"
 # Recovery data is keyed by these: renaming a stateful step silently loses its state.
 STATEFUL_STEPS: Final = frozenset({STEP_LABELS, STEP_RANKER})
@@ -209,7 +210,8 @@ def labelled_impressions(
     known = cast(Stream[Joined], op.filter(STEP_KNOWN, decoded, is_known))
     by_user = op.key_on(STEP_KEY_USER, known, lambda x: x.user_id)
     if lake is not None:
-        op.output(STEP_LAKE_OUT, by_user, lake)  # impressions only (the sink's kinds)
+        impressions = lake_batches(STEP_LAKE_BATCHES, known, (Impression,))
+        op.output(STEP_LAKE_OUT, impressions, lake)
     config = label_config(settings)
     stones = erased if erased is not None else Tombstones()
     joined = op.stateful(
@@ -247,7 +249,7 @@ def build_flow(
     dlq = deadletters or deadletter_sink(s)
     erased = tombstones_for(s, source)
     if lake is None and source is None:
-        lake = lake_sink(s, FLOW_ID, erased, kinds=(Impression,))
+        lake = lake_sink(s, FLOW_ID, erased)
     closed = labelled_impressions(flow, s, src, dlq, clock, erased, acks, lake)
     keyed = op.key_on(STEP_KEY_RANKER, closed, lambda _: RANKER_KEY)
     config = ranker_config(s)

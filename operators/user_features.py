@@ -55,6 +55,8 @@ class UserFeatures(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
         co_recent: 8-byte digests (:func:`operators.dedup.id_hash64`) of the user's last
             positively engaged items, newest first: the seeds of the co-engagement source,
             which finds each one's record under its digest.
+        subscriptions: creators the user subscribed to (`subscription_to_creator`, each
+            once among the user's last 32).
     """
 
     version: int = FEATURES_VERSION
@@ -76,6 +78,7 @@ class UserFeatures(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     consumed: bytes = b""
     disliked: bytes = b""
     co_recent: bytes = b""  # appended: records written before it decode with none
+    subscriptions: int = 0  # appended likewise
 
     @property
     def cold_start(self) -> bool:

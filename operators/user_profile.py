@@ -15,7 +15,9 @@ gives the features the live run gave.
 - **Idempotence**: a segment is applied once per view key (media id + open time), explicit
   feedback once per (item, signal) while the item is among the last
   :data:`MAX_ITEMS` items, a subscription once per creator among the last
-  :data:`MAX_SUBSCRIPTIONS`. Applying the same thing again changes nothing.
+  :data:`MAX_SUBSCRIPTIONS` (the count of subscriptions counts each of those once; a creator
+  subscribed to again after 32 others counts twice). Applying the same thing again changes
+  nothing.
 - **Late events** are decided upstream (:class:`~operators.playback.Sessionizer`): they are
   counted here (`late_events`) and reported, never applied.
 - **Open views** are not applied; :meth:`UserProfile.features` blends their provisional
@@ -111,6 +113,7 @@ class ProfileCold(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     disliked: bytes = b""
     subscriptions: bytes = b""
     applied: Any = None
+    subscription_count: int = 0  # creators subscribed to (appended: older snapshots have 0)
 
 
 _cold_decoder = msgspec.msgpack.Decoder(ProfileCold)
@@ -247,6 +250,7 @@ class UserProfile:
             consumed=cold["consumed"],
             disliked=cold["disliked"],
             co_recent=co_recent,
+            subscriptions=self._subscription_count,
         )
 
     def snapshot(self) -> tuple[tuple[Any, ...], bytes]:
@@ -293,6 +297,7 @@ class UserProfile:
         self._changed()
         self._wm = max(self._wm, ev.ts)
         self._subscriptions.push(creator)
+        self._subscription_count += 1
         self._engagements += 1
         self._creators.add(creator, self._weights.subscribed, ev.ts)
         return Feedback(user_id=ev.user_id, signal="subscribed", ts=ev.ts, creator_id=creator)
@@ -456,6 +461,7 @@ class UserProfile:
         self._consumed = RecentIds(MAX_CONSUMED, c.consumed)
         self._disliked = RecentIds(MAX_DISLIKED, c.disliked)
         self._subscriptions = RecentIds(MAX_SUBSCRIPTIONS, c.subscriptions)
+        self._subscription_count = c.subscription_count
         self._applied = EventDedup(MAX_ITEMS, self._ttl_s, c.applied)
         self._cold = None
         self._cold_snap = cold if deflated else None
@@ -477,4 +483,5 @@ class UserProfile:
             disliked=self._disliked.snapshot(),
             subscriptions=self._subscriptions.snapshot(),
             applied=self._applied.snapshot(),
+            subscription_count=self._subscription_count,
         )

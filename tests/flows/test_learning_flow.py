@@ -211,7 +211,7 @@ def test_served_feeds_reach_the_lake_one_row_per_item(tmp_path: Path) -> None:
         deadletters=TestingSink([]),
         models=TestingSink([]),
         acks=TestingSink([]),
-        lake=LakeSink("learning", 2, lake, kinds=(Impression,)),
+        lake=LakeSink("learning", 2, lake),
     )
     run_main(flow)
     feeds = [decode_impression(v.encode()) for t, _, _, v in msgs if t == TOPIC_IMPRESSIONS]

@@ -185,6 +185,13 @@ def test_subscriptions_build_creator_affinity_once():
     assert p.apply_feedback(ev("subscription_to_creator", 0, media=None, creator="c9"))
     assert p.apply_feedback(ev("subscription_to_creator", 1, media=None, creator="c9")) is None
     assert p.features().creator_hashes() == (id_hash32("c9"),)
+    assert p.apply_feedback(ev("subscription_to_creator", 2, media=None, creator="c8"))
+    assert p.features().subscriptions == 2
+    resumed = UserProfile(SETTINGS, ITEMS, resume=p.snapshot())
+    assert resumed.features().subscriptions == 2
+    assert (
+        resumed.apply_feedback(ev("subscription_to_creator", 3, media=None, creator="c8")) is None
+    )
 
 
 def test_sessions_binge_depth_and_average_length():
@@ -293,5 +300,5 @@ def test_a_newer_profile_snapshot_is_refused_and_the_cold_layout_is_pinned():
     assert ProfileCold.__struct_fields__ == (
         "engagements", "vector", "categories", "creators", "languages", "content_types",
         "hours", "sessions", "days", "recent_segments", "table", "consumed", "disliked",
-        "subscriptions", "applied",
+        "subscriptions", "applied", "subscription_count",
     )  # fmt: skip
