@@ -36,6 +36,7 @@ COMMANDS: Final = {
         "feedflow.behaviour_command",
         "item vectors learned from engagement: run, status, publish",
     ),
+    "features": ("feedflow.features_command", "the feature catalogue (platform names)"),
     "lake": ("feedflow.lake_command", "the event lake (Parquet): status, compaction, retention"),
     "demo": ("feedflow.demo", "run everything locally: stack, flows, serving, simulated traffic"),
     "inspect": ("feedflow.inspect_command", "a user's or an item's current features, as stored"),

@@ -1,15 +1,23 @@
-"""`feedflow inspect user ID` / `inspect item ID`: what is stored, as a reader sees it."""
+"""`feedflow inspect user ID` / `inspect item ID`: what is stored, as a reader sees it.
+
+`catalogue` shows the stored features under the feature catalogue's names
+(:mod:`operators.feature_catalogue`, `docs/features.md`); an item's `publish_age_hours` is
+computed at the time of the call, as serving computes it per request.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
 import msgspec
 
 from feedflow.output import emit
 from kernel.settings import Settings
+from operators import feature_catalogue as catalogue
 from operators.dedup import id_hash64
+from operators.feature_catalogue import values
 from operators.feature_codecs import decode_co_record, decode_item_stats
 from operators.user_features import UserFeatures, decode_user_features, vector_of
 from state.feature_store import CO_ENGAGEMENT, ITEM, USER, RedisFeatureStore, feature_key
@@ -49,6 +57,10 @@ def user_view(features: UserFeatures) -> dict[str, Any]:
     return view
 
 
+def _plain(named: dict[str, Any]) -> dict[str, Any]:
+    return {k: msgspec.to_builtins(v) for k, v in named.items()}
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     """Run `feedflow inspect`; returns the exit code (1 when nothing is stored for the id)."""
     settings.require("redis_url")
@@ -59,6 +71,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         found = None if raw is None else user_view(decode_user_features(raw))
         out: dict[str, Any] = {"user_id": args.id, "key": feature_key(USER, args.id)}
         out["features"] = found
+        if raw is not None:
+            out["catalogue"] = _plain(values(catalogue.USER, decode_user_features(raw)))
         out["ttl_s"] = client.ttl(feature_key(USER, args.id))
     else:
         keys = IndexKeys()
@@ -76,6 +90,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "co_engagement_key": feature_key(CO_ENGAGEMENT, digest),
             "co_engagement": None if co is None else as_dict(decode_co_record(co)),
         }
+        named = values(catalogue.ITEM, decode_item_stats(raw)) if raw is not None else {}
+        if item is not None and item.record.published_at:
+            age_h = (time.time() * 1000 - item.record.published_at) / 3_600_000
+            named["publish_age_hours"] = round(age_h, 2)
+        out["catalogue"] = _plain(named)
     emit(out, args.json)
     missing = out.get("features") is None and out.get("metadata") is None and not out.get("stats")
     return 1 if missing else 0

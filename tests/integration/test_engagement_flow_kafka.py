@@ -160,9 +160,13 @@ def test_features_reach_redis_and_malformed_events_are_dead_lettered(
     assert shown["features"]["engagements"] == some_user.engagements
     assert shown["features"]["top_categories"] == list(some_user.top_categories)
     assert 0 < shown["ttl_s"] <= 35 * 86_400
+    assert shown["catalogue"]["top_categories_7d"] == list(some_user.top_categories)
+    assert shown["catalogue"]["engagement_count"] == some_user.engagements
     item = inspect(private_stack, "item", some_user.recent[0])
     assert item["metadata"]["media_id"] == some_user.recent[0] and item["has_vector"]
     assert item["stats"]["plays_total"] >= 1
+    assert item["catalogue"]["play_count_total"] == item["stats"]["plays_total"]
+    assert item["catalogue"]["publish_age_hours"] > 0  # published years ago (historical)
     # Co-engagement through the real broker and Redis: a user's newest positive item links
     # back to the one before it.
     catalogue = {id_hash64(m): m for m in catalogue_ids(client)}
