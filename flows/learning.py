@@ -63,7 +63,7 @@ from operators.contracts import (
 from operators.emissions import Dropped
 from operators.erasure import Erased, Tombstones
 from operators.eventtime import Clock, now_ms, utc_now
-from operators.labels import LabelConfig, LabelJoin, LabelledImpression
+from operators.labels import LabelJoin, LabelledImpression, label_config
 from operators.online_ranker import ModelVersion, OnlineRanker, RankerConfig
 from operators.ranking_contract import FEATURES
 
@@ -172,14 +172,6 @@ class RankerReport:
             RANKER_LOG_LOSS.set(loss)
         if (auc := r.progress.auc) is not None:
             RANKER_AUC.set(auc)
-
-
-def label_config(s: Settings) -> LabelConfig:
-    """Label windows from settings."""
-    return LabelConfig(
-        window_ms=s.label_window_s * 1000, lateness_ms=s.label_lateness_s * 1000,
-        long_watch_s=s.label_long_watch_s, idle_s=s.label_idle_s,
-    )  # fmt: skip
 
 
 def ranker_config(s: Settings) -> RankerConfig:

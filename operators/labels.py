@@ -46,6 +46,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from kernel.settings import Settings
 from operators.contracts import EngagementEvent, Impression
 from operators.emissions import Dropped, dropped
 from operators.eventtime import Clock, utc_now
@@ -105,6 +106,14 @@ class LabelConfig:
     lateness_ms: int = 10 * 60_000
     long_watch_s: float = 60.0
     idle_s: float = 3600.0
+
+
+def label_config(s: Settings) -> LabelConfig:
+    """Label windows from settings (the learning flow's, and the training export's)."""
+    return LabelConfig(
+        window_ms=s.label_window_s * 1000, lateness_ms=s.label_lateness_s * 1000,
+        long_watch_s=s.label_long_watch_s, idle_s=s.label_idle_s,
+    )  # fmt: skip
 
 
 def label_of(codes: int, max_position_s: int, long_watch_s: float) -> tuple[bool, str]:

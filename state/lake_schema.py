@@ -172,3 +172,16 @@ def record_of(dataset: Dataset, row: dict[str, Any]) -> Any:
     """A row read back as the record it was written from (events and views)."""
     kind = EngagementEvent if dataset is EVENTS else Segment
     return msgspec.convert({k: v for k, v in row.items() if v is not None}, kind)
+
+
+def impressions_of(table: pa.Table) -> list[Impression]:
+    """Impression records from rows of the impressions dataset (one row per served item)."""
+    by_request: dict[str, dict[str, Any]] = {}
+    for row in table.to_pylist():
+        imp = by_request.setdefault(row["request_id"], {
+            k: row[k] for k in ("request_id", "user_id", "ts", "arm", "model_version",
+                                "index_version")
+        } | {"items": []})  # fmt: skip
+        imp["items"].append({k: row[k] for k in ("media_id", "position", "score", "source",
+                                                  "features")})  # fmt: skip
+    return [msgspec.convert(v, Impression) for v in by_request.values()]

@@ -15,10 +15,12 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+import bytewax.operators as op
 import numpy as np
 import pyarrow.compute as pc
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
@@ -29,12 +31,15 @@ from kernel.settings import Settings
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
     TOPIC_IMPRESSIONS,
+    EngagementEvent,
     Impression,
     decode_engagement,
     decode_impression,
 )
-from operators.labels import LabelJoin, LabelledImpression
+from operators.item_info import no_items
+from operators.labels import LabelJoin, LabelledImpression, label_config
 from operators.online_ranker import ModelVersion, roc_auc
+from operators.point_in_time import training_rows
 from operators.ranking_contract import FEATURES, RankerModel, default_model, parse_model
 from state.lake import Lake
 from state.lake_schema import EVENTS, IMPRESSIONS
@@ -91,7 +96,7 @@ def run_flow(
 def label_offline(messages: list[Message]) -> list[LabelledImpression]:
     """The held-out labels, by the same join the flow runs (one state per user)."""
     joins: dict[str, LabelJoin] = {}
-    config = learning.label_config(SETTINGS)
+    config = label_config(SETTINGS)
     out: list[Any] = []
     for topic, key, _ts, value in messages:
         decode = decode_impression if topic == TOPIC_IMPRESSIONS else decode_engagement
@@ -236,3 +241,31 @@ def test_the_online_ranker_learns_to_trust_co_engagement(trained) -> None:
     assert share > 0.5, f"only {share:.0%} of feeds had co-engaged candidates"
     last = parse_model(document(trained["versions"][-1]))
     assert last.vector[FEATURES.index("collaborative")] > 0.0  # measured: 0.11
+
+
+def test_exported_training_rows_equal_what_the_online_ranker_learned_from() -> None:
+    world = FeedWorld(users=15, items=150, seed=3)
+    msgs = feed_traffic(world, feeds_per_user=5, feed_size=10, candidates=30, seed=6, start_ms=T0)
+    closed: list[LabelledImpression] = []
+    flow = Dataflow("labels-only")
+    stream = learning.labelled_impressions(
+        flow, SETTINGS, TestingSource(as_inputs(msgs), batch_size=100), TestingSink([]),
+        acks=TestingSink([]),
+    )  # fmt: skip
+    op.output("out", stream, TestingSink(closed))
+    run_main(flow)
+    decoded = [
+        (decode_impression if t == TOPIC_IMPRESSIONS else decode_engagement)(v.encode())
+        for t, _, _, v in msgs
+    ]
+    events = [x for x in decoded if isinstance(x, EngagementEvent)]
+    feeds = [x for x in decoded if isinstance(x, Impression)]
+    rows = training_rows(SETTINGS, no_items, events, feeds)
+    exported = {(r["request_id"], r["media_id"], r["position"]): r for r in rows}
+    online = [(imp, e) for imp in closed for e in imp.examples]
+    assert len(online) == len(rows) > 500
+    for imp, e in online:
+        r = exported[imp.request_id, e.media_id, e.position]
+        assert (r["label"], r["label_reason"]) == (e.label, e.reason)
+        assert r["features"] == pytest.approx(list(e.features))
+    assert {r["label"] for r in rows} == {True, False}
