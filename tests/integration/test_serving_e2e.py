@@ -260,9 +260,11 @@ def test_an_item_published_now_reaches_fans_of_its_category_within_seconds(world
 def where_is(world: World, media: str, users: list[str], source: str) -> str:
     """Where a published item got to, for a failure message: the served index, the pages."""
     served = world.runtime.catalogue.items([media])[0] is not None
+    fresh = world.runtime.service.fresh.newest()
     new = [[i["media_id"] for i in world.feed(u)["items"] if i["reason"]["type"] == "new"]
            for u in users]  # fmt: skip
-    return f"copy of {source}; in the served index: {served}; each page's new releases: {new}"
+    return (f"copy of {source}; in the served index: {served}; fresh items: {fresh[:5]}; "
+            f"each page's new releases: {new}")  # fmt: skip
 
 
 def test_a_new_user_gets_a_full_cold_start_feed(world: World) -> None:
