@@ -16,11 +16,19 @@ import msgspec
 from feedflow.output import emit
 from kernel.settings import Settings
 from operators import feature_catalogue as catalogue
+from operators.creator_stats import decode_creator
 from operators.dedup import id_hash64
 from operators.feature_catalogue import values
 from operators.feature_codecs import decode_co_record, decode_item_stats
 from operators.user_features import UserFeatures, decode_user_features, vector_of
-from state.feature_store import CO_ENGAGEMENT, ITEM, USER, RedisFeatureStore, feature_key
+from state.feature_store import (
+    CO_ENGAGEMENT,
+    CREATOR,
+    ITEM,
+    USER,
+    RedisFeatureStore,
+    feature_key,
+)
 from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.item_store import ItemStore
@@ -94,6 +102,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if item is not None and item.record.published_at:
             age_h = (time.time() * 1000 - item.record.published_at) / 3_600_000
             named["publish_age_hours"] = round(age_h, 2)
+        if item is not None:
+            creator = store.get_many(CREATOR, [item.record.creator_id])[0]
+            subscribers = decode_creator(creator).subscribers if creator is not None else 0
+            named["creator_subscriber_count"] = subscribers
         out["catalogue"] = _plain(named)
     emit(out, args.json)
     missing = out.get("features") is None and out.get("metadata") is None and not out.get("stats")

@@ -6,6 +6,8 @@ Wiring only; the logic is in `operators/`. The shape:
     (+ erasures)    └─ key(user) ─ user ─┬─ UserFeatures ───────────────────→ feature store
                                          ├─ Erased ─ delete + ack ──────────→ feature store
                                          ├─ Dropped (late, duplicate, erased) → counted
+                                         ├─ Feedback: a first subscription (by creator)
+                                         │    └─ key(creator) ─ creators ─ CreatorRecord ─→ store
                                          ├─ CoVisit (a new positive item, after the user's last few)
                                          │    └─ key(media) ─ co_engagement ─ CoRecord ──→ store
                                          └─ ViewStart/Segment/Feedback
@@ -76,6 +78,7 @@ from operators.contracts import (
     dead_letter,
 )
 from operators.contracts import decode_engagement as decode_payload
+from operators.creator_stats import CreatorRecord, CreatorStats, encode_creator, is_subscription
 from operators.dedup import id_hash64
 from operators.emissions import Dropped, Feedback, Segment, ViewStart
 from operators.erasure import Erased, Tombstones
@@ -86,7 +89,15 @@ from operators.item_stats import ItemStats, ItemStatsRecord, ScoreUpdate, rankin
 from operators.trending import TrendingBoard, TrendingList
 from operators.user_engagement import UserEngagement
 from operators.user_features import UserFeatures, encode_user_features
-from state.feature_store import CO_ENGAGEMENT, ITEM, TRENDING, USER, FeatureErase, FeatureWrite
+from state.feature_store import (
+    CO_ENGAGEMENT,
+    CREATOR,
+    ITEM,
+    TRENDING,
+    USER,
+    FeatureErase,
+    FeatureWrite,
+)
 from state.index_keys import IndexKeys
 from state.index_registry import IndexRegistry
 from state.item_lookup import CachedItemLookup
@@ -113,16 +124,19 @@ STEP_FEATURES_OUT: Final = "features_out"
 STEP_LAKE_EVENTS: Final = "lake_events"
 STEP_LAKE_VIEWS: Final = "lake_views"
 STEP_TO_LAKE: Final = "to_lake"
+STEP_TO_CREATORS: Final = "to_creators"
+STEP_CREATORS: Final = "creators"
+STEP_CREATOR_WRITES: Final = "creator_writes"
 STEP_LAKE_OUT: Final = "lake_out"
 # Recovery data is keyed by these: renaming a stateful step silently loses its state.
-STATEFUL_STEPS: Final = frozenset({STEP_USER, STEP_ITEM, STEP_TRENDING, STEP_CO})
+STATEFUL_STEPS: Final = frozenset({STEP_USER, STEP_ITEM, STEP_TRENDING, STEP_CO, STEP_CREATORS})
 STEP_IDS: Final = frozenset(
     {
         STEP_INPUT, STEP_SPLIT, STEP_DECODE, STEP_ROUTE, STEP_CONSUMER_ERRORS,
         STEP_DEADLETTERS, STEP_DEADLETTER_OUT, STEP_KEY_USER, STEP_USER, STEP_USER_WRITES,
         STEP_TO_ITEMS, STEP_ITEM, STEP_ITEM_WRITES, STEP_TO_BOARDS, STEP_TRENDING,
         STEP_TRENDING_WRITES, STEP_WRITES, STEP_FEATURES_OUT, STEP_TO_CO, STEP_CO,
-        STEP_CO_WRITES,
+        STEP_CO_WRITES, STEP_TO_CREATORS, STEP_CREATORS, STEP_CREATOR_WRITES,
     }
 )  # fmt: skip
 # with the lake on
@@ -165,8 +179,10 @@ def user_outputs(
     if isinstance(out, Dropped):
         EVENTS.labels(topic=TOPIC_ENGAGEMENT, outcome=out.outcome).inc()
         return []
+    if isinstance(out, Feedback) and out.creator_id and not out.media_id:
+        return [(out.creator_id, out)] if is_subscription(out) else []
     if (isinstance(out, Segment) and not out.final) or not out.media_id:
-        return []  # provisional views and creator-only feedback do not count for an item
+        return []  # provisional views do not count for an item
     return [(out.media_id, out)]
 
 
@@ -180,6 +196,18 @@ def item_outputs(
         ttl = settings.item_ttl_days * 86_400
         return [FeatureWrite(ITEM, media_id, out.ts, encode_item_stats(out), ttl)]
     return [(board, out) for board in ranking_keys(out)]
+
+
+def is_creator_message(key_value: tuple[str, Any]) -> TypeGuard[tuple[str, Feedback]]:
+    """True for the creator step's inputs (a user's first subscription to a creator)."""
+    return is_subscription(key_value[1])
+
+
+def creator_write(settings: Settings, key_value: tuple[str, CreatorRecord]) -> FeatureWrite:
+    """A creator's record (its subscriber count)."""
+    creator_id, record = key_value
+    ttl = settings.item_ttl_days * 86_400
+    return FeatureWrite(CREATOR, creator_id, record.ts, encode_creator(record), ttl)
 
 
 def is_co_message(key_value: tuple[str, Any]) -> TypeGuard[tuple[str, CoMessage]]:
@@ -283,7 +311,12 @@ def build_flow(
     co_in: Stream[tuple[str, CoMessage]] = co_split.trues
     co_state = op.stateful(STEP_CO, co_in, lambda resume: co_logic(s, resume))
     co_writes = op.map(STEP_CO_WRITES, co_state, lambda kv: co_write(s, kv))
-    item_in: Stream[tuple[str, ItemMessage]] = co_split.falses
+    creator_split = op.branch(STEP_TO_CREATORS, co_split.falses, is_creator_message)
+    creators = op.stateful(
+        STEP_CREATORS, creator_split.trues, lambda resume: KeyedLogic(CreatorStats(resume))
+    )
+    creator_writes = op.map(STEP_CREATOR_WRITES, creators, lambda kv: creator_write(s, kv))
+    item_in: Stream[tuple[str, ItemMessage]] = creator_split.falses
     item_state = op.stateful(
         STEP_ITEM, item_in, lambda resume: KeyedLogic(ItemStats(s, lookup(), resume))
     )
@@ -297,7 +330,12 @@ def build_flow(
     )
     board_writes = op.map(STEP_TRENDING_WRITES, boards, board_write)
     writes: Stream[Output] = op.merge(
-        STEP_WRITES, user_split.falses, item_split.falses, board_writes, co_writes
+        STEP_WRITES,
+        user_split.falses,
+        item_split.falses,
+        board_writes,
+        co_writes,
+        creator_writes,
     )
     op.output(STEP_FEATURES_OUT, writes, features or FeatureSink(s.redis_url))
     if lake is not None:

@@ -22,6 +22,7 @@ from operators.ranking_contract import FEATURES as RANKING_FEATURES
 
 USER: Final = "user"
 ITEM: Final = "item"
+CREATOR: Final = "creator"
 USER_ITEM: Final = "user × item"
 
 
@@ -92,6 +93,12 @@ CATALOGUE: Final[tuple[Feature, ...]] = (
             "decayed engagement velocity", _field("trending_score")),
     Feature("popularity", ITEM, "float", "7 day half-life", _EV, _I,
             "decayed qualified views", _field("popularity")),
+    Feature("creator_subscriber_count", ITEM, "int", "lifetime of the record", _EV,
+            "the item's creator's record", "subscriber_count of the item's `creator_id`", None),
+    Feature("subscriber_count", CREATOR, "int", "lifetime of the record (35 days idle)", _EV,
+            "Redis `ff:{cr:<creator>}` (CreatorRecord)",
+            "users who subscribed (`subscription_to_creator`, each once)",
+            _field("subscribers")),
     Feature("publish_age_hours", ITEM, "float", "at request time", "media.published",
             _M, "hours since `published_at`, computed when a feed is served", None),
     *(

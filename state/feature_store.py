@@ -39,6 +39,7 @@ USER: Final = "u"
 ITEM: Final = "i"
 TRENDING: Final = "t"
 CO_ENGAGEMENT: Final = "c"  # an item's co-engagement record, under its id's 8-byte digest
+CREATOR: Final = "cr"  # a creator's record (subscriber count)
 _STAMP = struct.Struct(">Q")
 
 # KEYS[1] key; ARGV[1] stamped value; ARGV[2] ttl seconds (0 = none). Returns 1 when written.

@@ -20,14 +20,22 @@ from flows import engagement
 from flows.lake_sink import LakeSink
 from kernel.settings import Settings
 from operators.content import record_of, stamp_of
-from operators.contracts import TOPIC_ENGAGEMENT, TOPIC_MEDIA, MediaPublished, decode_media
+from operators.contracts import (
+    TOPIC_ENGAGEMENT,
+    TOPIC_MEDIA,
+    EngagementEvent,
+    MediaPublished,
+    decode_engagement,
+    decode_media,
+)
+from operators.creator_stats import decode_creator
 from operators.encoders import doc_of
 from operators.erasure import Tombstones
 from operators.feature_codecs import decode_item_stats, decode_trending
 from operators.item_info import ItemInfo, lookup_from
 from operators.user_features import decode_user_features
 from state.encoders import make_encoder
-from state.feature_store import ITEM, TRENDING, USER, FeatureWrite, MemoryFeatureStore
+from state.feature_store import CREATOR, ITEM, TRENDING, USER, FeatureWrite, MemoryFeatureStore
 from state.lake import Lake
 from tests.flows.steps import stateful_steps, top_level_steps
 
@@ -159,7 +167,7 @@ def test_step_ids_are_frozen() -> None:
         Settings(), source=TestingSource([]), deadletters=sink, features=sink, erased=Tombstones()
     )
     assert flow.flow_id == "engagement"
-    assert stateful_steps(flow) == {"user", "item", "trending", "co_engagement"}
+    assert stateful_steps(flow) == {"user", "item", "trending", "co_engagement", "creators"}
     assert top_level_steps(flow) == engagement.STEP_IDS
     lake = LakeSink("engagement", 2, Lake("unused"))
     with_lake = engagement.build_flow(
@@ -194,3 +202,17 @@ def test_partition_interleaving_does_not_change_any_feature(chunk: int) -> None:
 
 def hash_partition(key: str, partitions: int = 3) -> int:
     return zlib.crc32(key.encode()) % partitions
+
+
+def test_creators_count_each_subscribing_user_once(simulated) -> None:
+    _sim, messages, store, _letters, _writes = simulated
+    subscribed: dict[str, set[str]] = {}
+    for topic, _key, _ts, value in messages:
+        ev = decode_engagement(value.encode()) if topic == TOPIC_ENGAGEMENT else None
+        if isinstance(ev, EngagementEvent) and ev.event_type == "subscription_to_creator":
+            subscribed.setdefault(ev.creator_id or "", set()).add(ev.user_id)
+    assert subscribed, "the simulator sent no subscription"
+    stored = {c: decode_creator(raw).subscribers
+              for c, raw in zip(sorted(subscribed), store.get_many(CREATOR, sorted(subscribed)),
+                                strict=True) if raw is not None}  # fmt: skip
+    assert stored == {c: len(users) for c, users in subscribed.items()}

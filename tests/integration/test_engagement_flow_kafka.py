@@ -167,6 +167,9 @@ def test_features_reach_redis_and_malformed_events_are_dead_lettered(
     assert item["stats"]["plays_total"] >= 1
     assert item["catalogue"]["play_count_total"] == item["stats"]["plays_total"]
     assert item["catalogue"]["publish_age_hours"] > 0  # published years ago (historical)
+    assert item["catalogue"]["creator_subscriber_count"] >= 0
+    creators = list(client.scan_iter("ff:{cr:*"))
+    assert creators, "no creator record: subscriptions did not reach the creator step"
     # Co-engagement through the real broker and Redis: a user's newest positive item links
     # back to the one before it.
     catalogue = {id_hash64(m): m for m in catalogue_ids(client)}

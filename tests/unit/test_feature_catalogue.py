@@ -23,6 +23,7 @@ def test_names_are_unique_and_the_platform_names_are_there() -> None:
     platform = {
         "preferred_content_type", "preferred_language", "recent_media_7d", "top_categories_7d",
         "avg_session_duration", "play_count_24h", "publish_age_hours", "subscription_count",
+        "creator_subscriber_count", "subscriber_count",
     }  # fmt: skip
     assert platform <= set(BY_NAME)
     assert {f"ranking.{c}" for c in FEATURES} <= set(BY_NAME)  # every ranking column
