@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 import operators
 from operators.co_engagement import CoNeighbours
+from operators.creator_stats import CreatorStats
 from operators.item_stats import ItemStats
 from operators.keyed import KeyedState
 from operators.labels import LabelJoin
@@ -33,6 +34,7 @@ from operators.online_ranker import OnlineRanker
 from operators.trending import TrendingBoard
 from operators.user_engagement import UserEngagement
 from tests.unit import test_co_engagement as co
+from tests.unit import test_creator_stats as creators
 from tests.unit import test_item_stats as items
 from tests.unit import test_labels as labels
 from tests.unit import test_online_ranker as ranker
@@ -71,6 +73,7 @@ CASES: dict[type[KeyedState[Any, Any]], Case] = {
             )
         ),
     ),
+    CreatorStats: Case(CreatorStats, creators.inputs),
     OnlineRanker: Case(
         lambda resume: OnlineRanker(ranker.config(min_examples=20), resume),
         st.integers(0, 2**32 - 1).map(lambda seed: ranker.impressions(80, seed=seed % 1000)),
@@ -80,7 +83,14 @@ CASES: dict[type[KeyedState[Any, Any]], Case] = {
 
 def keyed_classes() -> set[type]:
     """Every concrete KeyedState subclass in operators/."""
-    for name in ("co_engagement", "item_stats", "labels", "online_ranker", "trending"):
+    for name in (
+        "co_engagement",
+        "creator_stats",
+        "item_stats",
+        "labels",
+        "online_ranker",
+        "trending",
+    ):
         __import__(f"{operators.__name__}.{name}")
     found, todo = set(), list(KeyedState.__subclasses__())
     while todo:
