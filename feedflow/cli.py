@@ -38,6 +38,7 @@ COMMANDS: Final = {
     ),
     "features": ("feedflow.features_command", "the feature catalogue (platform names)"),
     "lake": ("feedflow.lake_command", "the event lake (Parquet): status, compaction, retention"),
+    "parity": ("feedflow.parity_command", "online/offline parity of served feature rows"),
     "demo": ("feedflow.demo", "run everything locally: stack, flows, serving, simulated traffic"),
     "inspect": ("feedflow.inspect_command", "a user's or an item's current features, as stored"),
     "serve": (

@@ -69,6 +69,17 @@ LAKE_FILES = Counter(
 LAKE_WRITE = Histogram(
     "feedflow_lake_write_seconds", "Time to write one epoch of a lake part.", buckets=_SLOW
 )
+PARITY_DIVERGENCE = Gauge(
+    "feedflow_parity_divergence",
+    "Share of sampled served rows whose value of a ranking feature no allowed version of the "
+    "lake's recompute gives, by feature (the parity monitor's last round).",
+    ["feature"],
+)
+PARITY_ROWS = Gauge("feedflow_parity_rows", "Served rows the parity monitor's last round compared.")
+PARITY_ROUND = Gauge(
+    "feedflow_parity_last_round_timestamp_seconds",
+    "When the parity monitor last finished a round (alert when it stops).",
+)
 LABELS = Counter(
     "feedflow_labels_total",
     "Impression items labelled by the learning flow, by label (positive, negative) and reason.",

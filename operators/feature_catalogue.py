@@ -26,6 +26,16 @@ CREATOR: Final = "creator"
 USER_ITEM: Final = "user × item"
 
 
+#: The ranking columns the parity monitor (:mod:`feedflow.parity`) recomputes from the lake:
+#: those computed from user features, item stats, item metadata and the request's time. The
+#: others need what the lake does not hold (the index's vectors, the boards, co-engagement,
+#: the behaviour space, the candidate's source).
+PARITY_CHECKED: Final = (
+    "category_affinity", "session_genre", "creator_affinity", "type_match", "language_match",
+    "completion_rate", "like_ratio", "freshness",
+)  # fmt: skip
+
+
 class Feature(NamedTuple):
     """One feature's definition."""
 
@@ -104,7 +114,9 @@ CATALOGUE: Final[tuple[Feature, ...]] = (
     *(
         Feature(f"ranking.{name}", USER_ITEM, "float32", "at request time", "serving.ranking",
                 f"`feed.impressions` feature rows, column {n}; lake `impressions.features`",
-                "a ranking feature (operators/ranking_contract.py)", None)
+                "a ranking feature (operators/ranking_contract.py); "
+                + ("recomputed" if name in PARITY_CHECKED else "not recomputed")
+                + " by the parity monitor", None)
         for n, name in enumerate(RANKING_FEATURES)
     ),
 )  # fmt: skip

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -42,11 +42,12 @@ from kernel.settings import Settings
 from operators import feature_catalogue as catalogue
 from operators.contracts import EngagementEvent, Impression
 from operators.emissions import Feedback, Segment, ViewStart
-from operators.eventtime import from_ms
+from operators.eventtime import from_ms, to_ms
 from operators.item_info import ItemLookup
-from operators.item_stats import ItemStats
+from operators.item_stats import ItemStats, ItemStatsRecord
 from operators.labels import LabelJoin, LabelledImpression, label_config
 from operators.user_engagement import UserEngagement
+from operators.user_features import UserFeatures
 
 ItemInput = ViewStart | Segment | Feedback
 
@@ -70,77 +71,139 @@ def _catalogue_values(prefix: str, entity: str, record: Any) -> dict[str, Any]:
 _json = msgspec.json
 
 
-def _replay_user(
+def _item_values(record: ItemStatsRecord | None) -> dict[str, Any]:
+    return {} if record is None else _catalogue_values("item", catalogue.ITEM, record)
+
+
+#: A window `(start, end)` of event time: the features as they stood at `start` (after every
+#: event stamped before it), then after each change stamped in `[start, end)`. A training
+#: row asks for `(t, t)`, the features as of `t` alone; the parity monitor asks for the
+#: versions a store read at `t` may have held, `(t - staleness, t)`.
+Window = tuple[int, int]
+
+
+class _Windows:
+    """The versions of one replay's state over open windows (see :data:`Window`)."""
+
+    def __init__(self) -> None:
+        self.open: dict[Window, list[Any]] = {}
+        self.done: dict[Window, list[Any]] = {}
+
+    def opens(self, window: Window, now: Any) -> None:
+        self.open.setdefault(window, [now])
+
+    def closes(self, window: Window) -> None:
+        self.done[window] = self.open.pop(window)
+
+    def changed(self, now: Callable[[], Any]) -> None:
+        """The state changed: `now()` is a version of every open window."""
+        if self.open:
+            value = now()
+            for versions in self.open.values():
+                versions.append(value)
+
+
+def _markers(windows: Iterable[Window]) -> list[tuple[int, int, int, Window]]:
+    """Open and close marks; a window opens before, and closes after, nothing of its own
+    millisecond but before any event of it (so "before t" is strict at both ends)."""
+    out = []
+    for n, w in enumerate(sorted(set(windows))):
+        out += [(w[0], 0, n, w), (w[1], 1, n, w)]
+    return sorted(out)
+
+
+def user_versions(
     settings: Settings,
     items: ItemLookup,
     events: Sequence[EngagementEvent],
-    impressions: Sequence[Impression],
+    windows: Iterable[Window],
     item_inputs: list[tuple[int, ItemInput]],
-) -> dict[str, dict[str, Any]]:
-    """One user's features at each impression (by request id); the item logic's inputs
-    this user produced go to `item_inputs` as (event time, input)."""
+) -> dict[Window, list[UserFeatures]]:
+    """One user's feature versions over each window; the item logic's inputs this user
+    produced go to `item_inputs` as (time, input), at the event time the live flow would
+    have emitted each: the event's that caused it, or an idle timer's due time."""
     clock = _EventClock()
     user = UserEngagement(settings, items, clock=clock, emit_features=False)
-    at: dict[str, dict[str, Any]] = {}
+    seen = _Windows()
 
-    def emitted(outs: Iterable[Any]) -> None:
+    def emitted(outs: Iterable[Any], known_ms: int) -> None:
         for x in outs:
-            if isinstance(x, ViewStart) or (isinstance(x, Feedback) and x.media_id):
-                item_inputs.append((x.ts, x))
-            elif isinstance(x, Segment) and x.final:
-                item_inputs.append((x.end_ts, x))
+            closed = isinstance(x, Segment) and x.final
+            if closed or isinstance(x, ViewStart) or (isinstance(x, Feedback) and x.media_id):
+                item_inputs.append((known_ms, x))
 
     def advance(ms: int) -> None:
         clock.ms = max(clock.ms, ms)
         due = user.notify_at()
         while due is not None and due <= from_ms(clock.ms):
-            emitted(user.on_timer(from_ms(clock.ms)))
+            emitted(user.on_timer(due), to_ms(due))
+            seen.changed(user.features)
             nxt = user.notify_at()
             if nxt == due:
                 break
             due = nxt
 
-    # An impression sorts before an event of the same millisecond: "before t" is strict.
-    timeline: Iterable[tuple[int, int, int, Impression | EngagementEvent]] = heapq.merge(
-        ((imp.ts, 0, n, imp) for n, imp in enumerate(impressions)),
-        ((ev.ts, 1, n, ev) for n, ev in enumerate(events)),
+    timeline: Iterable[tuple[int, int, int, Window | EngagementEvent]] = heapq.merge(
+        _markers(windows), ((ev.ts, 2, n, ev) for n, ev in enumerate(events))
     )
-    for ts, _kind, _n, value in timeline:
+    for ts, kind, _n, value in timeline:
         advance(ts)
-        if isinstance(value, Impression):
-            at[value.request_id] = _catalogue_values("user", catalogue.USER, user.features())
+        if isinstance(value, EngagementEvent):
+            emitted(user.on_event(value), ts)
+            seen.changed(user.features)
+        elif kind == 0:
+            seen.opens(value, user.features())
         else:
-            emitted(user.on_event(value))
-    return at
+            seen.closes(value)
+    # The views still open close as their idle timers would have, whatever comes later: an
+    # item's inputs must not depend on when the replay last looked at this user.
+    advance(clock.ms + settings.user_ttl_days * 86_400_000)
+    return seen.done
 
 
-def _replay_items(
+def item_versions(
     settings: Settings,
     items: ItemLookup,
     inputs: list[tuple[int, ItemInput]],
-    wanted: dict[str, list[int]],
-) -> dict[tuple[str, int], dict[str, Any]]:
-    """Each (item, time) of `wanted`: the item's features after its inputs stamped before."""
+    wanted: dict[str, list[Window]],
+) -> dict[tuple[str, Window], list[ItemStatsRecord | None]]:
+    """Each wanted item's feature versions over each of its windows (None: no input yet)."""
     by_item: dict[str, list[tuple[int, ItemInput]]] = defaultdict(list)
     for ts, x in inputs:
         if x.media_id in wanted:
             by_item[x.media_id].append((ts, x))
-    out: dict[tuple[str, int], dict[str, Any]] = {}
-    for media_id, times in wanted.items():
-        clock = _EventClock()
-        stats = ItemStats(settings, items, clock=clock)
+    out: dict[tuple[str, Window], list[ItemStatsRecord | None]] = {}
+    for media_id, windows in wanted.items():
         stream = sorted(by_item.get(media_id, []), key=lambda p: p[0])
-        i, seen = 0, False
-        for t in sorted(set(times)):
-            while i < len(stream) and stream[i][0] < t:
-                clock.ms = stream[i][0]
-                stats.on_event(stream[i][1])
-                seen, i = True, i + 1
-            clock.ms = max(clock.ms, t)
-            out[media_id, t] = (
-                _catalogue_values("item", catalogue.ITEM, stats.features()) if seen else {}
-            )
+        clock = _EventClock()
+        versions = _item_replay(ItemStats(settings, items, clock=clock), clock, stream, windows)
+        out |= {(media_id, w): v for w, v in versions.items()}
     return out
+
+
+def _item_replay(
+    stats: ItemStats,
+    clock: _EventClock,
+    stream: list[tuple[int, ItemInput]],
+    windows: list[Window],
+) -> dict[Window, list[ItemStatsRecord | None]]:
+    """One item's versions over its windows (its clock follows the stream's times)."""
+    record: ItemStatsRecord | None = None
+    seen = _Windows()
+    timeline: Iterable[tuple[int, int, int, Any]] = heapq.merge(
+        _markers(windows), ((ts, 2, n, x) for n, (ts, x) in enumerate(stream))
+    )
+    for ts, kind, _n, value in timeline:
+        clock.ms = max(clock.ms, ts)
+        if kind == 2:
+            stats.on_event(value)
+            record = stats.features()
+            seen.changed(stats.features)
+        elif kind == 0:
+            seen.opens(value, record)
+        else:
+            seen.closes(value)
+    return seen.done
 
 
 def training_rows(
@@ -159,17 +222,19 @@ def training_rows(
     for imp in sorted(impressions, key=lambda i: (i.ts, i.request_id)):
         served[imp.user_id].append(imp)
     item_inputs: list[tuple[int, ItemInput]] = []
-    user_at: dict[str, dict[str, Any]] = {}
+    user_at: dict[tuple[str, int], UserFeatures] = {}
     for user_id in sorted(set(by_user) | set(served)):
-        user_at |= _replay_user(
-            settings, items, by_user.get(user_id, []), served.get(user_id, []), item_inputs
-        )
-    wanted: dict[str, list[int]] = defaultdict(list)
+        at = user_versions(
+            settings, items, by_user.get(user_id, []),
+            [(i.ts, i.ts) for i in served.get(user_id, [])], item_inputs,
+        )  # fmt: skip
+        user_at |= {(user_id, w[0]): v[0] for w, v in at.items()}
+    wanted: dict[str, list[Window]] = defaultdict(list)
     for imps in served.values():
         for imp in imps:
             for item in imp.items:
-                wanted[item.media_id].append(imp.ts)
-    item_at = _replay_items(settings, items, item_inputs, wanted)
+                wanted[item.media_id].append((imp.ts, imp.ts))
+    item_at = item_versions(settings, items, item_inputs, wanted)
     labels = _labels(settings, by_user, served)
     rows: list[dict[str, Any]] = []
     for user_id in sorted(served):
@@ -185,8 +250,8 @@ def training_rows(
                     "features": list(item.features),
                     "label": None if label is None else label[0],
                     "label_reason": None if label is None else label[1],
-                    **user_at.get(imp.request_id, {}),
-                    **item_at.get((item.media_id, imp.ts), {}),
+                    **_catalogue_values("user", catalogue.USER, user_at[user_id, imp.ts]),
+                    **_item_values(item_at[item.media_id, (imp.ts, imp.ts)][0]),
                 })  # fmt: skip
     return rows
 

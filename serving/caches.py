@@ -40,6 +40,15 @@ HOUR_MS: Final = 3_600_000
 Board = tuple[tuple[str, float], ...]
 
 
+def stats_values(record: ItemStatsRecord | None) -> tuple[float, float, float]:
+    """The ranking's item stats of a stored record: completion rate, like ratio, trending
+    score; the prior for an item with none (and 0.5 for a completion rate not known yet)."""
+    if record is None:
+        return STATS_PRIOR
+    completion = record.completion_rate if record.completion_rate is not None else 0.5
+    return completion, record.like_ratio, record.trending_score
+
+
 class ItemStatsCache:
     """Item stats (completion rate, like ratio, trending score, popularity) in the item
     table's rows.
@@ -122,11 +131,8 @@ class ItemStatsCache:
         half_life = self._half_life_ms
         for n, i in enumerate(known):
             rec = records[i]
-            if rec is None:
-                values[n] = STATS_PRIOR
-            else:
-                completion = rec.completion_rate if rec.completion_rate is not None else 0.5
-                values[n] = (completion, rec.like_ratio, rec.trending_score)
+            values[n] = stats_values(rec)
+            if rec is not None:
                 plays[n] = rec.plays_total
                 if rec.popularity > 0.0:
                     popular[n] = math.log2(rec.popularity) + rec.ts / half_life
