@@ -30,7 +30,7 @@ from kernel.errors import ConfigError
 from kernel.settings import Settings
 from operators.feature_catalogue import CATALOGUE, markdown
 from operators.point_in_time import training_rows
-from state.lake import unique
+from state.lake import in_arrival_order, unique
 from state.lake_schema import EVENTS, IMPRESSIONS, impressions_of, record_of
 
 
@@ -71,7 +71,7 @@ def parse_time(text: str) -> int:
     """Epoch milliseconds from milliseconds or an ISO time (UTC unless it says otherwise).
 
     Example:
-        >>> parse_time("2026-12-05T00:00:00"), parse_time("1764892800000")
+        >>> parse_time("2025-12-05T00:00:00"), parse_time("1764892800000")
         (1764892800000, 1764892800000)
     """
     if text.isdigit():
@@ -93,7 +93,8 @@ def _export(args: argparse.Namespace, settings: Settings) -> int:
     days = settings.user_ttl_days if args.lookback_days is None else args.lookback_days
     after_ms = (settings.label_window_s + settings.label_lateness_s) * 1000
     feeds = unique(IMPRESSIONS, lake.read(IMPRESSIONS, start, end))
-    events = unique(EVENTS, lake.read(EVENTS, start - int(days * 86_400_000), end + after_ms))
+    read = lake.read(EVENTS, start - int(days * 86_400_000), end + after_ms)
+    events = unique(EVENTS, in_arrival_order(read))
     rows = training_rows(
         settings,
         item_lookup(settings),

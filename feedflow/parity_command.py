@@ -37,7 +37,7 @@ from operators.ab import HOLDBACK_ARM
 from state.ab_config import load_config
 from state.index_keys import IndexKeys
 from state.item_store import ItemStore
-from state.lake import Lake, unique
+from state.lake import Lake, in_arrival_order, unique
 from state.lake_schema import EVENTS, IMPRESSIONS, impressions_of, record_of
 from state.redis_client import JOB, connect
 from state.weights_registry import WeightsRegistry
@@ -133,7 +133,8 @@ class Monitor:
 
     def _check(self, feeds: list[Any], start: int, end: int) -> ParityReport:
         media = sorted({i.media_id for f in feeds for i in f.items})
-        table = unique(EVENTS, self.lake.read(EVENTS, start - self.lookback_ms, end))
+        table = self.lake.read(EVENTS, start - self.lookback_ms, end)
+        table = unique(EVENTS, in_arrival_order(table))
         audience = pc.unique(
             table.filter(pc.is_in(table["media_id"], value_set=pa.array(media)))["user_id"]
         )

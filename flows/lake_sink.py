@@ -21,6 +21,7 @@ user erased in this process (:class:`operators.erasure.Tombstones`) are not writ
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +38,7 @@ from operators.emissions import Segment
 from operators.erasure import Tombstones
 from state.feature_store import StoreUnavailableError
 from state.lake import Lake, new_run
-from state.lake_schema import LakeRecord, dataset_of
+from state.lake_schema import Arrived, LakeRecord, dataset_of
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,25 @@ def lake_sink(settings: Settings, flow_id: str, erased: Tombstones | None) -> La
     return None if lake is None else LakeSink(flow_id, settings.partitions, lake, erased)
 
 
+class Arrivals:
+    """Arrival stamps: microseconds of the wall clock, strictly increasing in this process
+    (a clock stepped back does not reorder what was read after what)."""
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> int:
+        """The first of `n` consecutive stamps."""
+        with self._lock:
+            first = max(self._last + 1, time.time_ns() // 1000)
+            self._last = first + n - 1
+        return first
+
+
+ARRIVALS: Final = Arrivals()
+
+
 def lake_batches(
     step_id: str, stream: Stream[Any], kinds: tuple[type, ...] = KINDS
 ) -> Stream[tuple[str, list[Any]]]:
@@ -73,7 +93,13 @@ def lake_batches(
             v = x[1] if type(x) is tuple else x
             if isinstance(v, kinds) and (type(v) is not Segment or v.final):
                 out.append(v)
-        return [(out[0].user_id, out)] if out else []
+        if not out:
+            return []
+        if EngagementEvent in kinds:  # in the order this worker read them
+            stamp = ARRIVALS.take(len(out))
+            out = [Arrived(v, stamp + n) if type(v) is EngagementEvent else v
+                   for n, v in enumerate(out)]  # fmt: skip
+        return [(out[0].user_id, out)]
 
     return op.flat_map_batch(step_id, stream, keep)
 

@@ -214,9 +214,10 @@ def training_rows(
 ) -> list[dict[str, Any]]:
     """One row per served item of `impressions`: the served row, the point-in-time user and
     item features, the label; `events` are every event that may precede or follow them
-    (one per event id; a user's in event-time order)."""
+    (one per event id; a user's in the order the flow read them, so an event it dropped as
+    late is dropped again: :func:`state.lake.in_arrival_order`)."""
     by_user: dict[str, list[EngagementEvent]] = defaultdict(list)
-    for ev in sorted(events, key=lambda e: e.ts):
+    for ev in events:
         by_user[ev.user_id].append(ev)
     served: dict[str, list[Impression]] = defaultdict(list)
     for imp in sorted(impressions, key=lambda i: (i.ts, i.request_id)):

@@ -56,6 +56,7 @@ from typing import Any, Final, NamedTuple
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from kernel.errors import FeedflowError
@@ -131,6 +132,22 @@ def by_hour(dataset: Dataset, table: pa.Table) -> Iterator[tuple[int, pa.Table]]
     bounds = [0, *starts.tolist(), len(sorted_hours)]
     for lo, hi in itertools.pairwise(bounds):
         yield int(sorted_hours[lo]), ordered.slice(lo, hi - lo)
+
+
+def in_arrival_order(table: pa.Table) -> pa.Table:
+    """Events in the order the flow read them: by `arrival`, a row without one (schema
+    version 1) at its event time; ties keep their order.
+
+    Example:
+        >>> t = pa.table({"ts": [5, 1, 3], "arrival": [9_000, None, 2_000]})
+        >>> in_arrival_order(t).column("ts").to_pylist()
+        [1, 3, 5]
+    """
+    if table.num_rows == 0:
+        return table
+    ts_us = pc.multiply(table.column("ts"), 1000)
+    key = pc.coalesce(table.column("arrival"), ts_us)
+    return table.take(pc.sort_indices(pa.table({"k": key}), [("k", "ascending")]))
 
 
 def unique(dataset: Dataset, table: pa.Table) -> pa.Table:
@@ -284,17 +301,26 @@ class Lake:
     def read_file(
         self, path: str, dataset: Dataset, columns: Sequence[str] | None = None
     ) -> pa.Table:
-        """One file's rows; refuses a schema version newer than this code's."""
-        wanted = list(columns) if columns is not None else None
-        if wanted is not None and dataset.time_column not in wanted:
-            wanted.append(dataset.time_column)
-        table = pq.read_table(io.BytesIO(self.fs.cat_file(path)), columns=wanted)
-        version = int((table.schema.metadata or {}).get(VERSION_KEY, b"0"))
+        """One file's rows in this code's schema (columns an older version lacks are null);
+        refuses a schema version newer than this code's."""
+        names = list(columns) if columns is not None else list(dataset.schema.names)
+        if dataset.time_column not in names:
+            names.append(dataset.time_column)
+        parquet = pq.ParquetFile(io.BytesIO(self.fs.cat_file(path)))
+        meta = parquet.schema_arrow.metadata or {}
+        version = int(meta.get(VERSION_KEY, b"0"))
         if not 1 <= version <= SCHEMA_VERSION:
             raise LakeError(
                 f"{path}: schema version {version}, this Feedflow reads 1..{SCHEMA_VERSION}"
             )
-        return table.select(list(columns)) if columns is not None else table
+        present = set(parquet.schema_arrow.names)
+        table = parquet.read(columns=[n for n in names if n in present])
+        for name in names:
+            if name not in present:
+                field = dataset.schema.field(name)
+                table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+        out = table.select(names).replace_schema_metadata(dataset.schema.metadata)
+        return out.select(list(columns)) if columns is not None else out
 
     # Maintenance -----------------------------------------------------------------------
 

@@ -3,7 +3,10 @@
 Three datasets, each a table of flat rows partitioned by the hour of its time column:
 
 - `events`: validated engagement events as they arrived (client retries included: readers
-  keep one row per `event_id`, :func:`state.lake.unique`).
+  keep one row per `event_id`, :func:`state.lake.unique`), each with its `arrival`: a
+  stamp that rises along what one flow worker read (microseconds of its clock, kept strictly
+  increasing), so a user's events can be read back in the order the flow applied them
+  (:func:`state.lake.in_arrival_order`; rows of schema version 1 have none).
 - `views`: closed consumption segments, the sessionizer's output (seconds played, watch
   fraction, completion, early abandonment, replays, signals).
 - `impressions`: one row per served item: the request, the item's place and score, and the
@@ -11,14 +14,15 @@ Three datasets, each a table of flat rows partitioned by the hour of its time co
 
 A file's key-value metadata names its dataset and schema version; a reader refuses a version
 it does not know instead of guessing. Adding a nullable column is a new version that readers
-of the old one fill with nulls; anything else needs a migration.
+of the old one fill with nulls; anything else needs a migration. Version 2 added
+`events.arrival`.
 
 Example:
     >>> from operators.contracts import EngagementEvent
     >>> ev = EngagementEvent(event_id="e1", event_type="media_started", user_id="u1", ts=7)
     >>> table = EVENTS.table([ev])
     >>> table.num_rows, table.column("user_id").to_pylist(), table.schema.metadata[VERSION_KEY]
-    (1, ['u1'], b'1')
+    (1, ['u1'], b'2')
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from operators.contracts import EngagementEvent, Impression
 from operators.emissions import Segment
 from operators.ranking_contract import FEATURES
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 VERSION_KEY: Final = b"feedflow.schema_version"
 DATASET_KEY: Final = b"feedflow.dataset"
 FEATURES_KEY: Final = b"feedflow.features"
@@ -64,6 +68,31 @@ class Dataset:
         return f"Dataset({self.name!r})"
 
 
+class Arrived(msgspec.Struct, frozen=True, array_like=True):
+    """An event as the lake sink keeps it: with its arrival stamp."""
+
+    event: EngagementEvent
+    arrival: int
+
+    @property
+    def user_id(self) -> str:
+        """The event's user."""
+        return self.event.user_id
+
+    @property
+    def ts(self) -> int:
+        """The event's time."""
+        return self.event.ts
+
+
+class _Events(Dataset):
+    def columns(self, records: Sequence[Any]) -> dict[str, list[Any]]:
+        events = [r.event if type(r) is Arrived else r for r in records]
+        out = {name: [getattr(e, name) for e in events] for name in self.schema.names[:-1]}
+        out["arrival"] = [r.arrival if type(r) is Arrived else None for r in records]
+        return out
+
+
 class _Impressions(Dataset):
     def columns(self, records: Sequence[Any]) -> dict[str, list[Any]]:
         rows: dict[str, list[Any]] = {name: [] for name in self.schema.names}
@@ -82,7 +111,7 @@ class _Impressions(Dataset):
 
 _str, _i64, _f64 = pa.string(), pa.int64(), pa.float64()
 
-EVENTS: Final = Dataset(
+EVENTS: Final = _Events(
     "events",
     pa.schema(
         [
@@ -99,6 +128,7 @@ EVENTS: Final = Dataset(
             ("device", _str),
             ("country", _str),
             ("language", _str),
+            ("arrival", _i64),  # last: _Events.columns takes the others from the event
         ]
     ),
     "ts",
@@ -150,12 +180,12 @@ IMPRESSIONS: Final = _Impressions(
     ("request_id", "media_id"),
 )
 DATASETS: Final = {d.name: d for d in (EVENTS, VIEWS, IMPRESSIONS)}
-LakeRecord = EngagementEvent | Segment | Impression
+LakeRecord = EngagementEvent | Arrived | Segment | Impression
 
 
 def dataset_of(record: LakeRecord) -> Dataset:
     """The dataset a record belongs to."""
-    if isinstance(record, EngagementEvent):
+    if isinstance(record, EngagementEvent | Arrived):
         return EVENTS
     if isinstance(record, Segment):
         return VIEWS
@@ -171,7 +201,8 @@ def feature_names(schema: pa.Schema) -> tuple[str, ...]:
 def record_of(dataset: Dataset, row: dict[str, Any]) -> Any:
     """A row read back as the record it was written from (events and views)."""
     kind = EngagementEvent if dataset is EVENTS else Segment
-    return msgspec.convert({k: v for k, v in row.items() if v is not None}, kind)
+    fields = {k: v for k, v in row.items() if v is not None and k != "arrival"}
+    return msgspec.convert(fields, kind)
 
 
 def impressions_of(table: pa.Table) -> list[Impression]:

@@ -27,7 +27,7 @@ from operators.contracts import TOPIC_ENGAGEMENT, EngagementEvent, decode_engage
 from operators.emissions import Segment
 from operators.erasure import Tombstones
 from operators.item_info import lookup_from
-from state.lake import Lake
+from state.lake import Lake, in_arrival_order
 from state.lake_schema import EVENTS, VIEWS, record_of
 from tests.flows.test_engagement_flow import catalogue, simulate
 
@@ -110,6 +110,34 @@ def test_the_lake_holds_every_valid_event_as_it_arrived(traffic, clean: Lake) ->
         assert (row["user_id"], row["ts"], row["media_id"], row["position_s"]) == (
             ev.user_id, ev.ts, ev.media_id, ev.position_s,
         )  # fmt: skip
+
+
+def test_read_back_in_arrival_order_each_users_events_come_as_the_flow_read_them(
+    traffic, tmp_path: Path
+) -> None:
+    # One user's first event arrives last (a phone that was offline): the lake files it in
+    # its hour, hours before the rest, and the arrival order still puts it last.
+    inputs = list(traffic["inputs"])
+    first = next(n for n, m in enumerate(inputs) if isinstance(decode_engagement(m.value),
+                                                               EngagementEvent))  # fmt: skip
+    late = decode_engagement(inputs[first].value)
+    assert isinstance(late, EngagementEvent)
+    inputs.append(inputs.pop(first))
+    lake = Lake(str(tmp_path / "lake"))
+    run(traffic, inputs, lake)
+    table = in_arrival_order(lake.read(EVENTS))
+    assert table.column("arrival").null_count == 0
+    read: dict[str, list[str]] = {}
+    for row in table.select(["user_id", "event_id"]).to_pylist():
+        read.setdefault(row["user_id"], []).append(row["event_id"])
+    sent: dict[str, list[str]] = {}
+    for m in inputs:
+        if isinstance(ev := decode_engagement(m.value), EngagementEvent):
+            sent.setdefault(ev.user_id, []).append(ev.event_id)
+    assert read == sent
+    assert read[late.user_id][-1] == late.event_id
+    by_time = lake.read(EVENTS).sort_by("ts").column("event_id").to_pylist()
+    assert by_time.index(late.event_id) < by_time.index(read[late.user_id][0])
 
 
 def test_closed_views_reach_the_lake_with_their_consumption(clean: Lake) -> None:

@@ -12,8 +12,16 @@ import pytest
 
 from operators.contracts import EngagementEvent, Impression, ImpressionItem
 from operators.emissions import Segment
-from state.lake import HOUR_MS, Lake, LakeError, hour_dir, hour_of_dir, unique
-from state.lake_schema import EVENTS, IMPRESSIONS, VERSION_KEY, VIEWS, feature_names, record_of
+from state.lake import HOUR_MS, Lake, LakeError, hour_dir, hour_of_dir, in_arrival_order, unique
+from state.lake_schema import (
+    EVENTS,
+    IMPRESSIONS,
+    VERSION_KEY,
+    VIEWS,
+    Arrived,
+    feature_names,
+    record_of,
+)
 
 T0 = 1_764_900_000_000 // HOUR_MS * HOUR_MS  # an hour's start
 
@@ -167,6 +175,29 @@ def test_a_file_of_a_newer_schema_version_is_refused(lake: Lake) -> None:
     Path(path).write_bytes(out.getvalue())
     with pytest.raises(LakeError, match="schema version 99"):
         lake.read(EVENTS)
+
+
+def test_a_file_of_schema_version_1_reads_with_no_arrival_and_compacts_with_newer_ones(
+    lake: Lake,
+) -> None:
+    lake.write_epoch("p", "r1", 0, {EVENTS: [event(1, ts=T0 + 5)]})
+    [path] = lake.files(EVENTS)
+    table = pq.read_table(path)
+    old = table.drop_columns(["arrival"]).replace_schema_metadata(
+        {**table.schema.metadata, VERSION_KEY: b"1"}
+    )
+    out = io.BytesIO()
+    pq.write_table(old, out)
+    Path(path).write_bytes(out.getvalue())
+    lake.write_epoch("p", "r1", 1, {EVENTS: [Arrived(event(2, ts=T0 + 9), 7)]})
+    rows = lake.read(EVENTS).to_pylist()
+    assert [(r["event_id"], r["arrival"]) for r in rows] == [("e1", None), ("e2", 7)]
+    assert [r["event_id"] for r in in_arrival_order(lake.read(EVENTS)).to_pylist()] == [
+        "e2",
+        "e1",
+    ]  # fmt: skip  (7 µs after the epoch, before T0 + 5 ms)
+    lake.compact(EVENTS, before_ms=T0 + 2 * HOUR_MS, journal_horizon_ms=0)
+    assert lake.read(EVENTS).to_pylist() == rows
 
 
 def test_forget_removes_every_row_of_a_user_and_nothing_else(lake: Lake) -> None:

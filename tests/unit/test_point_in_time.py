@@ -84,3 +84,15 @@ def test_an_item_nobody_played_before_the_feed_has_no_item_features() -> None:
     rows = training_rows(SETTINGS, ITEMS, watch("u1", "n1", T0, 12), [feed("r1", "u1", T0, ["n2"])])
     assert not any(k.startswith("item.") for k in rows[0])
     assert rows[0]["user.cold_start"] is True
+
+
+def test_an_event_the_flow_dropped_as_late_is_dropped_again() -> None:
+    # In the order the flow read them: news at T0 + 30 min, then sports stamped T0, half an
+    # hour behind the user's newest when it arrived (the lateness allowed is 10 minutes).
+    arrived = watch("u1", "n1", T0 + 30 * MIN, 12) + watch("u1", "s1", T0, 12)
+    served = [feed("r1", "u1", T0 + 60 * MIN, ["n2"])]
+    [replayed] = training_rows(SETTINGS, ITEMS, arrived, served)
+    assert replayed["user.top_categories_7d"] == ["news"]
+    # In event-time order the sports view would have counted, as the live flow never did.
+    [in_time] = training_rows(SETTINGS, ITEMS, sorted(arrived, key=lambda e: e.ts), served)
+    assert "sports" in in_time["user.top_categories_7d"]
