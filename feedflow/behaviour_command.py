@@ -15,7 +15,7 @@ from pathlib import Path
 
 from feedflow import behaviour_job
 from feedflow.output import Progress, emit
-from feedflow.week_events import erasures, week_payloads
+from feedflow.week_events import WeekInput, erasures, week_payloads
 from kernel.settings import Settings
 from state.behaviour_store import BehaviourStateError, BehaviourStore, describe
 from state.index_replica import snapshot_store
@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def _run(
     args: argparse.Namespace, settings: Settings, client: RedisClient, store: BehaviourStore
 ) -> int:
-    payloads, _ = week_payloads(settings, args.input, 0)  # 0: everything the topic retains
+    payloads, _ = week_payloads(settings, WeekInput(args.input), 0)  # 0: all the topic retains
     items = job_lookup(client)
     progress = Progress("behaviour: events")
     result = behaviour_job.run(

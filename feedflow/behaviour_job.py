@@ -19,6 +19,7 @@ from typing import Any
 from feedflow.week_events import Counts, apply_events
 from kernel.settings import Settings
 from operators.behaviour import Positives, Space, factorise
+from operators.contracts import EngagementEvent
 from operators.erasure import Tombstones
 from operators.item_info import ItemLookup
 from state.behaviour_store import BehaviourStore
@@ -47,7 +48,7 @@ class RunResult:
 
 def learn(
     settings: Settings,
-    payloads: Iterator[bytes],
+    payloads: Iterator[bytes | EngagementEvent],
     items: ItemLookup,
     progress: Callable[[int], None] | None = None,
     erased: Tombstones | None = None,
@@ -62,7 +63,7 @@ def learn(
 def run(
     store: BehaviourStore,
     settings: Settings,
-    payloads: Iterator[bytes],
+    payloads: Iterator[bytes | EngagementEvent],
     items: ItemLookup,
     publish: bool = True,
     progress: Callable[[int], None] | None = None,

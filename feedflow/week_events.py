@@ -1,4 +1,4 @@
-"""Where a weekly run reads its week of engagement events: the topic, or a file.
+"""Where a weekly run reads its week of engagement events: the topic, the event lake, or a file.
 
 From Kafka (:func:`flows.topic_reader.read_topic`), each partition of
 `user.engagement.events` is read from the first offset at or after the week's start, less the
@@ -11,6 +11,14 @@ stop could skip part of the week. Reading past the week costs at most the day or
 the week's end and the run. Keep the topic's retention above eight days so the whole week is
 still there when the run starts. A file holds the simulator's `--out` lines
 (`{"topic", "key", "ts", "value"}`) or one raw event per line (a backfill or a replay).
+
+From the event lake (`--from-lake`, :func:`lake_events`), the week's rows are read in the order
+the engagement flow read them (:func:`state.lake.in_arrival_order`), one per event id, so a
+week stays reproducible after the topic's retention: the same events, in each user's order,
+as the topic gives, hence the same weights. The lake holds valid events only (nothing to
+count as `invalid`) and only the week (nothing `outside` it). The week is read into memory
+(the columns of its events, ~100 bytes each); a run of `--processes N` spreads the users
+over N processes, each reading the week and keeping its own.
 
 Payloads that fail validation are counted (`invalid`) and skipped: the engagement flow
 already sent them to the dead-letter topic when they first arrived. Events of erased users
@@ -29,8 +37,9 @@ from typing import Final
 import orjson
 
 from flows.erasure_in import tombstones
+from flows.lake_sink import lake_of
 from flows.topic_reader import TopicReadError, read_topic
-from kernel.errors import FeedflowError
+from kernel.errors import ConfigError, FeedflowError
 from kernel.settings import Settings
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
@@ -39,6 +48,8 @@ from operators.contracts import (
     decode_engagement,
 )
 from operators.erasure import Tombstones
+from state.lake import LakeError, in_arrival_order, unique
+from state.lake_schema import EVENTS, record_of
 
 IDLE_TIMEOUT_S: Final = 60.0
 log = logging.getLogger(__name__)
@@ -60,11 +71,12 @@ class Counts:
 
 
 def decoded(
-    payloads: Iterator[bytes], counts: Counts, erased: Tombstones | None = None
+    payloads: Iterator[bytes | EngagementEvent], counts: Counts, erased: Tombstones | None = None
 ) -> Iterator[EngagementEvent]:
-    """Valid engagement events of raw payloads not erased; the rest only counted."""
+    """Valid engagement events of raw payloads (or events read already) not erased; the
+    rest only counted."""
     for raw in payloads:
-        event = decode_engagement(raw)
+        event = raw if type(raw) is EngagementEvent else decode_engagement(raw)  # type: ignore[arg-type]
         if not isinstance(event, EngagementEvent):
             counts.invalid += 1
         elif erased is not None and erased.covers(event.user_id, event.ts):
@@ -74,7 +86,7 @@ def decoded(
 
 
 def apply_events(
-    payloads: Iterator[bytes],
+    payloads: Iterator[bytes | EngagementEvent],
     counts: Counts,
     add: Callable[[EngagementEvent], None],
     erased: Tombstones | None = None,
@@ -126,24 +138,71 @@ def file_payloads(path: Path) -> Iterator[bytes]:
         raise WeekInputError(f"weekly input {path}: {exc}") from exc
 
 
-def source_of(path: Path | None) -> str:
-    """How a run's events are read, for its manifest: `file:<name>` or `kafka`."""
-    return f"file:{path.name}" if path is not None else "kafka"
+@dataclass(frozen=True)
+class WeekInput:
+    """Where a run reads its events: a JSONL file, the event lake, or (neither) the topic.
+
+    Example:
+        >>> WeekInput().name, WeekInput(lake=True).argv, WeekInput(Path("w.jsonl")).name
+        ('kafka', ['--from-lake'], 'file:w.jsonl')
+    """
+
+    path: Path | None = None
+    lake: bool = False
+
+    @property
+    def name(self) -> str:
+        """How the run's manifest names it: `file:<name>`, `lake` or `kafka`."""
+        return f"file:{self.path.name}" if self.path else "lake" if self.lake else "kafka"
+
+    @property
+    def argv(self) -> list[str]:
+        """The command-line flags that say it (for member processes)."""
+        return ["--input", str(self.path)] if self.path else ["--from-lake"] if self.lake else []
 
 
 def week_payloads(
-    settings: Settings, path: Path | None, start_ms: int
-) -> tuple[Iterator[bytes], str]:
-    """A job's input and how to name it: the file at `path`, else the engagement topic from
-    `start_ms` (less the allowed lateness).
+    settings: Settings, source: WeekInput, start_ms: int, end_ms: int | None = None
+) -> tuple[Iterator[bytes | EngagementEvent], str]:
+    """A job's input and how to name it: the file, the lake's events of [start, end), else
+    the engagement topic from `start_ms` (less the allowed lateness).
 
     Raises:
-        ConfigError: no file given and no broker configured.
+        ConfigError: no broker configured for the topic, or no lake for the lake.
     """
-    if path is not None:
-        return file_payloads(path), source_of(path)
+    if source.path is not None:
+        return file_payloads(source.path), source.name
+    if source.lake:
+        return lake_events(settings, start_ms, end_ms), source.name
     settings.require("kafka_bootstrap_servers")
-    return kafka_payloads(settings, start_ms), source_of(None)
+    return kafka_payloads(settings, start_ms), source.name
+
+
+def lake_events(
+    settings: Settings,
+    start_ms: int,
+    end_ms: int | None,
+    keep: Callable[[str], bool] | None = None,
+) -> Iterator[EngagementEvent]:
+    """The lake's events of [start, end) in the order the flow read them, one per event id
+    (see module doc); `keep`: only the users it keeps.
+
+    Raises:
+        ConfigError: the lake is off.
+        WeekInputError: the lake cannot be read.
+    """
+    lake = lake_of(settings)
+    if lake is None:
+        raise ConfigError("the lake is off (FEEDFLOW_LAKE_ENABLED=false): no week to read")
+    try:
+        table = lake.read(EVENTS, start_ms, end_ms)
+    except (OSError, LakeError) as exc:
+        raise WeekInputError(f"weekly input from the lake: {exc}") from exc
+    table = unique(EVENTS, in_arrival_order(table))
+    for batch in table.to_batches(PROGRESS_EVERY):
+        for row in batch.to_pylist():
+            if keep is None or keep(row["user_id"]):
+                yield record_of(EVENTS, row)
 
 
 def kafka_payloads(

@@ -1,8 +1,9 @@
 """`feedflow weights run|status|publish|rollback|user`: weekly per-user weight versions.
 
 `run` is the weekly job (cron it for Monday after midnight UTC plus the allowed lateness): it
-reads the last complete ISO week (or `--week`) from `user.engagement.events` (or `--input`),
-writes a new version and makes it active when, and only when, it is complete. `publish
+reads the last complete ISO week (or `--week`) from `user.engagement.events` (or the event
+lake with `--from-lake`, a week past the topic's retention; or `--input`), writes a new
+version and makes it active when, and only when, it is complete. `publish
 VERSION` and `rollback` move the active pointer atomically; serving replicas follow within
 one refresh round (`FEEDFLOW_SERVING_REFRESH_MS`), no restart. `status` lists every run;
 exit code 3 when no version is active.
@@ -14,6 +15,10 @@ command starts them; `-i/-a` as for `feedflow flow`). Across hosts, a scheduler 
 three steps `run --processes` takes: `begin` registers a version and prints it, every host
 runs `member VERSION -i K -a ADDRESSES`, and once all exited 0 `complete VERSION` marks it
 complete and publishes it (`abort VERSION` marks it failed when one did not).
+
+With the event lake on, every completed run leaves a training snapshot under
+`<lake>/weekly/week=<week>/<version>.json` (:mod:`feedflow.weights_audit`): its inputs, a
+digest of its outputs, the versions and settings it ran with.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import msgspec
 from bytewax.run import cli_main
 
 from feedflow.output import Progress, emit
-from feedflow.week_events import erasures, source_of, week_payloads
+from feedflow.week_events import WeekInput, erasures, week_payloads
+from feedflow.weights_audit import write_snapshot
 from feedflow.weights_flow import WeekJob, build_flow
 from feedflow.weights_job import (
     begin_cluster_run,
@@ -35,10 +41,12 @@ from feedflow.weights_job import (
     run_week,
     run_week_cluster,
 )
+from flows.lake_sink import lake_of
 from kernel.errors import ConfigError
 from kernel.settings import Settings
-from operators.weekly_weights import UserWeights, last_complete_week, week_span
+from operators.weekly_weights import UserWeights, last_complete_week, week_seed, week_span
 from state.item_lookup import job_lookup
+from state.lake import LakeError
 from state.redis_client import JOB, RedisClient, connect
 from state.weights_registry import WRITING, Manifest, WeightsRegistry, WeightsStateError
 
@@ -58,6 +66,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--week", help="run, begin: ISO week YYYY-Www (default: the last complete one)")
     p.add_argument("--input", type=Path, help="run, member: read events from this JSONL file")
+    p.add_argument("--from-lake", action="store_true",
+                   help="run, begin, member: read the week from the event lake")  # fmt: skip
     p.add_argument(
         "--no-publish", action="store_true", help="run, complete: leave the pointer alone"
     )
@@ -100,7 +110,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             emit({"user_id": args.target, "weights": _plain(weights)}, args.json)
             return 0 if weights is not None else 3
         if args.action == "begin":
-            week, source = _week(args, settings), source_of(args.input)
+            week, source = _week(args, settings), _input(args).name
             emit({"version": begin_cluster_run(registry, settings, week, source), "week": week},
                  args.json)  # fmt: skip
             return 0
@@ -110,7 +120,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             result = complete_staged(
                 registry, _writing(args, registry).version, not args.no_publish
             )
-            emit(result.as_dict(), args.json)
+            emit(_audited(settings, client, registry, result.as_dict()), args.json)
             return 0
         if args.action == "abort":
             registry.fail(_writing(args, registry).version, "aborted: a member of the run failed")
@@ -135,14 +145,15 @@ def _run(
     if args.processes is not None:
         if args.processes < 1:
             raise ConfigError("--processes must be at least 1")
-        if args.input is None:
+        given = _input(args)
+        if given.path is None and not given.lake:
             settings.require("kafka_bootstrap_servers")
-        clustered = run_week_cluster(registry, settings, week, args.input, args.processes,
+        clustered = run_week_cluster(registry, settings, week, given, args.processes,
                                      publish=not args.no_publish)  # fmt: skip
-        emit(clustered.as_dict(), args.json)
+        emit(_audited(settings, client, registry, clustered.as_dict()), args.json)
         return 0
-    start_ms = week_span(week)[0]
-    payloads, source = week_payloads(settings, args.input, start_ms)
+    start_ms, end_ms = week_span(week)
+    payloads, source = week_payloads(settings, _input(args), start_ms, end_ms)
     items = job_lookup(client)
     progress = Progress(f"weights {week}: events")
     result = run_week(
@@ -151,8 +162,35 @@ def _run(
         recheck=lambda: erasures(settings),
     )  # fmt: skip
     progress.close()
-    emit(result.as_dict(), args.json)
+    emit(_audited(settings, client, registry, result.as_dict()), args.json)
     return 0
+
+
+def _audited(
+    settings: Settings, client: RedisClient, registry: WeightsRegistry, result: dict[str, Any]
+) -> dict[str, Any]:
+    """The run's result, with where its training snapshot went (none with the lake off).
+
+    Raises:
+        WeightsStateError: the snapshot could not be written (the version stays as it is).
+    """
+    lake = lake_of(settings)
+    if lake is None:
+        return result | {"snapshot": None}
+    try:
+        return result | {"snapshot": write_snapshot(lake, client, registry, settings, result)}
+    except (OSError, LakeError) as exc:
+        raise WeightsStateError(
+            f"weights {result['version']} is complete, but its training snapshot could not be "
+            f"written to the lake: {exc}"
+        ) from exc
+
+
+def _input(args: argparse.Namespace) -> WeekInput:
+    """--input or --from-lake (not both), else the topic."""
+    if args.input is not None and args.from_lake:
+        raise ConfigError("--input and --from-lake are two inputs: give one")
+    return WeekInput(args.input, args.from_lake)
 
 
 def _week(args: argparse.Namespace, settings: Settings) -> str:
@@ -181,7 +219,7 @@ def _member(args: argparse.Namespace, settings: Settings, registry: WeightsRegis
     if args.week and args.week != manifest.week:
         raise ConfigError(f"version {version} is of {manifest.week}, not {args.week}")
     start_ms, end_ms = week_span(manifest.week)
-    job = WeekJob(version, start_ms, end_ms, manifest.seq, args.input)
+    job = WeekJob(version, start_ms, end_ms, week_seed(manifest.week), _input(args))
     cli_main(
         build_flow(settings, job),
         workers_per_process=settings.workers,

@@ -31,7 +31,6 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, cast
 
 import bytewax.operators as op
@@ -40,7 +39,15 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.operators import StatefulLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from feedflow.week_events import Counts, decoded, erasures, file_payloads, kafka_payloads
+from feedflow.week_events import (
+    Counts,
+    WeekInput,
+    decoded,
+    erasures,
+    file_payloads,
+    kafka_payloads,
+    lake_events,
+)
 from flows.topic_reader import TopicReadError, partitions_of
 from kernel.settings import Settings
 from operators.cold_start import CohortModel, CohortTally
@@ -84,7 +91,7 @@ class WeekJob:
     start_ms: int
     end_ms: int
     seed: int
-    input_path: Path | None = None
+    source: WeekInput = field(default_factory=WeekInput)
 
 
 @dataclass
@@ -96,6 +103,7 @@ class Partial:
     events: int = 0
     late: int = 0
     outside: int = 0
+    duplicates: int = 0
     invalid: int = 0
     erased: int = 0
 
@@ -106,6 +114,7 @@ class Partial:
         self.events += other.events
         self.late += other.late
         self.outside += other.outside
+        self.duplicates += other.duplicates
         self.invalid += other.invalid
         self.erased += other.erased
         return self
@@ -121,11 +130,11 @@ class ShardTallies:
 # -- input -----------------------------------------------------------------------------
 
 
-class _Payloads(StatefulSourcePartition[bytes, None]):
-    def __init__(self, payloads: Iterator[bytes]) -> None:
+class _Payloads(StatefulSourcePartition[Any, None]):
+    def __init__(self, payloads: Iterator[bytes | EngagementEvent]) -> None:
         self.payloads = payloads
 
-    def next_batch(self) -> list[bytes]:
+    def next_batch(self) -> list[bytes | EngagementEvent]:
         batch = list(itertools.islice(self.payloads, BATCH))
         if not batch:
             raise StopIteration
@@ -135,17 +144,22 @@ class _Payloads(StatefulSourcePartition[bytes, None]):
         return None
 
 
-class WeekSource(FixedPartitionedSource[bytes, None]):
+class WeekSource(FixedPartitionedSource[Any, None]):
     """The week's payloads: one partition per topic partition (each bounded by its end at
-    the time it is first read), or one for a file."""
+    the time it is first read), one for a file, or for the lake one per group of shards
+    (`FEEDFLOW_PARTITIONS` of them; each reads the week and keeps its users' events, in the
+    order the flow read them)."""
 
-    def __init__(self, settings: Settings, start_ms: int, path: Path | None) -> None:
-        self.settings, self.start_ms, self.path = settings, start_ms, path
+    def __init__(self, settings: Settings, start_ms: int, end_ms: int, source: WeekInput) -> None:
+        self.settings, self.start_ms, self.end_ms = settings, start_ms, end_ms
+        self.path, self.lake = source.path, source.lake
 
     def list_parts(self) -> list[str]:
         """Bytewax: the partitions every worker agrees on."""
         if self.path is not None:
             return ["file"]
+        if self.lake:
+            return [f"lake-{n}" for n in range(max(self.settings.partitions, 1))]
         s = self.settings
         try:
             found = partitions_of(s.kafka_bootstrap_servers, TOPIC_ENGAGEMENT, s.kafka_client)
@@ -157,10 +171,17 @@ class WeekSource(FixedPartitionedSource[bytes, None]):
         """Bytewax: a reader of one partition."""
         if self.path is not None:
             return _Payloads(file_payloads(self.path))
+        if self.lake:
+            n, parts = int(for_part.split("-")[1]), max(self.settings.partitions, 1)
+
+            def mine(user_id: str) -> bool:
+                return id_hash32(user_id) % SHARDS % parts == n
+
+            return _Payloads(lake_events(self.settings, self.start_ms, self.end_ms, mine))
         return _Payloads(kafka_payloads(self.settings, self.start_ms, partitions=[int(for_part)]))
 
 
-def _route(erased: Tombstones | None, raws: list[bytes]) -> list[tuple[str, Any]]:
+def _route(erased: Tombstones | None, raws: list[Any]) -> list[tuple[str, Any]]:
     """Valid events grouped by shard; one partial with what was only counted."""
     counts = Counts()
     shards: dict[str, list[EngagementEvent]] = {}
@@ -202,6 +223,7 @@ class _Tally(StatefulLogic[Any, Any, None]):
             events=agg.events,
             late=agg.late,
             outside=agg.outside,
+            duplicates=agg.duplicates,
         )
         return [ShardTallies(tallies), partial], StatefulLogic.DISCARD
 
@@ -256,6 +278,7 @@ def _summarise(seed: int, partial: Partial) -> _Summary:
         erased=partial.erased,
         late=partial.late,
         outside=partial.outside,
+        duplicates=partial.duplicates,
         cohorts=len(lists),
         prior=prior,
     )
@@ -311,7 +334,7 @@ def build_flow(
         recheck = functools.cache(lambda: erasures(settings))  # once per process, at EOF
     erased = erased if erased is not None else erasures(settings)
     flow = Dataflow(FLOW_ID)
-    raws = op.input("week", flow, WeekSource(settings, job.start_ms, job.input_path))
+    raws = op.input("week", flow, WeekSource(settings, job.start_ms, job.end_ms, job.source))
     routed = op.flat_map_batch("route", raws, functools.partial(_route, erased))
     events = op.branch("by_kind", routed, lambda kv: isinstance(kv[1], list))
 

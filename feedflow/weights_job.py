@@ -23,13 +23,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-from feedflow.week_events import Counts, apply_events, source_of
+from feedflow.week_events import Counts, WeekInput, apply_events
 from kernel.errors import FeedflowError
 from kernel.settings import Settings
 from operators.cold_start import CohortModel
+from operators.contracts import EngagementEvent
 from operators.erasure import Tombstones
 from operators.item_info import ItemLookup
 from operators.week_aggregate import WeekAggregator
@@ -39,6 +39,7 @@ from operators.weekly_weights import (
     WeekTally,
     shrink,
     week_prior,
+    week_seed,
     week_span,
 )
 from state.weights_registry import RunSummary, WeightsRegistry
@@ -62,6 +63,7 @@ class RunResult:
     erased: int
     late: int
     outside_week: int
+    duplicates: int
     cohorts: int
     published: bool
     previous: str | None
@@ -76,7 +78,7 @@ def run_week(
     registry: WeightsRegistry,
     settings: Settings,
     week: str,
-    payloads: Iterator[bytes],
+    payloads: Iterator[bytes | EngagementEvent],
     items: ItemLookup,
     source: str,
     publish: bool = True,
@@ -101,13 +103,14 @@ def run_week(
         late = recheck() if recheck is not None else None
         if late is not None:
             tallies = {u: t for u, t in tallies.items() if not late.covers(u, end_ms)}
-        prior = week_prior(tallies.values())
-        lists = CohortModel(seed=manifest.seq).fit(week_agg.cohorts).top_lists()
+        prior = week_prior(tallies[u] for u in sorted(tallies))  # in any input's order
+        lists = CohortModel(seed=week_seed(week)).fit(week_agg.cohorts).top_lists()
         users = registry.write_users(version, _shrunk(tallies, prior, settings))
         cohorts = registry.write_cohorts(version, lists)
         summary = RunSummary(users=users, events=week_agg.events, invalid=counts.invalid,
                              erased=counts.erased, late=week_agg.late, outside=week_agg.outside,
-                             cohorts=cohorts, prior=prior)  # fmt: skip
+                             duplicates=week_agg.duplicates, cohorts=cohorts,
+                             prior=prior)  # fmt: skip
         registry.complete(version, users, summary.events, cohorts, prior)
     except BaseException as exc:
         _fail(registry, version, exc)
@@ -119,7 +122,7 @@ def run_week_cluster(
     registry: WeightsRegistry,
     settings: Settings,
     week: str,
-    input_path: Path | None,
+    source: WeekInput,
     processes: int,
     publish: bool = True,
 ) -> RunResult:
@@ -129,10 +132,10 @@ def run_week_cluster(
     Raises:
         WeightsRunError: a member failed, or the members staged no summary.
     """
-    version = begin_cluster_run(registry, settings, week, source_of(input_path))
+    version = begin_cluster_run(registry, settings, week, source.name)
     log.info("weights %s: %d member process(es) on this host", version, processes)
     try:
-        _run_members(version, week, input_path, processes, settings.workers)
+        _run_members(version, week, source, processes, settings.workers)
     except BaseException as exc:
         _fail(registry, version, exc)
         raise
@@ -189,6 +192,7 @@ def _concluded(
         erased=summary.erased,
         late=summary.late,
         outside_week=summary.outside,
+        duplicates=summary.duplicates,
         cohorts=summary.cohorts,
         published=publish,
         previous=previous,
@@ -196,16 +200,14 @@ def _concluded(
     )
 
 
-def _run_members(
-    version: str, week: str, input_path: Path | None, processes: int, workers: int
-) -> None:
+def _run_members(version: str, week: str, source: WeekInput, processes: int, workers: int) -> None:
     """Start the members, wait for all; the first failure stops the rest."""
     from feedflow.stack import LOOPBACK, free_port
     from kernel.processes import die_with_parent
 
     addresses = ";".join(f"{LOOPBACK}:{free_port()}" for _ in range(processes))
     own = ["weights", "member", version, "--week", week, "--workers", str(workers)]
-    own += ["--input", str(input_path)] if input_path is not None else []
+    own += source.argv
     members = []
     for i in range(processes):
         cluster = ["-i", str(i), "-a", addresses] if processes > 1 else []

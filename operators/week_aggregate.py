@@ -3,8 +3,11 @@
 Views are rebuilt with the engagement flow's own :class:`~operators.playback.Sessionizer`,
 so a week's "engagement" means what it means everywhere else (seconds actually played, the
 duration-debiased watch score, completion, skips); explicit feedback counts once per (user,
-item, signal). Events outside the week are not applied; a view still open at the end of the
-input is closed as it stands. A user's sessionizer is dropped whenever it has no open view,
+item, signal). A client's retry of an event (its `event_id` again, among the user's last
+:data:`DEDUP_IDS` within the flow's dedup window) counts once, as in the engagement flow, so
+the week reads the same from the topic (retries as the broker got them) and from the lake.
+Events outside the week are not applied; a view still open at the end of the input is closed
+as it stands. A user's sessionizer is dropped whenever it has no open view,
 so memory holds one small tally per active user plus the views open at that moment.
 
 Example:
@@ -33,7 +36,7 @@ from typing import Final
 from kernel.settings import Settings
 from operators.cold_start import CohortTally, cohort_key
 from operators.contracts import FEEDBACK_TYPES, EngagementEvent
-from operators.dedup import id_hash32
+from operators.dedup import EventDedup, id_hash32
 from operators.emissions import Dropped, Segment
 from operators.item_info import ItemInfo, ItemLookup
 from operators.playback import Sessionizer
@@ -41,6 +44,9 @@ from operators.signals import EVENT_SIGNAL, SignalWeights
 from operators.weekly_weights import FRESH_MS, WeekTally
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+# Ids a user's dedup keeps: retries come within seconds of the original, and a week's users
+# are millions (8 bytes an id each; the flow keeps 128 against a retry storm).
+DEDUP_IDS: Final = 16
 
 
 def _epoch() -> datetime:
@@ -49,9 +55,10 @@ def _epoch() -> datetime:
 
 
 class _User:
-    __slots__ = ("device", "feedback", "language", "session", "tally")
+    __slots__ = ("dedup", "device", "feedback", "language", "session", "tally")
 
-    def __init__(self) -> None:
+    def __init__(self, window_s: int) -> None:
+        self.dedup = EventDedup(DEDUP_IDS, window_s)
         self.tally = WeekTally()
         self.session: Sessionizer | None = None
         self.feedback: set[int] = set()
@@ -83,17 +90,20 @@ class WeekAggregator:
         self.start_ms, self.end_ms = start_ms, end_ms
         self.cohorts = cohorts if cohorts is not None else CohortTally()
         self._users: dict[str, _User] = {}
-        self.events = self.outside = self.late = 0
+        self.events = self.outside = self.late = self.duplicates = 0
 
     def add(self, ev: EngagementEvent) -> None:
         """Apply one event (ignored, and counted, outside the week)."""
         if not self.start_ms <= ev.ts < self.end_ms:
             self.outside += 1
             return
-        self.events += 1
         user = self._users.get(ev.user_id)
         if user is None:
-            user = self._users[ev.user_id] = _User()
+            user = self._users[ev.user_id] = _User(self._settings.dedup_window_s)
+        if user.dedup.seen(ev.event_id, ev.ts):
+            self.duplicates += 1
+            return
+        self.events += 1
         if ev.language:
             user.language = ev.language
         if ev.device:

@@ -35,6 +35,7 @@ Example:
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Final
@@ -95,6 +96,17 @@ def last_complete_week(now_ms: int, lateness_ms: int) -> str:
     while week_span(candidate)[1] + lateness_ms > now_ms:
         candidate = previous_week(candidate)
     return candidate
+
+
+def week_seed(week: str) -> int:
+    """The cohort model's seed for a week: the same on every run of that week, so a week
+    recomputed (from the lake, after the topic's retention) gives the same lists.
+
+    Example:
+        >>> week_seed("2024-W10") == week_seed("2024-W10") != week_seed("2024-W11")
+        True
+    """
+    return zlib.crc32(week.encode())
 
 
 def previous_week(week: str) -> str:

@@ -206,6 +206,19 @@ class Lake:
 
     # Writing ---------------------------------------------------------------------------
 
+    def put(self, rel: str, data: bytes) -> None:
+        """Write a document under the root (whole, or not at all where the store allows)."""
+        self._put(self.path(rel), data)
+
+    def get(self, rel: str) -> bytes:
+        """A document under the root.
+
+        Raises:
+            FileNotFoundError: there is none.
+        """
+        data: bytes = self.fs.cat_file(self.path(rel))
+        return data
+
     def write_epoch(
         self, part: str, run: str, seq: int, records: Mapping[Dataset, Sequence[Any]]
     ) -> list[str]:

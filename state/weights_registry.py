@@ -102,6 +102,7 @@ class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
     outside: int
     cohorts: int
     prior: WeekPrior
+    duplicates: int = 0  # client retries counted once
 
 
 def summary_key(version: str) -> str:

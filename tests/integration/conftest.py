@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from feedflow.stack import LOOPBACK, LocalStack, StackInfo, free_port
+from state.lake import Lake
 
 
 @pytest.fixture
@@ -25,6 +26,17 @@ def private_stack(tmp_path: Path) -> Iterator[StackInfo]:
         # The in-memory broker has nothing to flush; it lingers ~5 s while a client of the
         # test is still connected, so it gets 1 s before SIGKILL.
         local.down(timeout_s=1.0)
+
+
+@pytest.fixture
+def stack_lake(private_stack: StackInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Lake:
+    """A lake of the test's own, with the private stack's and its addresses in the
+    environment (for the commands run in-process and the flows started from it)."""
+    lake = Lake(str(tmp_path / "lake"))
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", private_stack.bootstrap)
+    monkeypatch.setenv("REDIS_URL", private_stack.redis_url)
+    monkeypatch.setenv("FEEDFLOW_LAKE_URL", lake.root)
+    return lake
 
 
 @pytest.fixture(scope="session")

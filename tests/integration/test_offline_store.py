@@ -27,7 +27,7 @@ T0 = 1_600_000_000_000
 def test_export_joins_each_served_item_with_its_features_and_label(
     private_stack: StackInfo,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    stack_lake: Lake,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     world = FeedWorld(users=12, items=120, seed=3)
@@ -40,13 +40,7 @@ def test_export_joins_each_served_item_with_its_features_and_label(
              if isinstance(f := decode_impression(v.encode()), Impression)]  # fmt: skip
     served = sum(len(f.items) for f in feeds)
     events = sum(t == TOPIC_ENGAGEMENT for t, *_ in msgs)
-    lake = Lake(str(tmp_path / "lake"))
-    for name, value in {
-        "KAFKA_BOOTSTRAP_SERVERS": private_stack.bootstrap,
-        "REDIS_URL": private_stack.redis_url,
-        "FEEDFLOW_LAKE_URL": lake.root,
-    }.items():
-        monkeypatch.setenv(name, value)
+    lake = stack_lake
     flows = [start_flow(n, private_stack, tmp_path / n) for n in ("engagement", "learning")]
     try:
         deadline = time.monotonic() + 120

@@ -44,7 +44,7 @@ from operators.erasure import Tombstones
 from operators.item_info import no_items
 from operators.user_features import UserFeatures, decode_user_features, encode_user_features
 from operators.week_aggregate import WeekAggregator
-from operators.weekly_weights import week_span
+from operators.weekly_weights import week_seed, week_span
 from serving.app import create_app
 from serving.runtime import Runtime, build_runtime
 from state.feature_store import USER, feature_key, stamp
@@ -313,14 +313,15 @@ def test_a_run_as_a_two_process_bytewax_cluster_writes_what_a_single_run_writes(
         assert (theirs.video, theirs.explore, theirs.fresh, theirs.mass) == pytest.approx(
             (mine.video, mine.explore, mine.fresh, mine.mass)
         )
-    # The lists of a version come from a model seeded with its sequence number: the single
-    # pass's tally, fitted with the clustered version's seed, gives the clustered lists.
+    # The lists come from a model seeded by the week: the single pass's tally, fitted with
+    # that seed, gives the lists of both runs.
     start, end = week_span(week)
     tally = WeekAggregator(Settings(), job_lookup(world.client), start, end)
     apply_events(file_payloads(Path(path)), Counts(), tally.add)
     tally.finish()
-    expected = CohortModel(seed=b.seq).fit(tally.cohorts).top_lists()
+    expected = CohortModel(seed=week_seed(week)).fit(tally.cohorts).top_lists()
     assert world.registry.cohort_lists(b.version) == expected
+    assert world.registry.cohort_lists(a.version) == expected
 
 
 def members(version: str, *extra: str) -> list[subprocess.Popen[bytes]]:

@@ -159,11 +159,22 @@ def test_interleaving_users_does_not_change_any_tally() -> None:
         if not q:
             queues.remove(q)
 
-    def summary(week: WeekAggregator) -> dict[str, Any]:
-        return {u: (t.categories, t.video, t.audio, t.fresh, t.mass)
-                for u, t in week.finish().items()}  # fmt: skip
-
     assert summary(tallies_of(shuffled, items)) == summary(tallies_of(sample, items))
+
+
+def summary(week: WeekAggregator) -> dict[str, Any]:
+    return {u: (t.categories, t.video, t.audio, t.fresh, t.mass)
+            for u, t in week.finish().items()}  # fmt: skip
+
+
+def test_a_clients_retry_of_an_event_counts_once() -> None:
+    events, items, _ = simulated_week()
+    sample = events[:5_000]
+    retried = [e for n, e in enumerate(sample) for _ in range(2 if n % 7 == 0 else 1)]
+    once, twice = tallies_of(sample, items), tallies_of(retried, items)
+    assert summary(twice) == summary(once)
+    assert twice.duplicates == len(retried) - len(sample) and once.duplicates == 0
+    assert twice.events == once.events
 
 
 def test_events_outside_the_week_are_counted_not_applied() -> None:
