@@ -110,10 +110,21 @@ def hour_of_dir(path: str) -> int | None:
     return int(at.timestamp()) // 3600
 
 
+# Rising stamps: stored as deltas they take under a byte a row (plain, over 3).
+DELTA_COLUMNS: Final = ("arrival",)
+
+
 def parquet_bytes(table: pa.Table) -> bytes:
     """A table as one Parquet file's bytes."""
     out = io.BytesIO()
-    pq.write_table(table, out, compression=COMPRESSION)
+    delta = [c for c in DELTA_COLUMNS if c in table.column_names]
+    if delta:
+        others = [c for c in table.column_names if c not in delta]
+        encoding = dict.fromkeys(delta, "DELTA_BINARY_PACKED")
+        pq.write_table(table, out, compression=COMPRESSION, use_dictionary=others,
+                       column_encoding=encoding)  # fmt: skip
+    else:
+        pq.write_table(table, out, compression=COMPRESSION)
     return out.getvalue()
 
 
