@@ -21,7 +21,10 @@ time). Not recomputed: similarity, trending, popularity, collaborative, behaviou
 continue-watching, whose inputs (the index's vectors, the boards, co-engagement, the
 behaviour space, the candidate's source) are not in the lake.
 Item metadata is the item store's today, and weekly weights the active version's: a change
-since the impression reads as divergence of category_affinity / type_match.
+since the impression reads as divergence of category_affinity / type_match. A user who
+engaged with an item the store no longer knows (removed since) has features the replay
+cannot rebuild: the user columns of their rows are left out (`history_item_unknown`), not
+counted as divergence.
 
 Example:
     >>> report = ParityReport()
@@ -55,6 +58,10 @@ from serving.ranking import SOURCE_CODE, Matrix, Pool, UserContext, feature_matr
 
 #: The ranking columns recomputed from the lake (catalogue `ranking.<column>`).
 CHECKED: Final = PARITY_CHECKED
+#: Those of them that come from the user's features.
+USER_COLUMNS: Final = (
+    "category_affinity", "session_genre", "creator_affinity", "type_match", "language_match"
+)  # fmt: skip
 _PIPELINE_MS: Final = 5_000  # flow batches and epochs, on top of a record's own cadence
 _EXAMPLES: Final = 3
 
@@ -152,13 +159,31 @@ def check(
         )
         user_at |= {(user_id, w): v for w, v in at.items()}
     item_at = item_versions(settings, items, inputs, wanted)
+    unknown = _first_unknown(items, by_user, windows)
     report = ParityReport()
     for imp in impressions:
         report.impressions += 1
         versions = user_at[imp.user_id, (imp.ts - us, imp.ts)]
         stats = [item_at[i.media_id, (imp.ts - its, imp.ts)] for i in imp.items]
-        _compare(config, context, imp, versions, stats, report)
+        known = unknown.get(imp.user_id, imp.ts) >= imp.ts
+        _compare(config, context, imp, versions, stats, report, known)
     return report
+
+
+def _first_unknown(
+    items: ItemLookup, by_user: Mapping[str, list[EngagementEvent]], users: Iterable[str]
+) -> dict[str, int]:
+    """Per user, the time of their first event on an item the lookup does not know."""
+    cache: dict[str, bool] = {}
+    out: dict[str, int] = {}
+    for user_id in users:
+        for ev in by_user.get(user_id, []):
+            media = ev.media_id
+            if media is not None and media not in cache:
+                cache[media] = items(media) is not None
+            if media is not None and not cache[media]:
+                out[user_id] = min(out.get(user_id, ev.ts), ev.ts)
+    return out
 
 
 def _compare(
@@ -168,8 +193,10 @@ def _compare(
     users: list[UserFeatures],
     stats: list[list[ItemStatsRecord | None]],
     report: ParityReport,
+    history_known: bool = True,
 ) -> None:
-    """Every checked column of one impression's rows."""
+    """Every checked column of one impression's rows (the user's only with every item of
+    the user's history known)."""
     rows: list[tuple[ImpressionItem, ItemRecord, list[ItemStatsRecord | None]]] = []
     for item, versions in zip(imp.items, stats, strict=True):
         record = context.records.get(item.media_id)
@@ -205,7 +232,11 @@ def _compare(
         )
         for k in range(max(depth, len(contexts)))
     ]  # fmt: skip
+    if not history_known:
+        report.skipped["history_item_unknown"] += len(rows)
     for column in CHECKED:
+        if column in USER_COLUMNS and not history_known:
+            continue
         c = FEATURES.index(column)
         for n, item in enumerate(served):
             if c >= len(item.features):

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedflow.parity import CHECKED, Context, ParityConfig, ParityReport, check
+from feedflow.parity import CHECKED, USER_COLUMNS, Context, ParityConfig, ParityReport, check
 from kernel.settings import Settings
 from operators import user_profile
 from operators.content import ItemRecord, Stamp
@@ -181,3 +181,15 @@ def test_rows_without_features_or_items_it_cannot_know_are_counted_as_skipped() 
     report = check(SETTINGS, CONFIG, ITEMS, CONTEXT, events, [odd])
     assert report.skipped == {"no_feature_row": 1, "item_unknown": 1, "unknown_source": 1}
     assert report.compared == {}
+
+
+def test_a_user_whose_history_holds_an_item_the_store_forgot_is_left_out_of_user_columns() -> None:
+    events, requests = traffic(7, users=6)
+    feeds = serve(events, requests, 0)
+    watched = {e.media_id for e in events if e.user_id == requests[-1][0]}
+    # The item store has since forgotten one item the last requester watched (removed).
+    forgot = lookup_from({m: i for m, i in INFOS.items() if m != sorted(watched)[0]})
+    report = check(SETTINGS, CONFIG, forgot, CONTEXT, events, feeds)
+    assert report.skipped["history_item_unknown"] > 0
+    assert report.compared["freshness"] > report.compared["session_genre"]
+    assert all(v == 0.0 for c, v in report.divergence().items() if c not in USER_COLUMNS)
