@@ -125,6 +125,12 @@ IMPRESSIONS = Counter(
     "(buffer full), failed (refused by the broker), unsent_at_stop or invalid.",
     ["outcome"],
 )
+SERVING_REDIS_UP = Gauge(
+    "feedflow_serving_redis_up",
+    "1 while the serving process's last Redis round trips worked (refresher and feature "
+    "reads), 0 while it answers from its caches and the fallback rungs (degraded, still "
+    "ready).",
+)
 IMPRESSIONS_QUEUED = Gauge(
     "feedflow_impressions_queued", "Impressions waiting for the broker (hand-off + producer)."
 )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kernel.errors import ConfigError
+from kernel.metrics import SERVING_REDIS_UP
 from kernel.settings import Settings
 from operators.ab import Assigner
 from operators.ranking_contract import default_model
@@ -73,9 +74,11 @@ class Runtime:
         self.after_round()
 
     def after_round(self) -> None:
-        """Freeze the start-up heap the first time the process is ready."""
+        """After each refresh round: publish Redis health; freeze the start-up heap the first
+        time the process is ready."""
+        ready = self.readiness()[0]
         with self._lock:
-            if self.frozen or not self.readiness()[0]:
+            if self.frozen or not ready:
                 return
             gc.collect()
             gc.freeze()
@@ -93,14 +96,21 @@ class Runtime:
         self.service.impressions.stop()
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """(ready, details): index loaded, boards read once, Redis reachable."""
+        """(ready, details): this replica can serve once its index is loaded and it read the
+        boards once. Redis failing later does not make it unready: every replica shares that
+        Redis, feeds are still answered from the caches and the fallback rungs, and a
+        load balancer pulling every replica at once would turn a degraded service into
+        none. It is reported as `degraded` (and `feedflow_serving_redis_up`) instead."""
         redis_ok = self.refresher.redis_ok if self.refresher is not None else True
+        reachable = redis_ok and self.service.fetcher.healthy
+        SERVING_REDIS_UP.set(1 if reachable else 0)
         detail = {
             "index_loaded": self.catalogue.ready,
             "index_version": self.catalogue.version,
             "items": len(self.catalogue),
             "trending_loaded": self.trending.loaded,
-            "redis_reachable": redis_ok and self.service.fetcher.healthy,
+            "redis_reachable": reachable,  # not a readiness condition
+            "degraded": [] if reachable else ["redis_unreachable"],
             "model_version": self.service.models.model.version,
             "weights_version": self.service.weekly.version,
             "behaviour_version": self.service.behaviour.version,  # not a readiness condition
@@ -108,7 +118,7 @@ class Runtime:
             "fresh_items": len(self.service.fresh),
             "impressions": self.service.impressions.status(),  # not a readiness condition
         }
-        ready = bool(detail["index_loaded"] and detail["trending_loaded"] and redis_ok)
+        ready = bool(detail["index_loaded"] and detail["trending_loaded"])
         return ready, detail
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import cast
 
 import orjson
 import pytest
@@ -12,6 +14,7 @@ from serving.app import create_app
 from serving.errors import BadParameterError, NotReadyError, ServingError, http_status
 from serving.impressions import NoImpressions
 from serving.params import Limits
+from serving.refresher import Refresher
 from serving.runtime import Runtime
 from tests.unit.serving_fixtures import build_world, service_for
 
@@ -113,6 +116,24 @@ def test_readyz_is_503_until_boards_are_read() -> None:
     with AsgiClient(create_app(Runtime(service, Limits()))) as c:
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["trending_loaded"] is False
+
+
+def test_with_redis_down_a_replica_is_degraded_not_unready() -> None:
+    world = build_world()
+    service, _ = service_for(world)
+    service.trending.update({"all": (("news-V1", 9.0),)})
+    down = SimpleNamespace(redis_ok=False, refresh=lambda: None, start=lambda: None,
+                           stop=lambda: None)  # fmt: skip
+    runtime = Runtime(service, Limits(), refresher=cast(Refresher, down))
+    with AsgiClient(create_app(runtime)) as c:
+        r = c.get("/readyz")
+        assert r.status_code == 200, r.text
+        assert r.json()["degraded"] == ["redis_unreachable"] and not r.json()["redis_reachable"]
+        assert "feedflow_serving_redis_up 0.0" in c.get("/metrics").text
+        down.redis_ok = True
+        runtime.after_round()  # the next refresh round
+        assert c.get("/readyz").json()["degraded"] == []
+        assert "feedflow_serving_redis_up 1.0" in c.get("/metrics").text
 
 
 def test_errors_map_to_status_codes_in_one_place() -> None:
