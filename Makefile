@@ -4,9 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint typecheck unit integration bench test-minilm clean
+.PHONY: setup tools demo test lint typecheck unit integration bench test-minilm clean
 
-setup: $(STAMP)
+setup: $(STAMP) tools
+
+# promtool and amtool (the alerting tests): Debian's packages, installed when we are root.
+tools:
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; }; \
+	  else \
+	    echo "promtool and amtool are missing: install Debian's prometheus and prometheus-alertmanager"; \
+	    exit 1; \
+	  fi; }
 
 # Re-installs only when the project's dependencies change.
 $(STAMP): pyproject.toml

@@ -57,7 +57,7 @@ def test_health_is_checked_on_readiness_and_on_the_flows_metrics(
 
 
 def test_prometheus_scrapes_every_flow_serving_and_redis(compose: dict[str, Any]) -> None:
-    scrape = yaml.safe_load((DOCKER / "prometheus.yml").read_text())
+    scrape = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
     targets = {t for job in scrape["scrape_configs"] for c in job["static_configs"]
                for t in c["targets"]}  # fmt: skip
     services = compose["services"]
