@@ -97,6 +97,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(n: int) -> int:
+    """The first of `n` consecutive loopback ports nothing listens on right now (a cluster's
+    members take `--metrics-port P` … `P + n - 1`)."""
+    for _ in range(100):
+        base = free_port()
+        try:
+            with contextlib.ExitStack() as held:
+                for port in range(base + 1, base + n):
+                    sock = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind((LOOPBACK, port))
+        except OSError:
+            continue
+        return base
+    raise StackError(f"no {n} consecutive free ports on loopback")
+
+
 def _package_file(package: str, *parts: str) -> object:
     """A file shipped in a wheel of the `local` extra.
 

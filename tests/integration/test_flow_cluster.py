@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from feedflow.bench.machine import children, cmdline
-from feedflow.stack import StackInfo, free_port
+from feedflow.stack import StackInfo, free_ports
 from operators.contracts import TOPIC_ENGAGEMENT
 from tests.integration.processes import stop
 from tests.integration.test_engagement_flow_kafka import (
@@ -81,7 +81,7 @@ def test_a_killed_member_restarts_the_cluster_and_the_features_equal_a_clean_run
     def done(d: dict[str, str]) -> bool:
         return sum(k.startswith("ff:{u:") for k in d) == len(users)
 
-    port = free_port()
+    port = free_ports(2)  # one metrics port per member
     try:
         cluster = start_flow("engagement", private_stack, tmp_path / "crash",
                              "--processes", "2", "--metrics-port", str(port))  # fmt: skip
@@ -118,7 +118,7 @@ def test_the_content_flow_as_a_cluster_has_exactly_one_index_writer(
     media = publish(private_stack, users=20, rate=1000, duration=1, malformed=0.0)["summary"]
     live = media["media"]
     catalogue = live["initial"] + live["published"] - live["removed"]
-    port = free_port()
+    port = free_ports(2)  # one metrics port per member
     cluster = start_flow("content", private_stack, tmp_path, "--processes", "2",
                          "--metrics-port", str(port))  # fmt: skip
     try:
