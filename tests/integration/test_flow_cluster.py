@@ -82,9 +82,11 @@ def test_a_killed_member_restarts_the_cluster_and_the_features_equal_a_clean_run
         return sum(k.startswith("ff:{u:") for k in d) == len(users)
 
     port = free_ports(2)  # one metrics port per member
+    started = [content]
     try:
         cluster = start_flow("engagement", private_stack, tmp_path / "crash",
                              "--processes", "2", "--metrics-port", str(port))  # fmt: skip
+        started.append(cluster)
         first = wait_members(cluster.pid, 2, set(), 30)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not feature_digest(client, (USERS,)):
@@ -105,10 +107,12 @@ def test_a_killed_member_restarts_the_cluster_and_the_features_equal_a_clean_run
         for key in after_crash:
             client.delete(key)
         clean = start_flow("engagement", private_stack, tmp_path / "clean")
+        started.append(clean)
         clean_run = wait_until_stable(lambda: feature_digest(client, ALL_FEATURES), done, 180)
         stop(clean)
     finally:
-        stop(content)
+        for proc in reversed(started):  # a failed check must not leave a cluster running
+            stop(proc)
     assert after_crash == clean_run
 
 
