@@ -48,6 +48,7 @@ from kernel.metrics import (
     RANKER_LOG_LOSS,
 )
 from kernel.settings import Settings, load_settings
+from operators.ab import MAX_ARMS
 from operators.contracts import (
     TOPIC_ENGAGEMENT,
     TOPIC_ERASURE,
@@ -139,9 +140,25 @@ def labelled(key_value: tuple[str, Any]) -> list[LabelledImpression]:
     _user, out = key_value
     if not isinstance(out, LabelledImpression):
         return []
+    arm = _arm_label(out.arm)
     for ex in out.examples:
-        _labels("positive" if ex.label else "negative", ex.reason).inc()
+        _labels("positive" if ex.label else "negative", ex.reason, arm).inc()
     return [out]
+
+
+_ARMS_SEEN: set[str] = set()
+_ARM_LABELS: Final = 2 * MAX_ARMS  # an experiment's arms, the holdback, a previous experiment's
+
+
+def _arm_label(arm: str) -> str:
+    """The arm as a metric label: the first few names seen, then `other` (impressions come
+    from the broker: a flood of made-up names must not become series)."""
+    if arm in _ARMS_SEEN:
+        return arm
+    if len(_ARMS_SEEN) < _ARM_LABELS:
+        _ARMS_SEEN.add(arm)
+        return arm
+    return "other"
 
 
 # Label lookups once per value pair, not per event (as the engagement flow does for `ok`).
@@ -151,8 +168,8 @@ def _events(topic: str, outcome: str) -> Any:
 
 
 @functools.cache
-def _labels(label: str, reason: str) -> Any:
-    return LABELS.labels(label=label, reason=reason)
+def _labels(label: str, reason: str, arm: str) -> Any:
+    return LABELS.labels(label=label, reason=reason, arm=arm)
 
 
 class RankerReport:

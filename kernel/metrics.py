@@ -82,8 +82,9 @@ PARITY_ROUND = Gauge(
 )
 LABELS = Counter(
     "feedflow_labels_total",
-    "Impression items labelled by the learning flow, by label (positive, negative) and reason.",
-    ["label", "reason"],
+    "Impression items labelled by the learning flow, by label (positive, negative), reason and "
+    "A/B arm (CTR and completion per arm).",
+    ["label", "reason", "arm"],
 )
 RANKER_EXAMPLES = Counter(
     "feedflow_ranker_examples_total",
