@@ -126,6 +126,11 @@ IMPRESSIONS = Counter(
     "(buffer full), failed (refused by the broker), unsent_at_stop or invalid.",
     ["outcome"],
 )
+WEIGHTS_COMPLETED = Gauge(
+    "feedflow_weights_active_completed_timestamp_seconds",
+    "When the weekly weights version serving follows was completed (0: none is active); "
+    "a weekly job that failed or did not run leaves it a week behind.",
+)
 SERVING_REDIS_UP = Gauge(
     "feedflow_serving_redis_up",
     "1 while the serving process's last Redis round trips worked (refresher and feature "

@@ -33,10 +33,11 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from kernel.metrics import WEIGHTS_COMPLETED
 from operators.cold_start import lookup_order
 from operators.weekly_weights import UserWeights
 from state.redis_client import RedisClient
-from state.weights_registry import read_active, read_cohort_lists
+from state.weights_registry import read_active, read_cohort_lists, read_completed_ms
 
 log = logging.getLogger(__name__)
 BLEND: Final = 0.5  # the flows' feature's share when weekly weights are present
@@ -124,10 +125,13 @@ class WeeklyState:
         if version == self.version:
             return False
         lists: dict[str, tuple[str, ...]] = {}
+        completed_ms = 0
         if version is not None:
             lists, unreadable = read_cohort_lists(client, version)
             for key in unreadable:
                 log.warning("weights %s: unreadable cohort list %s", version, key)
+            completed_ms = read_completed_ms(client, version)
         self.set(version, lists)
+        WEIGHTS_COMPLETED.set(completed_ms / 1000)
         log.info("weekly weights %s active (%d cohort lists)", version, len(lists))
         return True

@@ -136,6 +136,14 @@ def read_active(client: RedisClient) -> str | None:
     return raw.decode(errors="replace") if isinstance(raw, bytes) else None
 
 
+def read_completed_ms(client: RedisClient, version: str) -> int:
+    """When `version`'s run completed (epoch ms; 0 when it has no manifest)."""
+    raw = client.hget(VERSIONS_KEY, version)
+    if not isinstance(raw, bytes):
+        return 0
+    return msgspec.msgpack.decode(raw, type=Manifest).completed_ms
+
+
 def read_cohort_lists(
     client: RedisClient, version: str
 ) -> tuple[dict[str, tuple[str, ...]], list[str]]:

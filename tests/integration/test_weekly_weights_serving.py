@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 import feedflow.weights_job
 import state.weights_registry
@@ -199,6 +200,11 @@ def test_rollback_restores_the_previous_versions_feed_without_a_restart(world: W
     assert weights_cli("rollback") == 0
     assert world.registry.active() == first
     wait_for(lambda: world.page(world.user) == on_first, 5, "rollback reaches the feed")
+    # What serving follows is when that version was computed: a stale week shows (and alerts).
+    completed = world.registry.get(first).completed_ms / 1000
+    assert REGISTRY.get_sample_value(
+        "feedflow_weights_active_completed_timestamp_seconds"
+    ) == pytest.approx(completed)
     assert world.feed(world.user)["fallback"] is None
     assert weights_cli("rollback") != 0  # nothing older than the first version
     assert weights_cli("publish", second) == 0
