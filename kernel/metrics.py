@@ -131,6 +131,12 @@ WEIGHTS_COMPLETED = Gauge(
     "When the weekly weights version serving follows was completed (0: none is active); "
     "a weekly job that failed or did not run leaves it a week behind.",
 )
+FEED_ITEMS = Counter(
+    "feedflow_feed_items_total",
+    "Items served, by A/B arm and whether the item is among the 100 most popular "
+    "(`popular:all`): the popular share of recommendations.",
+    ["arm", "popular"],
+)
 SERVING_REDIS_UP = Gauge(
     "feedflow_serving_redis_up",
     "1 while the serving process's last Redis round trips worked (refresher and feature "

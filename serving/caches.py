@@ -36,6 +36,8 @@ from state.update_log import REMOVE, LogEntry
 MAX_PENDING: Final = 100_000
 MAX_BOARDS: Final = 4_096
 POPULAR_ALL: Final = board_name(popular=True)
+# The alert "over half of what is recommended comes from the 100 most popular items".
+MOST_POPULAR: Final = 100
 HOUR_MS: Final = 3_600_000
 Board = tuple[tuple[str, float], ...]
 
@@ -202,6 +204,7 @@ class TrendingCache:
         ]
         self._names: set[str] = set(everyone)
         self.loaded = False
+        self.most_popular: frozenset[str] = frozenset()  # the `popular:all` board's top 100
 
     def board(self, name: str) -> Board:
         """A board's items, best first (empty when unknown)."""
@@ -231,6 +234,8 @@ class TrendingCache:
         merged = dict(self._boards)
         merged.update(boards)
         self._boards = merged
+        top = merged.get(POPULAR_ALL, ())[:MOST_POPULAR]
+        self.most_popular = frozenset(m for m, _ in top)
         self.loaded = True
 
 

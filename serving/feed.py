@@ -40,7 +40,7 @@ from typing import Any, Final
 
 import numpy as np
 
-from kernel.metrics import FEED_ERRORS, FEED_FALLBACK, FEED_REQUEST, timed
+from kernel.metrics import FEED_ERRORS, FEED_FALLBACK, FEED_ITEMS, FEED_REQUEST, timed
 from kernel.settings import DEFAULTS
 from operators.ab import Arm, Assigner
 from operators.content import ItemRecord
@@ -193,6 +193,10 @@ class FeedService:
             items, rows = self._items(ctx, pool, placed, co, beh)
         for rung in trace.rungs:
             FEED_FALLBACK.labels(reason=rung, arm=arm.name).inc()
+        top = self.trending.most_popular
+        popular = sum(1 for i in items if i["media_id"] in top)
+        FEED_ITEMS.labels(arm=arm.name, popular="top100").inc(popular)
+        FEED_ITEMS.labels(arm=arm.name, popular="other").inc(len(items) - popular)
         request_id = uuid.uuid4().hex
         self.impressions.publish(
             Served(request_id, req.user_id, now_ms, arm.name, model.version,

@@ -8,6 +8,7 @@ from typing import cast
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from feedflow.asgi_client import AsgiClient
 from serving.app import create_app
@@ -197,3 +198,26 @@ def test_the_schema_says_what_the_server_enforces(client: AsgiClient) -> None:
     metrics = doc["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     assert list(metrics) == ["text/plain"]
     assert client.get("/metrics").headers["content-type"].startswith("text/plain")
+
+
+def test_served_items_are_counted_by_whether_they_are_among_the_most_popular() -> None:
+    world = build_world()
+    world.user("u1", "music", "AUDIO")
+    service, _ = service_for(world)
+    everything = sorted(world.records)
+    popular = everything[:100]  # the `popular:all` board's top 100, then more
+    service.trending.update({
+        "all": ((everything[0], 9.0),),
+        "popular:all": tuple((m, 1000.0 - n) for n, m in enumerate(everything[:150])),
+    })  # fmt: skip
+
+    def count(kind: str) -> float:
+        labels = {"arm": "default", "popular": kind}
+        return REGISTRY.get_sample_value("feedflow_feed_items_total", labels) or 0.0
+
+    before = count("top100"), count("other")
+    with AsgiClient(create_app(Runtime(service, Limits(default=20, maximum=50)))) as c:
+        items = c.get("/api/v1/content/feed", params={"user_id": "u1"}).json()["items"]
+    top = sum(i["media_id"] in popular for i in items)
+    assert (count("top100") - before[0], count("other") - before[1]) == (top, len(items) - top)
+    assert len(items) == 20 and 0 < top < 20  # both kinds were served
