@@ -137,6 +137,11 @@ FEED_ITEMS = Counter(
     "(`popular:all`): the popular share of recommendations.",
     ["arm", "popular"],
 )
+SERVED_DISTINCT = Gauge(
+    "feedflow_served_items_distinct_7d",
+    "Distinct items served over the last seven UTC days, all replicas (Redis HyperLogLog); "
+    "over the catalogue's size it is the coverage.",
+)
 SERVING_REDIS_UP = Gauge(
     "feedflow_serving_redis_up",
     "1 while the serving process's last Redis round trips worked (refresher and feature "

@@ -50,6 +50,7 @@ from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCach
 from serving.candidates import BEHAVIOUR_SHARE, Sources, apply_filters, last_resort, retrieve
 from serving.catalogue import Catalogue
 from serving.co_engagement import CoCandidates, CoRecords, co_candidates
+from serving.coverage import ServedItems
 from serving.features import CACHED, MISSING, OK, FeatureFetcher
 from serving.impressions import ImpressionSink, NoImpressions, Served
 from serving.item_table import ItemTable
@@ -155,6 +156,7 @@ class FeedService:
         self.impressions = impressions or NoImpressions("no impression sink given")
         self.co = co
         self.behaviour = behaviour if behaviour is not None else BehaviourHolder()
+        self.served = ServedItems()  # for coverage: flushed to Redis by the refresher
 
     def arm_of(self, user_id: str) -> Arm:
         """The arm a user is served in."""
@@ -193,6 +195,7 @@ class FeedService:
             items, rows = self._items(ctx, pool, placed, co, beh)
         for rung in trace.rungs:
             FEED_FALLBACK.labels(reason=rung, arm=arm.name).inc()
+        self.served.note(i["media_id"] for i in items)
         top = self.trending.most_popular
         popular = sum(1 for i in items if i["media_id"] in top)
         FEED_ITEMS.labels(arm=arm.name, popular="top100").inc(popular)

@@ -35,6 +35,7 @@ from serving.caches import (
     TrendingCache,
 )
 from serving.catalogue import Catalogue
+from serving.coverage import ServedItems
 from serving.feed import ModelHolder
 from serving.item_table import ItemTable
 from serving.weekly import WeeklyState
@@ -70,6 +71,7 @@ class Refresher:
         after_round: Callable[[], None] | None = None,
         weekly: WeeklyState | None = None,
         behaviour: BehaviourHolder | None = None,
+        served: ServedItems | None = None,
     ) -> None:
         self._client, self._catalogue = client, catalogue
         self._features = RedisFeatureStore(client, attempts=1)  # a failed round waits its turn
@@ -78,7 +80,7 @@ class Refresher:
         self._side, self._table = side, table
         self._interval, self._stats_interval = interval_s, stats_interval_s
         self._start_reader, self._after_round = start_reader, after_round
-        self._weekly, self._behaviour = weekly, behaviour
+        self._weekly, self._behaviour, self._served = weekly, behaviour, served
         self._scanned: str | None = None
         self._rejected: str | None = None
         self._stop = threading.Event()
@@ -106,6 +108,8 @@ class Refresher:
             if self._behaviour is not None:
                 self._behaviour.refresh()
             self._fresh.rebuild()
+            if self._served is not None:
+                self._served.flush(self._client, int(time.time() * 1000))
             self._trending.want(self._fresh.categories())
             self._sync_side_vectors()
             self.refresh_stats()

@@ -213,6 +213,6 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
         interval_s=settings.serving_refresh_ms / 1000,
         start_reader=reader.start,
         after_round=runtime.after_round,
-        weekly=weekly, behaviour=behaviour,
+        weekly=weekly, behaviour=behaviour, served=service.served,
     )  # fmt: skip
     return runtime
