@@ -81,7 +81,8 @@ DASHBOARDS: Final = (
         panel("Event lake rows written, by dataset", "rowsps",
               ("sum by (dataset) (rate(feedflow_lake_rows_total[5m]))", "{{dataset}}")),
         panel("Store retries, by store", "short",
-              ("sum by (store) (increase(feedflow_store_retries_total[10m]))", "{{store}}")),
+              ("sum by (store) (increase(feedflow_store_retries_total[10m])) or vector(0)",
+               "{{store}}")),
     ]),
     dashboard("feedflow-freshness", "Feedflow: freshness and the index", [
         panel("Event → feature in Redis, P99 (budget 1 s)", "s",
@@ -93,7 +94,7 @@ DASHBOARDS: Final = (
         panel("Index deleted items, by role", "short",
               ("max by (role) (feedflow_index_deleted_items)", "{{role}}")),
         panel("Index snapshots, by kind and outcome (1 h)", "short",
-              ("sum by (kind, outcome) (increase(feedflow_index_snapshots_total[1h]))",
+              ("sum by (kind, outcome) (increase(feedflow_index_snapshots_total[1h])) or vector(0)",
                "{{kind}} {{outcome}}")),
     ]),
     dashboard("feedflow-serving", "Feedflow: serving", [
@@ -107,7 +108,8 @@ DASHBOARDS: Final = (
               ('sum by (arm) (rate(feedflow_feed_request_seconds_count{stage="total"}[5m]))',
                "{{arm}}")),
         panel("Fallbacks, by reason", "reqps",
-              ("sum by (reason) (rate(feedflow_feed_fallback_total[5m]))", "{{reason}}")),
+              ("sum by (reason) (rate(feedflow_feed_fallback_total[5m])) or vector(0)",
+               "{{reason}}")),
         panel("Fallback share (SLO 1 %)", "percentunit",
               ("feedflow:feed_fallback:ratio_5m", "failure rungs")),
         panel("Redis reachable from serving", "short",
