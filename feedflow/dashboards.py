@@ -93,6 +93,8 @@ DASHBOARDS: Final = (
               ("max by (role) (feedflow_index_items)", "{{role}}")),
         panel("Index deleted items, by role", "short",
               ("max by (role) (feedflow_index_deleted_items)", "{{role}}")),
+        panel("Index changes in no snapshot yet, oldest (alert > 30 min)", "s",
+              ("max(feedflow_index_unsnapshotted_seconds)", "unsaved")),
         panel("Index snapshots, by kind and outcome (1 h)", "short",
               ("sum by (kind, outcome) (increase(feedflow_index_snapshots_total[1h])) or vector(0)",
                "{{kind}} {{outcome}}")),

@@ -142,6 +142,11 @@ SERVED_DISTINCT = Gauge(
     "Distinct items served over the last seven UTC days, all replicas (Redis HyperLogLog); "
     "over the catalogue's size it is the coverage.",
 )
+INDEX_UNSNAPSHOTTED = Gauge(
+    "feedflow_index_unsnapshotted_seconds",
+    "Age of the index writer's oldest change no completed snapshot holds yet (0: all saved); "
+    "a reader or writer started now replays the update log that far back.",
+)
 SERVING_REDIS_UP = Gauge(
     "feedflow_serving_redis_up",
     "1 while the serving process's last Redis round trips worked (refresher and feature "

@@ -25,7 +25,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from kernel.metrics import EVENTS, INDEX_DELETED, INDEX_ITEMS, INDEX_SNAPSHOTS, INDEX_VERSION
+from kernel.metrics import (
+    EVENTS,
+    INDEX_DELETED,
+    INDEX_ITEMS,
+    INDEX_SNAPSHOTS,
+    INDEX_UNSNAPSHOTTED,
+    INDEX_VERSION,
+)
 from operators.content import ItemRecord, is_newer, record_of, stamp_of
 from operators.contracts import TOPIC_MEDIA, MediaPublished, decode_media
 from operators.encoders import Encoder, doc_of, upstream_vector
@@ -170,6 +177,8 @@ class IndexWriter:
         self._prev_log_id = replica.log_id
         self._last_snapshot = clock()
         self._dirty = False
+        self._unsaved_since: float | None = None  # first change no completed snapshot holds
+        self._job_started = 0.0
         self._report()
 
     @classmethod
@@ -235,6 +244,8 @@ class IndexWriter:
         EVENTS.labels(topic=TOPIC_MEDIA, outcome="duplicate").inc(len(changes) - len(items))
         if items:
             self._dirty = True
+            if self._unsaved_since is None:
+                self._unsaved_since = self._clock()
         self._report()
         return len(items)
 
@@ -246,6 +257,7 @@ class IndexWriter:
         if ready:
             self.hand_over(max(ready, key=lambda v: v.created_ms).version)
         self._reap()
+        self._report_unsaved()
         now = self._clock()
         if self._job is not None or now < self._retry_at:
             return
@@ -280,7 +292,7 @@ class IndexWriter:
             raise IndexStateError("start_snapshot: a snapshot child is still running")
         replica, store = self.replica, self._store
         self._dirty = False
-        self._last_snapshot = self._clock()
+        self._last_snapshot = self._job_started = self._clock()
 
         def work() -> Manifest:
             if compact:
@@ -289,6 +301,7 @@ class IndexWriter:
 
         if not self._background:
             self._finish(work().log_id)
+            self._saved(self._job_started)
             return
         self._job = _Job(Forked.start(work), self.version, replica.log_id, compact)
         log.info(
@@ -321,6 +334,7 @@ class IndexWriter:
             )  # fmt: skip
             return
         INDEX_SNAPSHOTS.labels(kind=kind, outcome="ok").inc()
+        self._saved(self._job_started)
         took = time.monotonic() - job.child.started
         log.info(
             "index %s of %s done in %.1f s (up to log entry %s)",
@@ -362,11 +376,23 @@ class IndexWriter:
         """Write a snapshot now, on this thread (a running child is waited for first), and
         trim the log to what the previous snapshot still needs."""
         self.settle(float("inf"))
+        started = self._clock()
         manifest = self.replica.save(self._store)
         self._finish(manifest.log_id)
         self._last_snapshot = self._clock()
         self._dirty = False
+        self._saved(started)
         return manifest
+
+    def _saved(self, started: float) -> None:
+        """A snapshot taken at `started` completed: what changed after it is still unsaved
+        (counted from `started`, an upper bound)."""
+        self._unsaved_since = started if self._dirty else None
+        self._report_unsaved()
+
+    def _report_unsaved(self) -> None:
+        since = self._unsaved_since
+        INDEX_UNSNAPSHOTTED.set(0.0 if since is None else max(self._clock() - since, 0.0))
 
     def hand_over(self, version: str) -> None:
         """Adopt a rebuilt version: load it, replay what it missed, flip the active pointer."""

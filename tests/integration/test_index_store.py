@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
 from operators.contracts import MediaPublished, encode
 from operators.encoders import HashingEncoder
@@ -331,6 +332,10 @@ def test_items_stay_searchable_on_time_while_a_snapshot_is_written(any_redis_cli
     assert len(again) == 30
 
 
+def _unsaved() -> float:
+    return REGISTRY.get_sample_value("feedflow_index_unsnapshotted_seconds") or 0.0
+
+
 def test_a_failed_snapshot_child_is_counted_keeps_the_log_and_is_tried_again(
     any_redis_client, tmp_path
 ):
@@ -340,6 +345,7 @@ def test_a_failed_snapshot_child_is_counted_keeps_the_log_and_is_tried_again(
     writer = IndexWriter.open(client, store, params, keys, "hashing-v1", DIM)
     writer.apply([change(media(f"m{i}")) for i in range(5)])
     writer.snapshot()
+    assert _unsaved() == 0.0
     writer.apply([change(media(f"n{i}")) for i in range(5)])
     failed = _snapshots("snapshot", "failed")
     (store.root / "fail").touch()
@@ -347,6 +353,8 @@ def test_a_failed_snapshot_child_is_counted_keeps_the_log_and_is_tried_again(
     writer.tick()
     assert writer.settle(30.0)
     assert _snapshots("snapshot", "failed") == failed + 1
+    writer.tick()
+    assert _unsaved() >= 0.35  # the changes no snapshot holds, and for how long
     assert newest(store, writer.version).items == 5
     writer.tick()  # no new child before snapshot_every_s has passed again
     assert not writer.snapshot_running and writer.settle(0.0)
@@ -355,6 +363,8 @@ def test_a_failed_snapshot_child_is_counted_keeps_the_log_and_is_tried_again(
     writer.tick()
     assert writer.settle(30.0)
     assert newest(store, writer.version).items == 10
+    writer.tick()
+    assert _unsaved() == 0.0
     reader = IndexReader(client, store, keys, params, version_check_s=0.0)
     reader.load()
     assert len(reader) == 10  # nothing was lost to the failure
