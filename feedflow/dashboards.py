@@ -136,6 +136,8 @@ DASHBOARDS: Final = (
               ("time() - max(feedflow_weights_active_completed_timestamp_seconds)", "age")),
         panel("Ranker versions published (1 h)", "short",
               ("sum(increase(feedflow_ranker_versions_published_total[1h]))", "versions")),
+        panel("Since serving last loaded a ranker version (alert > 6 h)", "s",
+              ("time() - max(feedflow_ranker_loaded_timestamp_seconds)", "age")),
     ]),
 )  # fmt: skip
 

@@ -147,6 +147,11 @@ INDEX_UNSNAPSHOTTED = Gauge(
     "Age of the index writer's oldest change no completed snapshot holds yet (0: all saved); "
     "a reader or writer started now replays the update log that far back.",
 )
+RANKER_LOADED = Gauge(
+    "feedflow_ranker_loaded_timestamp_seconds",
+    "When this serving process last loaded a new published ranker version (0: none yet, the "
+    "default weights); the learning flow publishes every FEEDFLOW_RANKER_PUBLISH_EVERY_S.",
+)
 SERVING_REDIS_UP = Gauge(
     "feedflow_serving_redis_up",
     "1 while the serving process's last Redis round trips worked (refresher and feature "

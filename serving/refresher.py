@@ -21,6 +21,7 @@ from typing import Any, Final
 import msgspec
 import redis
 
+from kernel.metrics import RANKER_LOADED
 from operators.feature_codecs import decode_item_stats, decode_trending
 from operators.item_stats import ItemStatsRecord
 from operators.keys import is_popular
@@ -191,6 +192,7 @@ class Refresher:
             self._rejected = version
             return
         self._models.model = model
+        RANKER_LOADED.set(time.time())
         log.info("ranker %s loaded", model.version)
 
     def _ok(self) -> None:

@@ -3,9 +3,11 @@ and serving's refresher hot-loading what it publishes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
+from prometheus_client import REGISTRY
 
 from operators.online_ranker import ModelVersion
 from operators.ranking_contract import default_model, parse_model
@@ -85,8 +87,11 @@ def test_serving_hot_loads_each_published_version(any_redis_client: RedisClient)
     refresher, models = serving_ranker(any_redis_client)
     registry = RedisModelRegistry(any_redis_client)
     for n in (1, 2):
+        before = time.time()
         registry.publish(version(n))
         refresher.refresh()
         assert refresher.redis_ok
         assert models.model.version == f"online-{n:06d}"
         assert float(models.model.vector[0]) == float(n)
+        loaded = REGISTRY.get_sample_value("feedflow_ranker_loaded_timestamp_seconds")
+        assert loaded is not None and before <= loaded <= time.time()  # for RankerStale
