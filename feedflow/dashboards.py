@@ -114,8 +114,9 @@ DASHBOARDS: Final = (
                "{{reason}}")),
         panel("Fallback share (SLO 1 %)", "percentunit",
               ("feedflow:feed_fallback:ratio_5m", "failure rungs")),
-        panel("Redis reachable from serving", "short",
-              ("min by (instance) (feedflow_serving_redis_up)", "{{instance}}")),
+        panel("Serving ready and Redis reachable, by replica", "short",
+              ("min by (instance) (feedflow_serving_ready)", "ready {{instance}}"),
+              ("min by (instance) (feedflow_serving_redis_up)", "Redis {{instance}}")),
     ]),
     dashboard("feedflow-quality", "Feedflow: recommendation quality", [
         panel("Catalogue coverage, 7 days (alert < 70 %)", "percentunit",

@@ -152,6 +152,11 @@ RANKER_LOADED = Gauge(
     "When this serving process last loaded a new published ranker version (0: none yet, the "
     "default weights); the learning flow publishes every FEEDFLOW_RANKER_PUBLISH_EVERY_S.",
 )
+SERVING_READY = Gauge(
+    "feedflow_serving_ready",
+    "1 while this serving process is ready (its /readyz answers 200: index loaded, boards "
+    "read once), else 0.",
+)
 SERVING_REDIS_UP = Gauge(
     "feedflow_serving_redis_up",
     "1 while the serving process's last Redis round trips worked (refresher and feature "

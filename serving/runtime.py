@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kernel.errors import ConfigError
-from kernel.metrics import SERVING_REDIS_UP
+from kernel.metrics import SERVING_READY, SERVING_REDIS_UP
 from kernel.settings import Settings
 from operators.ab import Assigner
 from operators.ranking_contract import default_model
@@ -119,6 +119,7 @@ class Runtime:
             "impressions": self.service.impressions.status(),  # not a readiness condition
         }
         ready = bool(detail["index_loaded"] and detail["trending_loaded"])
+        SERVING_READY.set(1 if ready else 0)
         return ready, detail
 
 

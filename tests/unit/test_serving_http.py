@@ -117,6 +117,7 @@ def test_readyz_is_503_until_boards_are_read() -> None:
     with AsgiClient(create_app(Runtime(service, Limits()))) as c:
         r = c.get("/readyz")
         assert r.status_code == 503 and r.json()["trending_loaded"] is False
+        assert "feedflow_serving_ready 0.0" in c.get("/metrics").text
 
 
 def test_with_redis_down_a_replica_is_degraded_not_unready() -> None:
@@ -131,6 +132,7 @@ def test_with_redis_down_a_replica_is_degraded_not_unready() -> None:
         assert r.status_code == 200, r.text
         assert r.json()["degraded"] == ["redis_unreachable"] and not r.json()["redis_reachable"]
         assert "feedflow_serving_redis_up 0.0" in c.get("/metrics").text
+        assert "feedflow_serving_ready 1.0" in c.get("/metrics").text
         down.redis_ok = True
         runtime.after_round()  # the next refresh round
         assert c.get("/readyz").json()["degraded"] == []
