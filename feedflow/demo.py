@@ -16,9 +16,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 
 from feedflow.demo_feed import DEMO_WAIT_S, show_sample_feed
 from feedflow.stack import LocalStack, StackInfo, free_port
@@ -92,13 +92,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     arms = Assigner(load_config(settings.ab_config))  # the one serving will use
     state = Path(settings.state_dir)
     stack = LocalStack(state / "demo-stack", settings.partitions, settings.redis_url or None)
-    info = stack.up()
     logs = state / "demo-logs"
     logs.mkdir(parents=True, exist_ok=True)
     parts = components(args, settings)
     started = time.monotonic()
-    try:
-        with _interrupts():
+    with _StopSignals() as stop:
+        try:
+            info = stack.up()
             start_components(parts, info, logs, state)
             _announce(info, parts, logs)
             serve = next(c for c in parts if c.name == "serve")
@@ -107,14 +107,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             left = args.duration - (time.monotonic() - started) if args.duration else 0
             if not args.duration or left > 0:
                 _watch(parts, left)
-    finally:
-        stop_components(parts)
-        down = time.monotonic()
-        stopped = stack.down()
-        sys.stderr.write(
-            f"demo stopped: {', '.join(c.name for c in parts)}, {stopped}"
-            f" (stack in {time.monotonic() - down:.1f}s)\n"
-        )
+        except KeyboardInterrupt:
+            sys.stderr.write("\nstopping…\n")
+        finally:
+            stop.stopping = True  # from here on a signal is noted, not obeyed: finish the stop
+            stop_components(parts)
+            down = time.monotonic()
+            stopped = stack.down()
+            sys.stderr.write(
+                f"demo stopped: {', '.join(c.name for c in parts)}, {stopped}"
+                f" (stack in {time.monotonic() - down:.1f}s)\n"
+            )
     return 0
 
 
@@ -183,17 +186,34 @@ def stop_components(parts: list[Component], timeout_s: float = 10.0) -> None:
         sys.stderr.write(f"{comp.name} {how} ({comp.proc.returncode}) after {took:.1f}s\n")
 
 
-@contextlib.contextmanager
-def _interrupts() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so both stop the demo the same way."""
+class _StopSignals:
+    """Ctrl-C, SIGTERM (a supervisor, `kill` of the process group) and SIGHUP (the terminal
+    gone) all stop the demo the same way: the first raises KeyboardInterrupt; any later one,
+    while the components and the stack are being stopped, is noted and ignored, so a second
+    signal cannot cut the stop short and leave them running. Once a stop began the handlers
+    stay (the process is about to exit: a late signal must not kill it with everything already
+    stopped); otherwise the previous ones come back."""
 
-    def on_term(_sig: int, _frame: object) -> None:
+    SIGNALS: Final = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopSignals:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.stopping:
+            return
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, sig: int, _frame: object) -> None:
+        if self.stopping:
+            sys.stderr.write(f"already stopping: {signal.Signals(sig).name} ignored\n")
+            return
+        self.stopping = True
         raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_term)
-    try:
-        yield
-    except KeyboardInterrupt:
-        sys.stderr.write("\nstopping…\n")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
