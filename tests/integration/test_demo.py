@@ -33,53 +33,76 @@ def _stopping(err_path: Path) -> str:
     return text[text.rfind("stopping") :] if "stopping" in text else text[-4000:]
 
 
-def test_demo_prints_a_personalised_feed_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+def start_demo(tmp_path: Path, *args: str, own_group: bool = False) -> subprocess.Popen[str]:
+    """`feedflow demo ARGS` on a stack of its own (no inherited addresses or settings)."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS") and not k.startswith("FEEDFLOW_")
     }
-    env["FEEDFLOW_STATE_DIR"] = str(tmp_path / "state")  # fmt: skip
-    err_path = tmp_path / "demo.err"
-    with err_path.open("w") as err:
-        demo = subprocess.Popen(
-            [sys.executable, "-m", "feedflow.cli", "demo", "--users", "300", "--items", "1000",
-             "--rate", "500", "--port", str(free_port())],
+    env["FEEDFLOW_STATE_DIR"] = str(tmp_path / "state")
+    with (tmp_path / "demo.err").open("w") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "feedflow.cli", "demo", *args, "--port", str(free_port())],
             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+            start_new_session=own_group,
         )  # fmt: skip
+
+
+def read_until(demo: subprocess.Popen[str], last: str, timeout_s: float) -> list[str]:
+    """Its output lines up to the first matching `last` (a regex)."""
+    assert demo.stdout is not None
     lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = demo.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if re.match(last, line):
+            break
+    return lines
+
+
+def stopped(demo: subprocess.Popen[str], err_path: Path, after: str) -> None:
+    """It exits 0 within a minute (killed, with its output closed, whatever happens)."""
     try:
-        assert demo.stdout is not None
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            line = demo.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if re.match(r"\s+10\. ", line):  # the last line of the sample feed
-                break
-        stack = orjson.loads((tmp_path / "state" / "demo-stack" / "stack.json").read_bytes())
-        demo.send_signal(signal.SIGINT)
         try:
             code = demo.wait(60)
         except subprocess.TimeoutExpired:
             code = None
-        assert code == 0, f"demo ended with {code} after Ctrl-C:\n{_stopping(err_path)}"
+        assert code == 0, f"demo ended with {code} after {after}:\n{_stopping(err_path)}"
     finally:
         if demo.poll() is None:
             demo.kill()
             demo.wait()
         if demo.stdout is not None:
             demo.stdout.close()
+
+
+def processes(lines: list[str], tmp_path: Path) -> list[int]:
+    """The demo's components (as it announced them) and its stack's processes (the stack's
+    own record, removed when it stops)."""
+    children = [int(p) for p in re.findall(r"started \w+ \(pid (\d+)", "".join(lines))]
+    assert len(children) == 4
+    stack = orjson.loads((tmp_path / "state" / "demo-stack" / "stack.json").read_bytes())
+    return children + [p["pid"] for p in stack["processes"]]
+
+
+def test_demo_prints_a_personalised_feed_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    demo = start_demo(tmp_path, "--users", "300", "--items", "1000", "--rate", "500")
+    try:
+        lines = read_until(demo, r"\s+10\. ", 240)  # the last line of the sample feed
+        pids = processes(lines, tmp_path)
+        demo.send_signal(signal.SIGINT)
+    finally:
+        stopped(demo, tmp_path / "demo.err", "Ctrl-C")
     out = "".join(lines)
     assert "feeds are personalised" in out, out
     assert re.search(r"feed URL: http://127\.0\.0\.1:\d+/api/v1/content/feed\?user_id=", out)
     feed = [line for line in lines if re.match(r"\s+\d+\. ", line)]
     assert len(feed) == 10 and any("because you watched" in line for line in feed), out
-    children = [int(p) for p in re.findall(r"started \w+ \(pid (\d+)", out)]
-    assert len(children) == 4
-    owned = [p["pid"] for p in stack["processes"]]
-    assert not [pid for pid in children + owned if alive(pid)]
+    assert not [pid for pid in pids if alive(pid)]
 
 
 def test_sigterm_to_its_process_group_then_sighup_still_stops_everything(
@@ -87,47 +110,14 @@ def test_sigterm_to_its_process_group_then_sighup_still_stops_everything(
 ) -> None:
     # What a supervisor (or `kill -TERM` of `make demo`'s group) does, then the terminal going
     # away while the demo is stopping.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("REDIS_URL", "KAFKA_BOOTSTRAP_SERVERS") and not k.startswith("FEEDFLOW_")
-    }
-    env["FEEDFLOW_STATE_DIR"] = str(tmp_path / "state")
-    err_path = tmp_path / "demo.err"
-    with err_path.open("w") as err:
-        demo = subprocess.Popen(
-            [sys.executable, "-m", "feedflow.cli", "demo", "--users", "100", "--items", "300",
-             "--rate", "200", "--port", str(free_port())],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
-            start_new_session=True,
-        )  # fmt: skip
-    lines: list[str] = []
+    demo = start_demo(tmp_path, "--users", "100", "--items", "300", "--rate", "200",
+                      own_group=True)  # fmt: skip
     try:
-        assert demo.stdout is not None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = demo.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if line.startswith("Ctrl-C stops everything"):
-                break
-        stack = orjson.loads((tmp_path / "state" / "demo-stack" / "stack.json").read_bytes())
+        lines = read_until(demo, r"Ctrl-C stops everything", 120)
+        pids = processes(lines, tmp_path)
         os.killpg(demo.pid, signal.SIGTERM)
         os.killpg(demo.pid, signal.SIGHUP)  # and another while it stops
-        try:
-            code = demo.wait(60)
-        except subprocess.TimeoutExpired:
-            code = None
-        assert code == 0, f"demo ended with {code} after SIGTERM:\n{_stopping(err_path)}"
     finally:
-        if demo.poll() is None:
-            demo.kill()
-            demo.wait()
-        if demo.stdout is not None:
-            demo.stdout.close()
-    children = [int(p) for p in re.findall(r"started \w+ \(pid (\d+)", "".join(lines))]
-    assert len(children) == 4
-    owned = [p["pid"] for p in stack["processes"]]
-    assert not [pid for pid in children + owned if alive(pid)], _stopping(err_path)
-    assert "already stopping: SIG" in err_path.read_text()
+        stopped(demo, tmp_path / "demo.err", "SIGTERM")
+    assert not [pid for pid in pids if alive(pid)], _stopping(tmp_path / "demo.err")
+    assert "already stopping: SIG" in (tmp_path / "demo.err").read_text()
