@@ -8,14 +8,17 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP) tools
 
-# promtool and amtool (the alerting tests): Debian's packages, installed when we are root.
+# Debian's packages the tests use, installed when we are root: promtool and amtool (the
+# alerting tests), Chromium and its chromedriver (the explorer page's browser test).
+TOOLS := prometheus prometheus-alertmanager chromium chromium-driver
 tools:
-	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+	@command -v promtool >/dev/null && command -v amtool >/dev/null && \
+	  command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null 2>&1 || \
-	    { apt-get update -qq && apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null; }; \
+	    apt-get install -y -qq $(TOOLS) >/dev/null 2>&1 || \
+	    { apt-get update -qq && apt-get install -y -qq $(TOOLS) >/dev/null; }; \
 	  else \
-	    echo "promtool and amtool are missing: install Debian's prometheus and prometheus-alertmanager"; \
+	    echo "missing tools: install Debian's $(TOOLS)"; \
 	    exit 1; \
 	  fi; }
 

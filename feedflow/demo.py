@@ -2,7 +2,8 @@
 
 It starts the local stack, then every component as a child process of its own (the content
 and engagement flows, the serving process, the simulator), waits until a simulated user's
-feed is personalised, prints the feed URL and that feed with its reasons, and on Ctrl-C (or
+feed is personalised, prints the feed URL and that feed with its reasons, and the feed
+explorer's address (`/explore`: serving runs with it on), and on Ctrl-C (or
 `--duration`) stops the children and then the stack, leaving no process behind.
 """
 
@@ -63,7 +64,7 @@ def components(args: argparse.Namespace, settings: Settings) -> list[Component]:
         Component("engagement", [*me, "flow", "engagement", "--no-recovery"]),
         Component(
             "serve",
-            [*me, "serve", "--host", settings.host, "--port", str(port)],
+            [*me, "serve", "--host", settings.host, "--port", str(port), "--explore"],
             url=f"http://{settings.host}:{port}",
         ),
         Component(
@@ -146,6 +147,8 @@ def _announce(info: StackInfo, parts: list[Component], logs: Path) -> None:
         sys.stdout.write(
             f"started {comp.name} (pid {pid}{at}), log {logs / (comp.name + '.log')}\n"
         )
+    serve = next(c for c in parts if c.name == "serve")
+    sys.stdout.write(f"explorer (feeds, features, items, trending): {serve.url}/explore\n")
     sys.stdout.write("Ctrl-C stops everything.\n")
     sys.stdout.flush()
 

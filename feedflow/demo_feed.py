@@ -127,4 +127,5 @@ def _print_feed(url: str, user: str, features: UserFeatures, body: dict[str, Any
             f"  {n:2}. {item['media_id']:<14} {item['content_type']:<6}"
             f" {item['category']:<12} {item['score']:>7.3f}  {why}\n"
         )
+    out.write(f"explore this user's feed, features and items: {url}/explore#user={user}\n")
     out.flush()

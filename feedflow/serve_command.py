@@ -26,6 +26,8 @@ import sys
 import tempfile
 from typing import Any
 
+import msgspec
+
 from kernel.errors import ConfigError
 from kernel.metrics import MULTIPROCESS_ENV
 from kernel.settings import Settings
@@ -50,6 +52,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="replicas sharing the port, each with its own index reader (default 1; "
         "about one per core left free by the flows and Redis)",
     )
+    p.add_argument(
+        "--explore",
+        action="store_true",
+        help="also serve the feed explorer page at /explore (users' histories: internal "
+        "ports only; FEEDFLOW_SERVING_EXPLORE=1 does the same)",
+    )
     # Set by the supervisor on its replicas: bind with SO_REUSEPORT.
     p.add_argument("--replica", type=int, help=argparse.SUPPRESS)
 
@@ -66,6 +74,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.processes < 1:
         raise ConfigError("--processes must be at least 1")
+    if args.explore:  # replicas inherit it
+        os.environ["FEEDFLOW_SERVING_EXPLORE"] = "1"
+        settings = msgspec.structs.replace(settings, serving_explore=True)
     if os.environ.get("OPENBLAS_NUM_THREADS") != "1":
         log.warning("OPENBLAS_NUM_THREADS is not 1: expect ranking latency spikes")
     options: dict[str, Any] = {

@@ -134,6 +134,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     redis_timeout_ms: int = 10
     redis_retry_ms: int = 1000
     serving_refresh_ms: int = 1000
+    # The feed explorer page at /explore (serving/explore.py): off in production unless the
+    # serving port is internal; `feedflow demo` turns it on.
+    serving_explore: bool = False
     features_cache_users: int = 100_000
     item_stats_ttl_s: float = 600.0
     # A/B arms (operators/ab.py): path of a JSON or TOML document; empty: one arm, "default".

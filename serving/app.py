@@ -29,7 +29,7 @@ from starlette.routing import Route
 
 from kernel.metrics import MULTIPROCESS_ENV
 from operators.keys import board_name
-from serving import params
+from serving import explore, params
 from serving.errors import (
     NotReadyError,
     RouteNotFoundError,
@@ -213,6 +213,8 @@ def create_app(runtime: Runtime) -> Starlette:
         Route("/api/v1/trending", trending_endpoint(runtime)),
         *probes(runtime),
     ]
+    if runtime.explorer is not None:
+        routes += explore.routes(runtime.explorer, lambda: runtime.catalogue.ready, json_response)
     return Starlette(
         routes=routes,
         lifespan=lifespan,

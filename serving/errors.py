@@ -44,6 +44,12 @@ class UnknownItemError(ServingError):
     code = "unknown_item"
 
 
+class UnknownBoardError(ServingError):
+    """The trending board asked about is not held by this process."""
+
+    code = "unknown_board"
+
+
 class RouteNotFoundError(ServingError):
     """No endpoint at this path."""
 
@@ -56,11 +62,20 @@ class NotReadyError(ServingError):
     code = "not_ready"
 
 
+class StoreUnavailableError(ServingError):
+    """A store this answer needs did not answer in time (the feed itself has fallbacks; the
+    explorer's listings do not)."""
+
+    code = "store_unavailable"
+
+
 HTTP_STATUS: Final[dict[type[ServingError], int]] = {
     BadParameterError: 422,
     UnknownItemError: 404,
+    UnknownBoardError: 404,
     RouteNotFoundError: 404,
     NotReadyError: 503,
+    StoreUnavailableError: 503,
 }
 
 

@@ -162,8 +162,15 @@ class FeedService:
         """The arm a user is served in."""
         return self.arms.assign(user_id) if self.arms is not None else EVERYONE_PERSONALISED
 
-    def feed(self, req: FeedRequest, trace: Trace | None = None) -> dict[str, Any]:
-        """The response body of one feed request."""
+    def feed(
+        self, req: FeedRequest, trace: Trace | None = None, publish: bool = True
+    ) -> dict[str, Any]:
+        """The response body of one feed request.
+
+        `publish` False: a preview (the explorer's): no impression is published, and the page
+        counts in neither the fallback counters, the coverage nor the popular share; its
+        stages are timed as any feed's.
+        """
         trace = trace if trace is not None else Trace()
         started = time.perf_counter()
         now_ms = int(self._clock_ms())
@@ -193,19 +200,14 @@ class FeedService:
             vocab = self.table.vocab
             placed = apply_rules(ctx, pool, scores, fresh, params, vocab, unproven)
             items, rows = self._items(ctx, pool, placed, co, beh)
-        for rung in trace.rungs:
-            FEED_FALLBACK.labels(reason=rung, arm=arm.name).inc()
-        self.served.note(i["media_id"] for i in items)
-        top = self.trending.most_popular
-        popular = sum(1 for i in items if i["media_id"] in top)
-        FEED_ITEMS.labels(arm=arm.name, popular="top100").inc(popular)
-        FEED_ITEMS.labels(arm=arm.name, popular="other").inc(len(items) - popular)
         request_id = uuid.uuid4().hex
-        self.impressions.publish(
-            Served(request_id, req.user_id, now_ms, arm.name, model.version,
-                   self.catalogue.version or NO_INDEX, items,
-                   None if matrix is None else matrix[rows])
-        )  # fmt: skip
+        if publish:
+            self._count(items, arm.name, trace.rungs)
+            self.impressions.publish(
+                Served(request_id, req.user_id, now_ms, arm.name, model.version,
+                       self.catalogue.version or NO_INDEX, items,
+                       None if matrix is None else matrix[rows])
+            )  # fmt: skip
         total = time.perf_counter() - started
         FEED_REQUEST.labels(stage="total", arm=arm.name).observe(total)
         trace.stages["total"] = total
@@ -219,6 +221,17 @@ class FeedService:
             "fallback": next((r for r in LADDER if r in trace.rungs), None),
             "took_ms": round(total * 1000, 3),
         }
+
+    def _count(self, items: list[dict[str, Any]], arm: str, rungs: list[str]) -> None:
+        """A served page in the fallback counters, the coverage sketch and the popular
+        share."""
+        for rung in rungs:
+            FEED_FALLBACK.labels(reason=rung, arm=arm).inc()
+        self.served.note(i["media_id"] for i in items)
+        top = self.trending.most_popular
+        popular = sum(1 for i in items if i["media_id"] in top)
+        FEED_ITEMS.labels(arm=arm, popular="top100").inc(popular)
+        FEED_ITEMS.labels(arm=arm, popular="other").inc(len(items) - popular)
 
     def _co_engagement(self, ctx: UserContext, status: str, arm: str) -> CoCandidates | None:
         """Neighbours of the user's recent positive items (None: no seeds, or no records).

@@ -25,6 +25,7 @@ from serving.behaviour import BehaviourHolder
 from serving.caches import FreshItems, ItemStatsCache, SideVectors, TrendingCache, records_of
 from serving.catalogue import Catalogue, ServingIndex
 from serving.co_engagement import CoRecords
+from serving.explore import Explorer
 from serving.features import FeatureFetcher
 from serving.feed import FeedConfig, FeedService, ModelHolder
 from serving.impressions import impression_sink
@@ -36,6 +37,7 @@ from state.ab_config import load_config
 from state.behaviour_store import BehaviourStore
 from state.index_keys import IndexKeys
 from state.index_replica import IndexParams, snapshot_store
+from state.item_store import ItemStore
 from state.redis_client import BACKGROUND, LOG_READER, RedisClient, connect, request_role
 from state.request_reads import RedisCoSource, RedisUserSource
 from state.update_log import LogEntry
@@ -52,6 +54,7 @@ class Runtime:
     refresher: Refresher | None = None
     reader: ServingIndex | None = None
     clients: list[RedisClient] = field(default_factory=list)
+    explorer: Explorer | None = None  # the /explore page's reads, when it is enabled
     frozen: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -209,6 +212,8 @@ def build_runtime(settings: Settings, keys: IndexKeys | None = None) -> Runtime:
     )  # fmt: skip
     limits = Limits(settings.feed_limit_default, settings.feed_limit_max, settings.feed_diversity)
     runtime = Runtime(service, limits, reader=reader, clients=[fast, slow, log_client])
+    if settings.serving_explore:
+        runtime.explorer = Explorer(service, slow, ItemStore(slow, keys or IndexKeys()))
     runtime.refresher = Refresher(
         slow, reader, stats, trending, fresh, models, side, table,
         interval_s=settings.serving_refresh_ms / 1000,

@@ -1,4 +1,5 @@
-"""`feedflow demo` end to end: a personalised sample feed, then Ctrl-C leaves nothing behind."""
+"""`feedflow demo` end to end: a personalised sample feed, the explorer page in a real browser,
+then Ctrl-C leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
 from feedflow.stack import free_port
+from tests.integration.explore_page import explore_in_browser
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,19 +94,60 @@ def processes(lines: list[str], tmp_path: Path) -> list[int]:
     return children + [p["pid"] for p in stack["processes"]]
 
 
-def test_demo_prints_a_personalised_feed_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
-    demo = start_demo(tmp_path, "--users", "300", "--items", "1000", "--rate", "500")
+@dataclass
+class Demo:
+    """A running `feedflow demo`: its process, what it printed up to its sample feed."""
+
+    proc: subprocess.Popen[str]
+    lines: list[str]
+    tmp: Path
+
+    @property
+    def out(self) -> str:
+        return "".join(self.lines)
+
+    def printed(self, pattern: str) -> str:
+        found = re.search(pattern, self.out)
+        assert found, self.out
+        return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """One demo for this module's tests, up to its sample feed (the last test stops it)."""
+    tmp = tmp_path_factory.mktemp("demo")
+    proc = start_demo(tmp, "--users", "300", "--items", "1000", "--rate", "500")
     try:
-        lines = read_until(demo, r"\s+10\. ", 240)  # the last line of the sample feed
-        pids = processes(lines, tmp_path)
-        demo.send_signal(signal.SIGINT)
+        lines = read_until(proc, r"explore this user's feed", 240)  # after the sample feed
+        yield Demo(proc, lines, tmp)
     finally:
-        stopped(demo, tmp_path / "demo.err", "Ctrl-C")
-    out = "".join(lines)
-    assert "feeds are personalised" in out, out
-    assert re.search(r"feed URL: http://127\.0\.0\.1:\d+/api/v1/content/feed\?user_id=", out)
-    feed = [line for line in lines if re.match(r"\s+\d+\. ", line)]
-    assert len(feed) == 10 and any("because you watched" in line for line in feed), out
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        stopped(proc, tmp / "demo.err", "Ctrl-C")
+
+
+def test_demo_prints_a_personalised_feed_and_the_explorer_address(demo: Demo) -> None:
+    assert "feeds are personalised" in demo.out, demo.out
+    assert re.search(r"feed URL: http://127\.0\.0\.1:\d+/api/v1/content/feed\?user_id=", demo.out)
+    feed = [line for line in demo.lines if re.match(r"\s+\d+\. ", line)]
+    assert len(feed) == 10 and any("because you watched" in line for line in feed), demo.out
+    page = demo.printed(r"explorer \(feeds, features, items, trending\): (http://\S+/explore)\n")
+    with httpx.Client() as http:
+        r = http.get(page)
+    assert r.status_code == 200 and "<title>Feedflow explorer</title>" in r.text
+
+
+def test_the_explorer_in_a_real_browser(demo: Demo) -> None:
+    page = demo.printed(r"explore this user's feed, features and items: (http://\S+)\n")
+    bootstrap = demo.printed(r"KAFKA_BOOTSTRAP_SERVERS=(\S+)\n")
+    user = page.split("#user=", 1)[1]
+    explore_in_browser(page, user, bootstrap)
+
+
+def test_ctrl_c_stops_everything(demo: Demo) -> None:
+    pids = processes(demo.lines, demo.tmp)
+    demo.proc.send_signal(signal.SIGINT)
+    stopped(demo.proc, demo.tmp / "demo.err", "Ctrl-C")
     assert not [pid for pid in pids if alive(pid)]
 
 

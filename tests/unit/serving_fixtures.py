@@ -15,6 +15,7 @@ from serving.catalogue import MemoryCatalogue
 from serving.co_engagement import CoRecords, CoSource
 from serving.features import FeatureFetcher, MemoryUserSource
 from serving.feed import FeedConfig, FeedRequest, FeedService, ModelHolder
+from serving.impressions import NoImpressions
 from serving.item_table import ItemTable
 
 NOW_MS = 1_700_000_000_000
@@ -127,3 +128,14 @@ def request(
     user_id: str, limit: int = 20, kind: str | None = None, diversity: float = 0.2
 ) -> FeedRequest:
     return FeedRequest(user_id=user_id, limit=limit, content_type=kind, diversity=diversity)
+
+
+class RecordedImpressions(NoImpressions):
+    """An impression sink that keeps what was published, for assertions."""
+
+    def __init__(self) -> None:
+        super().__init__("recorded in the test")
+        self.served: list[object] = []
+
+    def publish(self, served: object) -> None:
+        self.served.append(served)

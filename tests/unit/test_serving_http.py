@@ -13,11 +13,10 @@ from prometheus_client import REGISTRY
 from feedflow.asgi_client import AsgiClient
 from serving.app import create_app
 from serving.errors import BadParameterError, NotReadyError, ServingError, http_status
-from serving.impressions import NoImpressions
 from serving.params import Limits
 from serving.refresher import Refresher
 from serving.runtime import Runtime
-from tests.unit.serving_fixtures import build_world, service_for
+from tests.unit.serving_fixtures import RecordedImpressions, build_world, service_for
 
 
 @pytest.fixture
@@ -145,20 +144,11 @@ def test_errors_map_to_status_codes_in_one_place() -> None:
     assert http_status(ServingError("boom")) == 500
 
 
-class _Recorded(NoImpressions):
-    def __init__(self) -> None:
-        super().__init__("recorded in the test")
-        self.served: list[object] = []
-
-    def publish(self, served: object) -> None:
-        self.served.append(served)
-
-
 def test_head_on_the_feed_validates_but_computes_and_publishes_nothing() -> None:
     world = build_world()
     world.user("u1", "music", "AUDIO")
     service, _ = service_for(world)
-    recorded = _Recorded()
+    recorded = RecordedImpressions()
     service.impressions = recorded
     with AsgiClient(create_app(Runtime(service, Limits()))) as c:
         for _ in range(5):
