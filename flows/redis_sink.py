@@ -20,6 +20,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from kernel.metrics import FEATURE_FRESHNESS
 from state.erasure_log import ErasureLog
 from state.feature_store import (
+    LAST_WRITE_KEY,
     USER,
     Change,
     FeatureErase,
@@ -31,6 +32,7 @@ from state.feature_store import (
 from state.redis_client import FLOW, connect
 
 PIPELINE_SIZE = 500
+MARK_EVERY_S = 1.0  # how often a worker notes the time of its newest write (LAST_WRITE_KEY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,7 @@ class _FeaturePartition(StatelessSinkPartition[Output]):
         self.store = store
         self.pipeline_size = pipeline_size
         self.erasures = ErasureLog(store.client)
+        self._marked = 0.0  # when this worker last noted its newest write (monotonic s)
 
     def write_batch(self, items: list[Output]) -> None:
         # Values are whole and each key's changes arrive in event-time order from one step,
@@ -79,6 +82,11 @@ class _FeaturePartition(StatelessSinkPartition[Output]):
                 latest = {}
             latest[key] = w
         self._put(list(latest.values()))
+        if latest and time.monotonic() - self._marked >= MARK_EVERY_S:
+            self._marked = time.monotonic()
+            client, now_ms = self.store.client, int(time.time() * 1000)
+            retry(lambda: client.set(LAST_WRITE_KEY, now_ms), self.store.attempts,
+                  self.store.backoff_s, "redis")  # fmt: skip
         acks = [x for x in items if isinstance(x, ErasureAck)]
         if acks:
             retry(lambda: self._ack(acks), self.store.attempts, self.store.backoff_s, "redis")

@@ -13,8 +13,9 @@ build step, nothing fetched from elsewhere, so it works offline) over a read-onl
   in the content index and the items engaged with together with it;
 - `/explore/api/trending?board=NAME` (or `content_type=`, `category=`): one trending board
   (everyone's by default), and the names of the boards held;
-- `/explore/api/status`: the index version, its size and the age of its newest change, the
-  newest event reflected in the item stats, the model and weights versions.
+- `/explore/api/status`: the index version, its size and the age of its newest change; when
+  a flow last wrote features (wall clock) and the newest event reflected in the item stats;
+  the model and weights versions.
 
 Titles come from each item's stored source event, one MGET per listing. The explorer shows
 user ids and what each one watched: enable it only where everyone who can reach serving may
@@ -54,7 +55,14 @@ from serving.errors import (
     UnknownItemError,
 )
 from serving.feed import FeedRequest, FeedService
-from state.feature_store import CO_ENGAGEMENT, ITEM, USER, RedisFeatureStore, feature_key
+from state.feature_store import (
+    CO_ENGAGEMENT,
+    ITEM,
+    LAST_WRITE_KEY,
+    USER,
+    RedisFeatureStore,
+    feature_key,
+)
 from state.feature_store import StoreUnavailableError as StoreFailure
 from state.item_store import ItemStore
 from state.redis_client import RedisClient, nodes
@@ -239,6 +247,8 @@ class Explorer:
         top = [m for m, _ in self.service.trending.board(board_name())][:50]
         stamps = [decode_item_stats(r).ts for r in self.store.get_many(ITEM, top) if r]
         newest = max(stamps, default=None)
+        raw = self.client.get(LAST_WRITE_KEY)
+        written = int(raw) if raw is not None else None
         return {
             "index": {
                 "version": index.version,
@@ -246,7 +256,12 @@ class Explorer:
                 "last_change_ms": changed,
                 "last_change_age_s": _age(now_ms, changed),
             },
-            "features": {"newest_item_event_ms": newest, "age_s": _age(now_ms, newest)},
+            "features": {
+                "last_write_ms": written,
+                "last_write_age_s": _age(now_ms, written),
+                "newest_item_event_ms": newest,
+                "newest_item_event_age_s": _age(now_ms, newest),
+            },
             "model_version": self.service.models.model.version,
             "weights_version": self.service.weekly.version,
             "now_ms": int(now_ms),

@@ -96,6 +96,11 @@ def feature_key(kind: str, entity_id: str) -> str:
     return f"ff:{{{kind}:{entity_id}}}"
 
 
+# Wall-clock ms of the newest feature write by any flow worker (at most one SET per worker a
+# second): how fresh the stored features are as a person or a probe sees it.
+LAST_WRITE_KEY: Final = "ff:meta:last_feature_write"
+
+
 def stamp(ts_ms: int, payload: bytes) -> bytes:
     """Prefix a payload with its event time."""
     return _STAMP.pack(max(ts_ms, 0)) + payload

@@ -79,10 +79,12 @@ def explore_in_browser(page: str, user: str, bootstrap: str) -> None:
         search = driver.find_element(By.ID, "q")
         search.clear()
         search.send_keys(user)
-        wait(driver,
-             lambda: [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#users button")
-                      if b.text.startswith(user)],
-             15, f"{user} found by the search at phone width")  # fmt: skip
+
+        def found() -> list[str]:  # the list narrowed to the user (ids are fixed-width)
+            listed = [b.text for b in driver.find_elements(By.CSS_SELECTOR, "#users button")]
+            return listed if listed and all(t.startswith(user) for t in listed) else []
+
+        assert len(wait(driver, found, 15, f"only {user} listed at phone width")) == 1
         screenshot(driver, "explore-phone")
 
 

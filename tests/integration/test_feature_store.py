@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +14,7 @@ from flows.redis_sink import ErasureAck, FeatureSink
 from state.erasure_log import ErasureLog
 from state.feature_store import (
     ITEM,
+    LAST_WRITE_KEY,
     USER,
     FeatureErase,
     FeatureStore,
@@ -115,6 +117,26 @@ def test_an_erasure_in_the_sink_is_never_coalesced_away(any_redis_url: str) -> N
         assert ErasureLog(client).acks("req-back").keys() == {"engagement"}
         sink.write_batch([FeatureWrite(USER, "gone", 10, b"x"), FeatureErase(USER, "gone", 20)])
         assert not client.exists(feature_key(USER, "gone"))  # write then erase: erased
+    finally:
+        sink.close()
+        client.close()
+
+
+def test_the_sink_notes_when_it_last_wrote(any_redis_url: str) -> None:
+    """What the explorer shows as "last feature write": wall-clock ms, at most once a second
+    per worker, and only after a batch that changed something."""
+    sink = FeatureSink(any_redis_url).build("features_out", 0, 1)
+    client = connect(any_redis_url, JOB)
+    try:
+        client.delete(LAST_WRITE_KEY)
+        sink.write_batch([ErasureAck("req-none", "engagement")])
+        assert client.get(LAST_WRITE_KEY) is None  # nothing written, nothing noted
+        before = time.time() * 1000
+        sink.write_batch([FeatureWrite(USER, "noted", 10, b"x")])
+        first = int(client.get(LAST_WRITE_KEY))
+        assert before - 1 <= first <= time.time() * 1000 + 1
+        sink.write_batch([FeatureWrite(USER, "noted", 20, b"y")])
+        assert int(client.get(LAST_WRITE_KEY)) == first  # within the second: not again
     finally:
         sink.close()
         client.close()

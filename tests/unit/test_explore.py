@@ -19,7 +19,7 @@ from serving.app import create_app
 from serving.explore import PAGE, Explorer
 from serving.params import Limits
 from serving.runtime import Runtime
-from state.feature_store import USER, feature_key, stamp
+from state.feature_store import LAST_WRITE_KEY, USER, feature_key, stamp
 from state.index_keys import IndexKeys
 from state.item_store import ItemStore
 from tests.unit.serving_fixtures import NOW_MS, RecordedImpressions, build_world, service_for
@@ -48,6 +48,10 @@ class DictRedis:
         found = [k.encode() for k in page if pattern.fullmatch(k)]
         nxt = cursor + count
         return (0 if nxt >= len(keys) else nxt), found
+
+    def get(self, key: str) -> bytes | None:
+        self._check()
+        return self.values.get(key)
 
     def mget(self, keys: Sequence[str]) -> list[bytes | None]:
         self._check()
@@ -186,10 +190,13 @@ def test_trending_boards(app: App) -> None:
     assert c.get("/explore/api/trending?content_type=FILM").status_code == 422
 
 
-def test_status_names_the_index_and_the_models(app: App) -> None:
+def test_status_names_the_index_the_models_and_the_last_write(app: App, fake: DictRedis) -> None:
     body = app[0].get("/explore/api/status").json()
     assert body["index"]["version"] == "memory.1" and body["index"]["items"] == 120
     assert body["model_version"] == "default"
+    assert body["features"]["last_write_ms"] is None  # no flow has written yet
+    fake.values[LAST_WRITE_KEY] = str(body["now_ms"] - 4000).encode()
+    assert app[0].get("/explore/api/status").json()["features"]["last_write_age_s"] >= 4.0
 
 
 def test_redis_down_is_a_503_with_a_json_body(app: App, fake: DictRedis) -> None:
