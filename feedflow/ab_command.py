@@ -6,7 +6,8 @@ impressions that led to it (:mod:`operators.ab_report`) and prints per arm: impr
 completion rate and watch seconds per impression; each arm's CTR against the control's with a
 two-proportion z-test; a sample-ratio-mismatch check of users per arm against the split of
 `FEEDFLOW_AB_CONFIG` (the one serving uses). Exit code 3 when the SRM check fails: the
-comparison cannot be trusted. `assign` prints the arm of each user id given.
+comparison cannot be trusted. `assign` prints the arm of each user id given. `--json` prints
+the result as JSON instead; `--out FILE` also writes it to FILE.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Final, TypeVar
 
 import orjson
 
-from feedflow.output import Progress, emit
+from feedflow.output import Progress, add_json_flag, emit, table
 from flows.topic_reader import read_topic
 from kernel.errors import ConfigError
 from kernel.settings import Settings
@@ -44,6 +45,7 @@ DEFAULT_WINDOW_S: Final = 3600.0
 # time: an hour of slack covers clients that send late.
 SEEK_SLACK_MS: Final = 3_600_000
 SRM_EXIT: Final = 3
+EXIT_CODES: Final = {SRM_EXIT: "report: sample-ratio mismatch, the comparison cannot be trusted"}
 T = TypeVar("T", Impression, EngagementEvent)
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -72,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--alpha", type=float, default=0.05, help="report: significance level")
     p.add_argument("--timeout", type=float, default=600.0, help="report: seconds per topic")
-    p.add_argument("--json", metavar="FILE", help="also write the result as JSON ('-': stdout)")
+    add_json_flag(p, out="also write the result as JSON here")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -80,9 +82,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     assigner = Assigner(load_config(settings.ab_config))
     if args.action == "assign":
         result = {user: assigner.assign(user).name for user in args.users}
-        _write_json(result, args.json)
-        if args.json != "-":
-            emit(result, False)
+        _write_json(result, args.out)
+        emit(result, args.json)
         return 0
     if not 0 < args.alpha < 1 or args.window <= 0:
         raise ConfigError("--alpha must be in (0, 1) and --window > 0")
@@ -91,8 +92,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     report = collect(
         settings.kafka_bootstrap_servers, assigner, since_ms, args, settings.kafka_client
     )
-    _write_json(report, args.json)
-    if args.json != "-":
+    _write_json(report, args.out)
+    if args.json:
+        emit(report, as_json=True)
+    else:
         sys.stdout.write(render(report))
     return SRM_EXIT if report["srm"]["mismatch"] else 0
 
@@ -184,15 +187,18 @@ def render(report: dict[str, Any]) -> str:
         f"{read['events_attributed']:,} attributed within {report['window_s']:g} s "
         f"(invalid skipped: {read['invalid_impressions']} + {read['invalid_events']})",
         "",
-        f"{'arm':<12} {'users':>8} {'impressions':>12} {'CTR':>8} {'completion':>11} "
-        f"{'watch s/imp':>12}",
     ]
-    for name, arm in report["arms"].items():
-        lines.append(
-            f"{name:<12} {arm['users']:>8,} {arm['impressions']:>12,} {arm['ctr']:>8.2%} "
-            f"{arm['completion_rate']:>11.2%} {arm['watch_s_per_impression']:>12.1f}"
-        )
-    lines.append("")
+    arms = {
+        name: {
+            "users": f"{arm['users']:,}",
+            "impressions": f"{arm['impressions']:,}",
+            "CTR": f"{arm['ctr']:.2%}",
+            "completion": f"{arm['completion_rate']:.2%}",
+            "watch s/imp": f"{arm['watch_s_per_impression']:.1f}",
+        }
+        for name, arm in report["arms"].items()
+    }
+    lines += [table(arms, key="arm").rstrip("\n"), ""]
     for c in report["comparisons"]:
         verdict = "significant" if c["significant"] else "not significant"
         lines.append(
@@ -214,11 +220,6 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_json(data: Any, target: str | None) -> None:
-    if not target:
-        return
-    body = orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n"
-    if target == "-":
-        sys.stdout.write(body.decode())
-    else:
-        Path(target).write_bytes(body)
+def _write_json(data: Any, target: Path | None) -> None:
+    if target is not None:
+        target.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2) + b"\n")

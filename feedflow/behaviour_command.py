@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, Final
 
 from feedflow import behaviour_job
-from feedflow.output import Progress, emit
+from feedflow.output import Progress, add_json_flag, emit, when
 from feedflow.week_events import WeekInput, erasures, week_payloads
 from kernel.settings import Settings
 from state.behaviour_store import BehaviourStateError, BehaviourStore, describe
@@ -23,6 +24,8 @@ from state.item_lookup import job_lookup
 from state.redis_client import JOB, RedisClient, connect
 
 ACTIONS = ("run", "status", "publish")
+NONE: Final = 3
+EXIT_CODES: Final = {NONE: "status: no version is active; run: nothing learned, no version written"}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("target", nargs="?", help="publish: the VERSION")
     p.add_argument("--input", type=Path, help="run: read events from this JSONL file")
     p.add_argument("--no-publish", action="store_true", help="run: leave the pointer alone")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -48,8 +51,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.action == "status":
             active = store.active()
             versions = [describe(v) for _, v in sorted(store.versions().items())]
-            emit({"active": active, "versions": versions}, args.json)
-            return 0 if active else 3
+            emit({"active": active, "versions": versions}, args.json, view(active, versions))
+            return 0 if active else NONE
         if args.action == "publish":
             if not args.target:
                 raise BehaviourStateError(
@@ -76,4 +79,13 @@ def _run(
     )  # fmt: skip
     progress.close()
     emit(result.as_dict(), args.json)
-    return 0 if result.version is not None else 3
+    return 0 if result.version is not None else NONE
+
+
+def view(active: str | None, versions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The status for people: a row per version, creation times in UTC."""
+    rows = [
+        {k: v for k, v in d.items() if k != "created_ms"} | {"created": when(d["created_ms"])}
+        for d in versions
+    ]
+    return {"active": active or "none", "versions": rows or "none yet"}

@@ -6,10 +6,18 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Final
 
 import orjson
 
+from feedflow.output import add_json_flag
 from kernel.settings import Settings
+
+PART_FAILED: Final = 1
+EXIT_CODES: Final = {
+    PART_FAILED: "a part failed (said on stderr; the others still ran and are reported)",
+    2: "an unknown part in --only, a Feedflow error, or bad arguments",
+}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -21,10 +29,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Run the benchmarks on private local stacks (loopback only). The full run "
         "takes over an hour on 2 cores (index builds at 1M and 3M items) and rewrites the "
         "summary and serving sections of BENCHMARKS.md; --quick takes a few minutes and "
-        "writes nothing unless --write-md. Progress goes to stderr, the table to stdout.",
+        "writes nothing unless --write-md. Progress goes to stderr, the table to stdout "
+        "(with --json every measurement instead).",
     )
     p.add_argument("--quick", action="store_true", help="small sizes and short runs")
-    p.add_argument("--json", metavar="FILE", help="also write every measurement here")
+    add_json_flag(p, out="also write every measurement here")
     p.add_argument(
         "--only", metavar="PARTS", help=f"comma-separated parts to run (of {', '.join(PARTS)})"
     )
@@ -37,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Run `feedflow bench`; returns the exit code (1 if a part failed, 2 for an unknown part)."""
+    """Run `feedflow bench`; returns the exit code (see EXIT_CODES)."""
     from feedflow.bench.suite import (
         PARTS,
         ROOT,
@@ -63,22 +72,21 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         keep=args.keep,
     )
     result = run_suite(cfg, _shown(args))
-    if args.json:
-        Path(args.json).write_bytes(
-            orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-        )
+    body = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+    if args.out:
+        args.out.write_bytes(body)
     if args.write_md or (not args.quick and not args.no_write_md):
         write_benchmarks(result, ROOT / "BENCHMARKS.md")
-    sys.stdout.write(markdown(result))
-    return 1 if result["errors"] else 0
+    sys.stdout.write(body.decode() if args.json else markdown(result))
+    return PART_FAILED if result["errors"] else 0
 
 
 def _shown(args: argparse.Namespace) -> str:
     """The command as BENCHMARKS.md shows it: options kept, local paths as placeholders.
 
     >>> _shown(argparse.Namespace(quick=True, only=None, index_sizes="1M", serving_sizes=None,
-    ...                           keep="x", json="y", write_md=False, no_write_md=False))
-    'feedflow bench --quick --index-sizes 1M --keep DIR --json FILE'
+    ...                           keep="x", out="y", write_md=False, no_write_md=False))
+    'feedflow bench --quick --index-sizes 1M --keep DIR --out FILE'
     """
     parts = ["feedflow bench"]
     if args.quick:
@@ -89,6 +97,6 @@ def _shown(args: argparse.Namespace) -> str:
             parts.append(f"{flag} {value}")
     if args.keep:
         parts.append("--keep DIR")
-    if args.json:
-        parts.append("--json FILE")
+    if args.out:
+        parts.append("--out FILE")
     return " ".join(parts)

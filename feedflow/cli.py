@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Final
 
+from feedflow.output import document_exit_codes
 from kernel.errors import FeedflowError
 from kernel.settings import load_settings
 
@@ -68,7 +69,8 @@ SETTING_FLAGS = ("partitions", "workers", "recovery_dir", "host", "port", "metri
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The parser: every command listed by its summary, `command`'s own flags imported."""
+    """The parser: every command listed by its summary, `command`'s own flags imported and
+    its exit codes at the end of its `--help`."""
     parser = argparse.ArgumentParser(
         prog="feedflow",
         description="Feedflow: fresh recommendation features and feeds from playback telemetry.",
@@ -78,7 +80,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, summary) in COMMANDS.items():
         if name == command:
-            importlib.import_module(module_name).add_parser(sub)
+            module = importlib.import_module(module_name)
+            module.add_parser(sub)
+            own = getattr(module, "EXIT_CODES", {})
+            document_exit_codes(sub.choices[name], own)
         else:
             sub.add_parser(name, help=summary)
     return parser

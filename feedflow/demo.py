@@ -27,6 +27,13 @@ from kernel.settings import Settings
 from operators.ab import Assigner
 from state.ab_config import load_config
 
+# Added to feedflow.output.COMMON_EXIT_CODES in `--help` (None: never returned).
+EXIT_CODES: Final[dict[int, str | None]] = {
+    0: "stopped: Ctrl-C, SIGTERM, SIGHUP or --duration (everything it started is stopped)",
+    1: "a component exited with an error (named on stderr; see its log)",
+    130: None,
+}
+
 
 @dataclass
 class Component:

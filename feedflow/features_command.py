@@ -2,7 +2,7 @@
 
 `catalogue`: every feature's definition under the platform's names. `--markdown` prints the
 page `docs/features.md` is (`feedflow features catalogue --markdown > docs/features.md`);
-`--json` the same as JSON; plain, one aligned line per feature.
+`--json` the same as JSON; plain, a table with one row per feature.
 
 `export --from T --to T --out FILE`: every item served in [from, to) (the lake's
 impressions) with the user's and the item's features as they were when it was served, the
@@ -23,7 +23,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from feedflow.output import emit
+from feedflow.output import add_json_flag, emit
 from flows.engagement import item_lookup
 from flows.lake_sink import lake_of
 from kernel.errors import ConfigError
@@ -43,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("action", choices=["catalogue", "export"])
     p.add_argument("--markdown", action="store_true", help="print the docs/features.md page")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
     p.add_argument("--from", dest="start", help="export: first impression time (ms or ISO)")
     p.add_argument("--to", dest="end", help="export: end of the impressions, exclusive")
     p.add_argument("--out", help="export: the Parquet file to write")
@@ -57,13 +57,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.markdown:
         sys.stdout.write(markdown())
         return 0
-    if args.json:
-        fields = [k for k in CATALOGUE[0]._fields if k != "value"]
-        emit({"features": [{k: getattr(f, k) for k in fields} for f in CATALOGUE]}, True)
-        return 0
-    width = max(len(f.name) for f in CATALOGUE)
-    for f in CATALOGUE:
-        sys.stdout.write(f"{f.name:<{width}}  {f.entity:<11}  {f.window:<28}  {f.description}\n")
+    fields = [k for k in CATALOGUE[0]._fields if k != "value"]
+    shown = ("name", "entity", "window", "description")
+    data = {"features": [{k: getattr(f, k) for k in fields} for f in CATALOGUE]}
+    emit(data, args.json, [{k: getattr(f, k) for k in shown} for f in CATALOGUE])
     return 0
 
 

@@ -38,6 +38,7 @@ import time
 from collections.abc import MutableMapping
 from datetime import timedelta
 from pathlib import Path
+from typing import Final
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
@@ -54,6 +55,7 @@ FLOWS = {
 }
 RECOVERY_PARTITIONS = 4
 API_ENV = "BYTEWAX_DATAFLOW_API_ENABLED"
+EXIT_CODES: Final = {0: "the flow stopped (--processes: on Ctrl-C or SIGTERM, members stopped)"}
 log = logging.getLogger(__name__)
 
 

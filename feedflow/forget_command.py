@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaException, Producer
 
-from feedflow.output import emit
+from feedflow.output import add_json_flag, emit
 from flows.erasure_in import read_erasures
 from flows.lake_sink import lake_of
 from flows.topic_reader import TopicReadError
@@ -52,6 +52,11 @@ BY_CONSTRUCTION: Final = {
     "topics": "append-only: raw events and impressions go with the topics' retention",
 }
 LAKE_AGAIN: Final = "row(s) written before the flows read the request: run `forget` again"
+PENDING_EXIT: Final = 1
+EXIT_CODES: Final = {
+    0: "done (--verify: every store is clean)",
+    PENDING_EXIT: "--verify: a store is still pending",
+}
 
 
 class ForgetError(FeedflowError):
@@ -69,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("user_id")
     p.add_argument("--verify", action="store_true", help="check every store instead")
     p.add_argument("--wait", type=float, default=0.0, help="verify: poll up to S seconds")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -81,7 +86,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.verify:
             report = verify(settings, client, args.user_id, args.wait)
             emit(report, args.json)
-            return 0 if report["complete"] else 1
+            return 0 if report["complete"] else PENDING_EXIT
         emit(forget(settings, client, args.user_id), args.json)
         return 0
     finally:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any, Final
 
-from feedflow.output import Progress, emit
+from feedflow.output import Progress, add_json_flag, duration, emit
+from kernel.errors import ConfigError
 from kernel.settings import Settings
 from state.index_keys import IndexKeys
 from state.index_rebuild import rebuild, retire, status
 from state.index_replica import IndexParams, snapshot_store
 from state.redis_client import JOB, RedisClient, connect
+
+NONE_ACTIVE: Final = 3
+EXIT_CODES: Final = {NONE_ACTIVE: "status: no index version is active yet"}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="rebuild: retire the old version this many seconds after the flip",
     )
     p.add_argument("--version", dest="index_version", help="retire: the version to delete")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -49,18 +54,40 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.action == "status":
             report = status(client, store, keys)
-            emit(report, args.json)
-            return 0 if report["active"] else 3
+            emit(report, args.json, view(report))
+            return 0 if report["active"] else NONE_ACTIVE
         if args.action == "retire":
             if not args.index_version:
-                emit({"error": "retire needs --version"}, args.json)
-                return 2
+                raise ConfigError("retire needs --version (see `feedflow index status`)")
             dropped = retire(client, store, args.index_version, keys)
             emit({"retired": args.index_version, "vectors_deleted": dropped}, args.json)
             return 0
         return _rebuild(args, settings, client, keys)
     finally:
         client.close()
+
+
+def view(report: dict[str, Any]) -> dict[str, Any]:
+    """The status for people: a row per version (named by encoder and dimension), the live
+    and the snapshot's item counts side by side."""
+    rows = {}
+    for name, v in report["versions"].items():
+        live, snapshot = v["live"] or {}, v["snapshot"] or {}
+        age, changed = snapshot.get("age_s"), v["last_change_age_s"]
+        rows[name] = {
+            "state": v["state"],
+            "live items": live.get("items"),
+            "snapshot items": snapshot.get("items"),
+            "snapshot age": None if age is None else duration(age),
+            "log entries": v["log_entries"],
+            "last change": None if changed is None else f"{duration(changed)} ago",
+        }
+    return {
+        "active": report["active"] or "none",
+        "writer": "alive" if report["writer_alive"] else "not running",
+        "retired": report["retired"],
+        "versions": rows,
+    }
 
 
 def _rebuild(
@@ -77,6 +104,7 @@ def _rebuild(
         keys=keys,
         wait_s=args.wait,
         progress=progress.advance,
+        sized=progress.expect,
     )
     progress.close()
     result = {

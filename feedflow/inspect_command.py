@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
-from feedflow.output import emit
+from feedflow.output import add_json_flag, emit
 from kernel.settings import Settings
 from operators import feature_catalogue as catalogue
 from operators.creator_stats import decode_creator
@@ -34,6 +34,9 @@ from state.index_registry import IndexRegistry
 from state.item_store import ItemStore
 from state.redis_client import FLOW, connect
 
+MISSING: Final = 1
+EXIT_CODES: Final = {MISSING: "nothing is stored for the id"}
+
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register `feedflow inspect`."""
@@ -43,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("kind", choices=["user", "item"])
     p.add_argument("id", help="user_id or media_id")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
 
 
 def as_dict(record: msgspec.Struct) -> dict[str, Any]:
@@ -109,4 +112,4 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         out["catalogue"] = _plain(named)
     emit(out, args.json)
     missing = out.get("features") is None and out.get("metadata") is None and not out.get("stats")
-    return 1 if missing else 0
+    return MISSING if missing else 0

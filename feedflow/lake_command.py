@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from feedflow.output import emit
+from feedflow.output import add_json_flag, emit
 from flows.lake_sink import lake_of
 from kernel.errors import ConfigError
 from kernel.settings import Settings
@@ -38,7 +38,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=600.0,
         help="compact: only hours that ended at least this many seconds ago (default 600)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

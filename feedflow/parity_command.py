@@ -20,13 +20,13 @@ import signal
 import threading
 import time
 import zlib
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from prometheus_client import start_http_server
 
-from feedflow.output import emit
+from feedflow.output import add_json_flag, emit, when
 from feedflow.parity import CHECKED, Context, ParityConfig, ParityReport, check
 from flows.engagement import item_lookup
 from flows.lake_sink import lake_of
@@ -43,6 +43,7 @@ from state.redis_client import JOB, connect
 from state.weights_registry import WeightsRegistry
 
 log = logging.getLogger(__name__)
+EXIT_CODES: Final = {0: "done (--every: stopped by Ctrl-C or SIGTERM)"}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                    "(default the user TTL)")  # fmt: skip
     p.add_argument("--every", type=float, help="run a round every this many seconds, until "
                    "stopped (metrics on --metrics-port)")  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -76,7 +77,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     window = args.window or args.every or 300.0
     monitor = Monitor(settings, lake, window, args.sample, args.lookback_days)
     if not args.every:
-        emit(monitor.round(time.time() - args.delay), args.json)
+        report = monitor.round(time.time() - args.delay)
+        emit(report, args.json, view(report))
         return 0
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.host)
@@ -91,6 +93,28 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def view(report: dict[str, Any]) -> dict[str, Any]:
+    """A round for people: a row per feature compared; the examples are in `--json`."""
+    window = report["window"]
+    features = {
+        name: {
+            "divergence": f"{report['divergence'].get(name, 0.0):.2%}",
+            "compared": compared,
+            "diverged": report["diverged"][name],
+        }
+        for name, compared in report["compared"].items()
+    }
+    examples = sum(len(x) for x in report["examples"].values())
+    return {
+        "window": f"{when(window['from_ms'])} to {when(window['to_ms'])}",
+        "impressions": report["impressions"],
+        "rows": report["rows"],
+        "skipped": report["skipped"] or "none",
+        "examples": f"{examples} (request and media ids: --json)" if examples else "none",
+        "features": features or "none compared",
+    }
 
 
 class Monitor:

@@ -24,7 +24,7 @@ import shutil
 import socket
 import sys
 import tempfile
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -33,6 +33,8 @@ from kernel.metrics import MULTIPROCESS_ENV
 from kernel.settings import Settings
 
 log = logging.getLogger(__name__)
+# Added to feedflow.output.COMMON_EXIT_CODES in `--help` (None: never returned).
+EXIT_CODES: Final[dict[int, str | None]] = {0: "stopped (Ctrl-C or SIGTERM)", 130: None}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Final
 
-from feedflow.output import emit
+from feedflow.output import add_json_flag, emit
 from feedflow.stack import LocalStack
 from kernel.settings import Settings
+
+NOT_RUNNING: Final = 3
+EXIT_CODES: Final = {NOT_RUNNING: "status: the stack is not running"}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="start a 3-node Redis Cluster on loopback instead of one redis-server "
         "(REDIS_URL is then redis+cluster://…)",
     )
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
 
 
 def stack_for(args: argparse.Namespace, settings: Settings, reuse_redis: bool) -> LocalStack:
@@ -64,4 +68,4 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     status = stack.status()
     emit(status, args.json)
-    return 0 if status["running"] else 3
+    return 0 if status["running"] else NOT_RUNNING

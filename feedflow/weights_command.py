@@ -26,12 +26,12 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from bytewax.run import cli_main
 
-from feedflow.output import Progress, emit
+from feedflow.output import Progress, add_json_flag, emit, when
 from feedflow.week_events import WeekInput, erasures, week_payloads
 from feedflow.weights_audit import write_snapshot
 from feedflow.weights_flow import WeekJob, build_flow
@@ -51,6 +51,8 @@ from state.redis_client import JOB, RedisClient, connect
 from state.weights_registry import WRITING, Manifest, WeightsRegistry, WeightsStateError
 
 ACTIONS = ("run", "status", "publish", "rollback", "user", "begin", "member", "complete", "abort")
+NOT_FOUND: Final = 3
+EXIT_CODES: Final = {NOT_FOUND: "status: no version is active; user: no weights for the user"}
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,7 +82,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--process-id", "-i", type=int, help="member: this process's index")
     p.add_argument("--addresses", "-a", help='member: cluster addresses, "h0:p0;h1:p1;..."')
     p.add_argument("--version", dest="weights_version", help="user: a version (default active)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    add_json_flag(p)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -91,8 +93,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         if args.action == "status":
             report = registry.status()
-            emit(report, args.json)
-            return 0 if report["active"] else 3
+            emit(report, args.json, view(report))
+            return 0 if report["active"] else NOT_FOUND
         if args.action == "publish":
             if not args.target:
                 raise WeightsStateError("publish needs a VERSION (see `feedflow weights status`)")
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 raise WeightsStateError("user needs a user_id")
             weights = registry.user_weights(args.target, args.weights_version)
             emit({"user_id": args.target, "weights": _plain(weights)}, args.json)
-            return 0 if weights is not None else 3
+            return 0 if weights is not None else NOT_FOUND
         if args.action == "begin":
             week, source = _week(args, settings), _input(args).name
             emit({"version": begin_cluster_run(registry, settings, week, source), "week": week},
@@ -129,6 +131,25 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return _run(args, settings, client, registry)
     finally:
         client.close()
+
+
+def view(report: dict[str, Any]) -> dict[str, Any]:
+    """The status for people: a row per version, times in UTC, newest first."""
+    rows = [
+        {
+            "version": v["version"],
+            "state": v["state"] + (" (expired)" if v["expired"] else ""),
+            "active": v["active"],
+            "users": v["users"],
+            "events": v["events"],
+            "cohorts": v["cohorts"],
+            "created": when(v["created_ms"]),
+            "source": v["source"],
+            **({"error": v["error"]} if "error" in v else {}),
+        }
+        for v in report["versions"]
+    ]
+    return {"active": report["active"] or "none", "versions": rows or "none yet"}
 
 
 def _plain(weights: UserWeights | None) -> dict[str, Any] | None:

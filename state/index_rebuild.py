@@ -18,7 +18,7 @@ from operators.content import ItemRecord
 from operators.contracts import MediaPublished, decode_media
 from state.encoders import make_encoder
 from state.index_keys import IndexKeys
-from state.index_registry import READY, RETIRED, IndexRegistry, IndexStateError
+from state.index_registry import READY, RETIRED, IndexRegistry, IndexStateError, WriterStatus
 from state.index_replica import IndexParams, IndexReplica
 from state.index_writer import IndexWriter, encode_entries, publish, reencode
 from state.item_store import ItemStore
@@ -73,8 +73,10 @@ def rebuild(
     keys: IndexKeys | None = None,
     wait_s: float = 120.0,
     progress: Progress | None = None,
+    sized: Progress | None = None,
 ) -> RebuildReport:
-    """Build a new version with `encoder` beside the active one and make it active.
+    """Build a new version with `encoder` beside the active one and make it active;
+    `sized` is told how many items the build encodes, `progress` each chunk done.
 
     Raises:
         IndexStateError: when there is no active version, or no writer flipped in time.
@@ -92,6 +94,8 @@ def rebuild(
     info = registry.new_version(enc.version, encoder, enc.dim)
     new = IndexReplica.empty(info, params)
     live = [r for r in mirror.records.values() if not r.removed]
+    if sized is not None:
+        sized(len(live))
     _initial_build(client, keys, new, live, progress or (lambda _n: None))
     position = mirror.log_id
     while missed := old_log.read(position, count=5000):
@@ -131,10 +135,16 @@ def retire(
 def status(
     client: RedisClient, store: SnapshotStore, keys: IndexKeys | None = None
 ) -> dict[str, Any]:
-    """Versions, sizes and freshness of the index, as plain data."""
+    """Versions, sizes and freshness of the index, as plain data.
+
+    `live` is what the running writer last announced (its heartbeat, every half second):
+    the items readers hold once they have applied the log up to `log_id`. A snapshot's
+    `items` lag behind it by up to `FEEDFLOW_INDEX_SNAPSHOT_EVERY_S`.
+    """
     keys = keys or IndexKeys()
     registry = IndexRegistry(client, keys)
     now_ms = time.time_ns() // 10**6
+    writer = registry.writer_status()
     versions: dict[str, Any] = {}
     for name, info in sorted(registry.versions().items()):
         ulog = UpdateLog(client, keys, name)
@@ -158,6 +168,7 @@ def status(
             "last_change_age_s": (
                 round((now_ms - stream_id(last)[0]) / 1000, 1) if stream_id(last)[0] else None
             ),
+            "live": _live(writer, now_ms) if writer and writer.version == name else None,
             "snapshot": snapshot,
         }
     return {
@@ -165,4 +176,13 @@ def status(
         "writer_alive": registry.writer_alive(),
         "retired": [n for n, v in versions.items() if v["state"] == RETIRED],
         "versions": versions,
+    }
+
+
+def _live(writer: WriterStatus, now_ms: int) -> dict[str, Any]:
+    return {
+        "items": writer.items,
+        "deleted": writer.deleted,
+        "log_id": writer.log_id,
+        "age_s": round(max(now_ms - writer.ts_ms, 0) / 1000, 1),
     }

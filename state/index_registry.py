@@ -36,6 +36,18 @@ class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):
     created_ms: int = 0
 
 
+class WriterStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """What the index writer announces with each heartbeat: the version it writes, its live
+    and deleted items, and the last log entry applied. Readers hold the same items once
+    they have applied the log up to `log_id`."""
+
+    version: str
+    items: int
+    deleted: int
+    log_id: str
+    ts_ms: int
+
+
 class IndexRegistry:
     """Read and change index versions and the active pointer."""
 
@@ -105,10 +117,21 @@ class IndexRegistry:
         """Drop a retired version from the registry."""
         self._client.hdel(self.keys.versions, version)
 
-    def heartbeat(self, ttl_s: float) -> None:
-        """Announce that the index writer is alive for `ttl_s` seconds."""
-        self._client.set(self.keys.writer, b"1", px=int(ttl_s * 1000))
+    def heartbeat(self, ttl_s: float, status: WriterStatus | None = None) -> None:
+        """Announce that the index writer is alive for `ttl_s` seconds, and what it holds."""
+        value = b"1" if status is None else msgspec.msgpack.encode(status)
+        self._client.set(self.keys.writer, value, px=int(ttl_s * 1000))
 
     def writer_alive(self) -> bool:
         """Whether a writer has announced itself recently."""
         return bool(self._client.exists(self.keys.writer))
+
+    def writer_status(self) -> WriterStatus | None:
+        """What a live writer last announced (None: no writer, or one that did not say)."""
+        raw = self._client.get(self.keys.writer)
+        if not isinstance(raw, bytes) or raw == b"1":
+            return None
+        try:
+            return msgspec.msgpack.decode(raw, type=WriterStatus)
+        except msgspec.DecodeError:
+            return None

@@ -39,7 +39,7 @@ from operators.encoders import Encoder, doc_of, upstream_vector
 from state.background import Forked
 from state.encoders import make_encoder
 from state.index_keys import IndexKeys
-from state.index_registry import READY, IndexRegistry, IndexStateError
+from state.index_registry import READY, IndexRegistry, IndexStateError, WriterStatus
 from state.index_replica import IndexParams, IndexReplica
 from state.item_store import ItemStore
 from state.redis_client import RedisClient
@@ -214,13 +214,29 @@ class IndexWriter:
             replica = IndexReplica.load(info, store, params)
             replica.catch_up(UpdateLog(client, keys, info.version))
         writer = cls(client, store, replica, params, keys, background=background)
-        registry.heartbeat(HEARTBEAT_TTL_S)
+        writer.heartbeat()
         return writer
 
     @property
     def version(self) -> str:
         """The version being written."""
         return self.replica.info.version
+
+    def status(self) -> WriterStatus:
+        """The version written, its live and deleted items, the last log entry applied."""
+        index = self.replica.index
+        return WriterStatus(
+            version=self.version,
+            items=len(index),
+            deleted=index.deleted_count,
+            log_id=self.replica.log_id,
+            ts_ms=time.time_ns() // 10**6,
+        )
+
+    def heartbeat(self) -> None:
+        """Say the writer is alive, with its live item count: `feedflow index status` shows
+        it between snapshots (a snapshot's count lags by up to `snapshot_every_s`)."""
+        self._registry.heartbeat(HEARTBEAT_TTL_S, self.status())
 
     def apply(self, changes: Sequence[Change]) -> int:
         """Apply a batch of catalogue changes; returns how many were not stale."""
@@ -252,7 +268,7 @@ class IndexWriter:
     def tick(self) -> None:
         """Heartbeat, hand over to a ready rebuilt version, take a finished snapshot child's
         result, start a compaction or snapshot child when one is due."""
-        self._registry.heartbeat(HEARTBEAT_TTL_S)
+        self.heartbeat()
         ready = [v for v in self._registry.versions().values() if v.state == READY]
         if ready:
             self.hand_over(max(ready, key=lambda v: v.created_ms).version)

@@ -1,6 +1,6 @@
 """What the behaviour space costs a feed request, on a synthetic space.
 
-    python -m feedflow.bench.behaviour_bench [--items 100000] [--requests 2000] [--json FILE]
+    python -m feedflow.bench.behaviour_bench [--items 100000] [--requests 2000] [--out FILE]
 
 A space of `--items` vectors (64 floats, a low-rank mixture like PureSVD's) is built as
 serving holds it (hnswlib graph plus dense copy); each request folds in 8 seed digests, asks
@@ -65,17 +65,17 @@ def run(items: int, requests: int, seed: int = 0) -> dict[str, object]:
 
 
 def main() -> int:
-    """Command-line entry: print the result as JSON (and write it to `--json`)."""
+    """Command-line entry: print the result as JSON (and write it to `--out`)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--requests", type=int, default=2_000)
-    p.add_argument("--json", type=Path)
+    p.add_argument("--out", type=Path)
     args = p.parse_args()
     result = run(args.items, min(args.requests, 100_000))
     text = json.dumps(result, indent=2)
     print(text)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    if args.out is not None:
+        args.out.write_text(text + "\n")
     return 0
 
 

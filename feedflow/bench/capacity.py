@@ -6,7 +6,7 @@ records, co-engagement records for their recent items) in a private redis-server
 samples `MEMORY USAGE` (key, value and overhead) per key family and reads `used_memory`.
 Reference: the raw value lengths of the same keys.
 
-Run: `python -m feedflow.bench.capacity [--items 1000000] [--users 20000] [--json FILE]`
+Run: `python -m feedflow.bench.capacity [--items 1000000] [--users 20000] [--out FILE]`
 (the snapshot is built on the first run at a size and cached, see serving_world).
 """
 
@@ -89,11 +89,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Redis bytes per item and user, by key family.")
     p.add_argument("--items", type=int, default=1_000_000)
     p.add_argument("--users", type=int, default=20_000)
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--out", help="write the results here")
     args = p.parse_args(argv)
     result = run(args.items, args.users)
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    if args.out:
+        Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     sys.stdout.write(markdown(result))
     return 0
 

@@ -1,6 +1,6 @@
 """Chaos: kill -9 each component in turn under simulated traffic.
 
-    python -m feedflow.bench.chaos [--duration 150] [--rate 200] [--json FILE]
+    python -m feedflow.bench.chaos [--duration 150] [--rate 200] [--out FILE]
 
 On loopback, with processes of its own: the embedded broker, a redis-server, the content,
 engagement and learning flows (recovery on), serving, the simulator paced at `--rate` events
@@ -508,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m feedflow.bench.chaos", description=__doc__)
     parser.add_argument("--duration", type=int, default=150, help="seconds of traffic")
     parser.add_argument("--rate", type=int, default=200, help="simulated events per second")
-    parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--out", type=Path, help="also write the report here")
     parser.add_argument("--faults", default=",".join(FAULTS), help="which, in this order")
     parser.add_argument("--keep", type=Path, help="work (and leave the logs) in this directory")
     args = parser.parse_args(argv)
@@ -521,8 +521,8 @@ def main(argv: list[str] | None = None) -> int:
             report = run_chaos(Path(tmp), args.duration, args.rate, faults=faults)
     text = json.dumps(report, indent=2)
     sys.stdout.write(text + "\n")
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    if args.out is not None:
+        args.out.write_text(text + "\n")
     return 0 if report["identical_to_clean_run"] else 1
 
 

@@ -174,15 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="Flow cluster benchmark (engagement ingest).")
     p.add_argument("--events", type=int, default=320_000)
     p.add_argument("--processes", default="1,2", help="comma-separated process counts")
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--out", help="write the results here")
     p.add_argument("--write-md", action="store_true", help="update BENCHMARKS.md")
     args = p.parse_args(argv)
     # The command to rerun, without where this run's JSON went.
     shown = f"--events {args.events} --processes {args.processes}"
     shown += " --write-md" if args.write_md else ""
     result = run(args.events, [int(x) for x in args.processes.split(",")])
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    if args.out:
+        Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     text = markdown(result, f"python -m feedflow.bench.cluster_bench {shown}".strip())
     if args.write_md:
         write_section(ROOT / "BENCHMARKS.md", text)

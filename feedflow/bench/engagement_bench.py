@@ -26,7 +26,7 @@ because the machine is shared and noisy and ratios hold better than absolute num
    snapshot in the recovery store) and as the logic benchmark measures it (pickled
    `UserEngagement.snapshot()`, :mod:`feedflow.bench.engagement_logic`).
 
-Run: `python -m feedflow.bench.engagement_bench [--quick] [--json FILE]` (progress on stderr,
+Run: `python -m feedflow.bench.engagement_bench [--quick] [--out FILE]` (progress on stderr,
 the summary as JSON on stdout). `run_engagement_bench()` is what `feedflow bench` calls.
 """
 
@@ -448,7 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry: progress on stderr, the JSON summary on stdout."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small and fast (about a minute)")
-    parser.add_argument("--json", metavar="FILE", help="also write the summary here")
+    parser.add_argument("--out", metavar="FILE", help="also write the summary here")
     parser.add_argument("--events", type=int, help="preloaded events for the ingest run")
     parser.add_argument("--rate", type=int, help="background events/s during the probes")
     parser.add_argument("--probes", type=int, help="freshness probes")
@@ -469,8 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         command=f"python -m feedflow.bench.engagement_bench {shown}".strip(),
     )
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
-    if args.json:
-        Path(args.json).write_bytes(text)
+    if args.out:
+        Path(args.out).write_bytes(text)
     sys.stdout.write(text.decode() + "\n")
     if args.markdown:
         sys.stdout.write(markdown_table(result) + "\n")

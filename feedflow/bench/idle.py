@@ -1,6 +1,6 @@
 """Idle cost: how much of a core each flow uses when no message arrives.
 
-    python -m feedflow.bench.idle [--settle 25] [--sample 20] [--json FILE]
+    python -m feedflow.bench.idle [--settle 25] [--sample 20] [--out FILE]
 
 On loopback, with a stack of its own (the embedded broker, a redis-server, empty topics):
 the content, engagement and learning flows with recovery on, each sampled from /proc for
@@ -91,14 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m feedflow.bench.idle", description=__doc__)
     parser.add_argument("--settle", type=float, default=25.0, help="seconds of start-up")
     parser.add_argument("--sample", type=float, default=20.0, help="seconds sampled")
-    parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--out", type=Path, help="also write the report here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="feedflow-idle-") as tmp:
         report = run_idle(Path(tmp), args.settle, args.sample)
     text = json.dumps(report, indent=2)
     sys.stdout.write(text + "\n")
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    if args.out is not None:
+        args.out.write_text(text + "\n")
     return 0
 
 

@@ -7,7 +7,7 @@ items from 1-2 topics). Retrieval is compared with brute-force numpy on the same
 the same run; the two are timed in separate passes, because a brute-force scan between two
 index queries evicts the graph from the CPU caches and would bill that to hnswlib.
 
-Run: `python -m feedflow.bench.index_bench --quick` or `--sizes 1000000 --json out.json`;
+Run: `python -m feedflow.bench.index_bench --quick` or `--sizes 1000000 --out out.json`;
 `--m 12,16,24 --ef 500,800` sweeps (one build per M, one snapshot load per ef).
 `run_index_bench()` is what `feedflow bench` calls. Pin `OPENBLAS_NUM_THREADS=1`, as serving
 does, so the numpy reference runs on one thread like the index queries.
@@ -551,7 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, help="keep (and reuse) built snapshots in this folder")
     p.add_argument("--redis-url", default=os.environ.get("REDIS_URL"))
     p.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
-    p.add_argument("--json", help="also write the report to this file")
+    p.add_argument("--out", help="also write the report to this file")
     args = p.parse_args(argv)
     blas_threads = os.environ.get("OPENBLAS_NUM_THREADS")
     if blas_threads != "1":
@@ -576,8 +576,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     text = orjson.dumps(report, option=orjson.OPT_INDENT_2)
     sys.stdout.write(text.decode() + "\n")
-    if args.json:
-        Path(args.json).write_bytes(text)
+    if args.out:
+        Path(args.out).write_bytes(text)
     return 0
 
 

@@ -14,7 +14,7 @@ for a while in each phase, and each one's publish → searchable latency is take
 The world (vectors, records) is the serving benchmark's, its snapshot cached under
 `--cache`; each run works on a copy, as the writer replaces snapshots.
 
-    python -m feedflow.bench.index_maintenance --items 1000000 --json FILE
+    python -m feedflow.bench.index_maintenance --items 1000000 --out FILE
 """
 
 from __future__ import annotations
@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construction", type=int, default=200)
     parser.add_argument("--cache", type=Path, default=Path(".feedflow/bench/maintenance-world"))
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--out", type=Path)
     parser.add_argument(
         "--on-thread", action="store_true", help="the reference: snapshots on the writer thread"
     )
@@ -340,8 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             stack.down()
     result["machine"] = {"cpu": cpu_model(), "load": [round(x, 2) for x in os.getloadavg()]}
     text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.write_text(text)
+    if args.out:
+        args.out.write_text(text)
     sys.stdout.write(text + "\n")
     return 0
 

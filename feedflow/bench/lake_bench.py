@@ -7,7 +7,7 @@ alternating rounds, because the machine is shared: the ratio of the medians is t
 (budget: the lake may lower ingest by at most 10 %). Then the lake's files: rows and bytes
 per dataset, per million events, before and after `compact`.
 
-Run: `python -m feedflow.bench.lake_bench [--events N] [--rounds R] [--json FILE]`.
+Run: `python -m feedflow.bench.lake_bench [--events N] [--rounds R] [--out FILE]`.
 """
 
 from __future__ import annotations
@@ -113,12 +113,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--events", type=int, default=320_000, help="preloaded events")
     parser.add_argument("--rounds", type=int, default=3, help="lake off / on pairs")
-    parser.add_argument("--json", metavar="FILE", help="also write the summary here")
+    parser.add_argument("--out", metavar="FILE", help="also write the summary here")
     args = parser.parse_args(argv)
     result = run_lake_bench(args.events, args.rounds, _Log())
     text = orjson.dumps(result, option=orjson.OPT_INDENT_2)
-    if args.json:
-        Path(args.json).write_bytes(text)
+    if args.out:
+        Path(args.out).write_bytes(text)
     sys.stdout.write(text.decode() + "\n")
     return 0
 

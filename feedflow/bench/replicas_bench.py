@@ -158,13 +158,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--levels", default="1,2,4,8", help="comma-separated client counts")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per level")
     p.add_argument("--warm", type=float, default=15.0, help="warm-up seconds per run")
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--out", help="write the results here")
     p.add_argument("--write-md", action="store_true", help="update BENCHMARKS.md")
     args = p.parse_args(argv)
     result = run(args.items, args.users, [int(x) for x in args.processes.split(",")],
                  [int(x) for x in args.levels.split(",")], args.duration, args.warm)  # fmt: skip
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    if args.out:
+        Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     if args.write_md:
         write_section(ROOT / "BENCHMARKS.md", markdown(result))
     sys.stdout.write(markdown(result))

@@ -550,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--ef-construction", type=int, help="hnswlib ef_construction (default: settings)"
     )
-    p.add_argument("--json", help="write the results here")
+    p.add_argument("--out", help="write the results here")
     p.add_argument("--write-md", action="store_true", help="update BENCHMARKS.md")
     args = p.parse_args(argv)
     if args.quick:
@@ -563,8 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         graph = replace(base, m=args.m or base.m,
                         ef_construction=args.ef_construction or base.ef_construction)  # fmt: skip
         result = run_serving_bench(sizes=sizes, levels=levels, graph=graph)
-    if args.json:
-        Path(args.json).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    if args.out:
+        Path(args.out).write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     if args.write_md:
         write_section(ROOT / "BENCHMARKS.md", markdown(result))
     sys.stdout.write(markdown(result) + "\n")

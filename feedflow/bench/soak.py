@@ -1,6 +1,6 @@
 """Soak: the whole system at a steady rate for a bounded time, memory sampled.
 
-    python -m feedflow.bench.soak [--duration 600] [--rate 1000] [--json FILE]
+    python -m feedflow.bench.soak [--duration 600] [--rate 1000] [--out FILE]
 
 A private stack (broker and redis-server on loopback), the content and engagement flows, the
 serving process and the simulator paced at `--rate` events per second for `--duration`
@@ -117,19 +117,19 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> int:
-    """Command-line entry: print the summary as JSON (the whole result to `--json`)."""
+    """Command-line entry: print the summary as JSON (the whole result to `--out`)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--duration", type=int, default=600)
     p.add_argument("--rate", type=int, default=1000)
     p.add_argument("--feeds-per-s", type=float, default=10.0)
     p.add_argument("--sample", type=int, default=30)
-    p.add_argument("--json", type=Path)
+    p.add_argument("--out", type=Path)
     args = p.parse_args()
     duration = min(max(args.duration, 60), 3600)  # bounded in time, whatever is asked
     result = run_soak(duration, min(args.rate, 20_000), min(args.feeds_per_s, 200.0), args.sample)
     text = json.dumps(result, indent=2)
-    if args.json is not None:
-        args.json.write_text(text + "\n")
+    if args.out is not None:
+        args.out.write_text(text + "\n")
     print(json.dumps(result["summary"], indent=2))
     return 0
 

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 from feedflow.bench.machine import cpu_model
 from feedflow.bench.markdown import write_section
+from feedflow.output import duration
 
 ROOT: Final = Path(__file__).resolve().parents[2]
 SECTION: Final = "## Summary: `feedflow bench`"
@@ -261,6 +262,11 @@ def machine() -> dict[str, Any]:
     }
 
 
+def in_part(say: Log, which: str, started: float) -> Log:
+    """`say` with the part running (`2/3`) and its time so far in front of each line."""
+    return lambda line: say(f"[part {which}, {duration(time.monotonic() - started)}] {line}")
+
+
 def run_suite(cfg: SuiteConfig, command: str, log: Log | None = None) -> dict[str, Any]:
     """Run the chosen parts in order; one failing part is recorded and the others still run."""
     say = log or _stderr
@@ -275,17 +281,18 @@ def run_suite(cfg: SuiteConfig, command: str, log: Log | None = None) -> dict[st
         "budgets": [],
     }
     started = time.monotonic()
-    for part in cfg.parts:
+    for n, part in enumerate(cfg.parts, 1):
         t0 = time.monotonic()
+        said = in_part(say, f"{n}/{len(cfg.parts)}", t0)
         try:
-            data = RUNNERS[part](cfg, say)
+            data = RUNNERS[part](cfg, said)
         except Exception as exc:  # a broken part must not hide the others' figures
-            say(f"{part}: FAILED: {exc!r}")
+            said(f"{part}: FAILED: {exc!r}")
             result["errors"][part] = repr(exc)
             continue
         result["parts"][part] = data
         result["budgets"] += ROWS[part](data)
-        say(f"{part}: done in {time.monotonic() - t0:.0f}s")
+        said(f"{part}: done")
     result["wall_s"] = round(time.monotonic() - started, 1)
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]
     return result

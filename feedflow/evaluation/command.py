@@ -1,11 +1,11 @@
-"""`feedflow eval --path DIR [--protocol leave-last-out|temporal] [--json FILE]`.
+"""`feedflow eval --path DIR [--protocol leave-last-out|temporal] [--json [FILE]] [--out FILE]`.
 
 Feedflow and three baselines on one offline split. Loads a MovieLens directory, holds out
 each user's last rating (:mod:`.protocol`), replays the rest through the real flows and asks
 the real feed API (:mod:`.replay`), scores MostPop, ItemKNN and EASE on the same split
 (:mod:`.baselines`) and prints one table row per model, then the share of Feedflow's top-20
-slots per candidate source. Progress goes to stderr; `--json FILE` also writes every figure
-to FILE.
+slots per candidate source. Progress goes to stderr; `--json` prints every figure as JSON
+instead of the tables, `--out FILE` also writes them to FILE.
 
 Protocols (the split is the same):
 
@@ -49,6 +49,7 @@ from feedflow.evaluation.protocol import (
     popularity,
 )
 from feedflow.evaluation.replay import FeedflowRun
+from feedflow.output import add_json_flag, cell, emit
 from kernel.settings import Settings
 from operators.contracts import EngagementEvent, MediaPublished
 
@@ -93,7 +94,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="when feeds are asked: after the whole replay (default), or each at the user's "
         "held-out moment with only earlier events replayed",
     )
-    p.add_argument("--json", dest="json_file", type=Path, metavar="FILE", help="write JSON here")
+    add_json_flag(p, out="also write every figure as JSON here")
     p.add_argument(
         "--users",
         type=int,
@@ -133,11 +134,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     seconds.update(feedflow.seconds)
     seconds["total"] = time.perf_counter() - started
     report = build_report(args.path, args.protocol, data, split, results, feedflow, seconds)
+    if args.out is not None:
+        args.out.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    if args.json:
+        emit(report, as_json=True)
+        return 0
     sys.stdout.write(table(results) + "\n\n")
     sys.stdout.write(source_table(feedflow.sources) + "\n\n")
     sys.stdout.write(facts(report) + "\n")
-    if args.json_file is not None:
-        args.json_file.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     return 0
 
 
@@ -302,8 +306,8 @@ def facts(report: Mapping[str, Any]) -> str:
     ff = report["feedflow"]
     replay_line = (
         f"Feedflow replay: events replayed {ff['events_replayed']}, outcomes "
-        f"{ff['engagement_events']}, dead letters {ff['dead_letters']}, "
-        f"fallbacks {ff['fallbacks']}"
+        f"({cell(ff['engagement_events'])}), dead letters {ff['dead_letters']}, "
+        f"fallbacks ({cell(ff['fallbacks'])})"
     )
     if "checkpoints" in ff:
         replay_line += f", checkpoints {ff['checkpoints']}"
@@ -318,7 +322,7 @@ def facts(report: Mapping[str, Any]) -> str:
             f"users {report['users']}, films {report['films']}, "
             f"training interactions {report['train_interactions']}",
             replay_line,
-            f"seconds: {report['seconds']}",
+            f"seconds: {cell(report['seconds'])}",
         ]
     )
 

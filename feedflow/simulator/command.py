@@ -10,15 +10,18 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-from feedflow.output import Progress, emit
+from feedflow.output import Progress, add_json_flag, emit
 from feedflow.simulator.engine import SimConfig, Simulation, Summary
 from feedflow.simulator.errors import SimulatorError
 from feedflow.simulator.writers import JsonlSink, KafkaSink, Sink
 from kernel.settings import Settings
+
+INTERRUPTED: Final = 130
+EXIT_CODES: Final = {INTERRUPTED: "interrupted (Ctrl-C): what was made is delivered and summed up"}
 
 _EPILOG = """\
 By default the simulated span ends now and its length is duration × speedup; the speedup is
@@ -67,7 +70,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default=True,
         help="publish and remove items during the span (default on)",
     )
-    p.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="JSON summary")
+    add_json_flag(p)
     return p
 
 
@@ -117,8 +120,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         summary, destination = _play(sim, args, settings)
     except OSError as exc:
         raise SimulatorError(f"simulate: {exc}") from exc
-    emit({"out": destination, **summary.as_dict()}, getattr(args, "json", False))
-    return 130 if summary.interrupted else 0
+    emit({"out": destination, **summary.as_dict()}, args.json)
+    return INTERRUPTED if summary.interrupted else 0
 
 
 def _play(sim: Simulation, args: argparse.Namespace, settings: Settings) -> tuple[Summary, str]:

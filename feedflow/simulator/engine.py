@@ -179,10 +179,11 @@ class Simulation:
         except KeyboardInterrupt:  # Ctrl-C: deliver what was produced, report it, stop
             interrupted = True
         sink.close()
-        if progress is not None:
-            progress.close()
         summary = loop.summary(time.monotonic() - started)
         summary.interrupted = interrupted
+        if progress is not None:  # counted in steps of 256 on the way: the exact count last
+            progress.advance(max(summary.events - progress.done, 0))
+            progress.close()
         return summary
 
 
