@@ -50,9 +50,10 @@ integration: setup
 	$(BIN)/python -m pytest -m integration
 
 # Faults and hostile input on real processes (kill -9, Redis lost, poison pills, secured
-# Redis): too long for make test's 10 minutes; CI runs it right after.
+# Redis), and the long end-to-end runs (`long`: the benchmark suite's smoke run): too long
+# for make test's 10 minutes; CI runs it right after.
 test-reliability: setup
-	$(BIN)/python -m pytest -m reliability
+	$(BIN)/python -m pytest -m 'reliability or long'
 
 bench: setup
 	$(BIN)/feedflow bench

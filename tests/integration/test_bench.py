@@ -15,7 +15,7 @@ from feedflow import cli
 from feedflow.bench.engagement_report import markdown_table
 from feedflow.bench.suite import PARTS, ROOT
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.long]  # ~70 s: make test-reliability
 
 
 @pytest.fixture(scope="module")
