@@ -54,7 +54,7 @@ from serving.errors import (
     UnknownBoardError,
     UnknownItemError,
 )
-from serving.feed import FeedRequest, FeedService
+from serving.feed import FeedRequest, FeedService, Trace
 from state.feature_store import (
     CO_ENGAGEMENT,
     ITEM,
@@ -106,10 +106,8 @@ class Explorer:
     items: ItemStore
     clock: Callable[[], float] = time.time
 
-    @property
-    def store(self) -> RedisFeatureStore:
-        """The feature store on the explorer's client."""
-        return RedisFeatureStore(self.client, attempts=1)  # a person waits: no retries
+    def __post_init__(self) -> None:
+        self.store = RedisFeatureStore(self.client, attempts=1)  # a person waits: no retries
 
     def users(self, prefix: str, limit: int = LISTED) -> Json:
         """Users whose id starts with `prefix`, most engaged first."""
@@ -144,9 +142,11 @@ class Explorer:
     def user(self, user_id: str, limit: int) -> Pending:
         """A user's features and feed: the feed now (a preview: nothing published, nothing
         counted), the titles and the recent items' records when the pending part runs."""
-        fetched = self.service.fetcher.get(user_id)
-        arm = self.service.arm_of(user_id)
-        feed = self.service.feed(FeedRequest(user_id, limit, None, LIMITS.diversity), publish=False)
+        arm, trace = self.service.arm_of(user_id), Trace()
+        request = FeedRequest(user_id, limit, None, LIMITS.diversity)
+        feed = self.service.feed(request, trace, publish=False)
+        fetched = trace.fetched  # the features the feed was made from: no second read
+        assert fetched is not None
         features = fetched.features
 
         def finish() -> Json:

@@ -51,7 +51,7 @@ from serving.candidates import BEHAVIOUR_SHARE, Sources, apply_filters, last_res
 from serving.catalogue import Catalogue
 from serving.co_engagement import CoCandidates, CoRecords, co_candidates
 from serving.coverage import ServedItems
-from serving.features import CACHED, MISSING, OK, FeatureFetcher
+from serving.features import CACHED, MISSING, OK, FeatureFetcher, Fetched
 from serving.impressions import ImpressionSink, NoImpressions, Served
 from serving.item_table import ItemTable
 from serving.ranking import (
@@ -110,6 +110,7 @@ class Trace:
     rungs: list[str] = field(default_factory=list)
     candidates: int = 0
     pool: int = 0
+    fetched: Fetched | None = None  # the user's features as the request read them
 
 
 class ModelHolder:
@@ -176,7 +177,7 @@ class FeedService:
         now_ms = int(self._clock_ms())
         arm = self.arm_of(req.user_id)
         with _stage("features", trace, arm.name):
-            fetched = self.fetcher.get(req.user_id)
+            fetched = trace.fetched = self.fetcher.get(req.user_id)
             ctx = UserContext.of(fetched.features, fetched.weights)
             cold = ctx.cold
             if not arm.personalised:
